@@ -1,0 +1,607 @@
+//! The chain: links tried in order until one succeeds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::time::{timeout_at, Instant};
+
+use crate::classify::{Classifier, Verdict};
+use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
+use crate::link::{parse_header, Endpoint, Link};
+use crate::observer::Observer;
+use crate::report::{Attempt, Outcome, Report};
+use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
+use crate::safety::{may_resend, Delivery};
+use crate::timeout::{attempt_deadline, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+use crate::transport::{HyperTransport, Transport, TransportErrorKind};
+
+/// Default limit on a response body: 16 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// An ordered chain of links. Calls try them in order and return the first
+/// success.
+///
+/// A chain is cheap to clone (one `Arc`) and `Send + Sync`: build it once
+/// and share it between tasks. Clones share the connection pool.
+#[derive(Clone)]
+pub struct Chain {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Box<[Endpoint]>,
+    transport: Arc<dyn Transport>,
+    classifier: Classifier,
+    max_body: u64,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let links: Vec<_> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| format!("{} {} ({})", e.method, e.url, e.name))
+            .collect();
+        f.debug_struct("Chain")
+            .field("links", &links)
+            .field("classifier", &self.inner.classifier)
+            .field("max_body", &self.inner.max_body)
+            .field("timeout", &self.inner.timeout)
+            .field("deadline", &self.inner.deadline)
+            .finish()
+    }
+}
+
+/// Builds a [`Chain`]. Setters never fail; [`build`](Self::build) checks
+/// everything.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`classifier`](Self::classifier) | [`Classifier::non_2xx`]: every non-2xx status falls back |
+/// | [`max_body`](Self::max_body) | 16 MiB |
+/// | [`timeout`](Self::timeout) (per attempt) | 10 s |
+/// | [`connect_timeout`](Self::connect_timeout) | 2 s |
+/// | [`deadline`](Self::deadline) (whole call) | none |
+/// | [`transport`](Self::transport) | [`HyperTransport`] |
+pub struct ChainBuilder {
+    links: Vec<Link>,
+    headers: Vec<(String, String)>,
+    classifier: Classifier,
+    max_body: u64,
+    timeout: Duration,
+    connect_timeout: Duration,
+    deadline: Option<Duration>,
+    observer: Option<Arc<dyn Observer>>,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+impl fmt::Debug for ChainBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainBuilder")
+            .field("links", &self.links)
+            .field("classifier", &self.classifier)
+            .field("max_body", &self.max_body)
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ChainBuilder {
+    fn default() -> Self {
+        ChainBuilder {
+            links: Vec::new(),
+            headers: Vec::new(),
+            classifier: Classifier::default(),
+            max_body: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            deadline: None,
+            observer: None,
+            transport: None,
+        }
+    }
+}
+
+impl ChainBuilder {
+    /// An empty builder with the defaults above.
+    pub fn new() -> ChainBuilder {
+        ChainBuilder::default()
+    }
+
+    /// Appends a link; links are tried in the order they are added.
+    pub fn link(mut self, link: Link) -> Self {
+        self.links.push(link);
+        self
+    }
+
+    /// Appends several links, in order.
+    pub fn links(mut self, links: impl IntoIterator<Item = Link>) -> Self {
+        self.links.extend(links);
+        self
+    }
+
+    /// A default header for every link. A link's own header of the same name
+    /// replaces it.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Which statuses succeed, fall back, or are final.
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    /// The largest response body accepted, in bytes. A larger success body
+    /// is a failed attempt (`too_large`) that falls back.
+    pub fn max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The per-attempt timeout: connect, send, response head and the whole
+    /// body. A link's own [`Link::timeout`] overrides it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The connect timeout of the default transport. A transport passed to
+    /// [`transport`](Self::transport) keeps its own.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// A bound on the whole call. When it expires the call fails at once,
+    /// with the trail so far.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Called for each failed attempt and for the success.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Sends through `transport` instead of the default [`HyperTransport`].
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Checks every link and setting and builds the chain. Nothing is sent.
+    pub fn build(self) -> Result<Chain, BuildError> {
+        if self.links.is_empty() {
+            return Err(BuildError::NoLinks);
+        }
+        let nonzero = |setting, d: Duration| {
+            if d.is_zero() {
+                Err(BuildError::Setting {
+                    setting,
+                    reason: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        nonzero("timeout", self.timeout)?;
+        nonzero("connect_timeout", self.connect_timeout)?;
+        if let Some(d) = self.deadline {
+            nonzero("deadline", d)?;
+        }
+        let mut defaults = HeaderMap::new();
+        for (n, v) in &self.headers {
+            let (name, value) = parse_header(n, v).map_err(BuildError::DefaultHeader)?;
+            defaults.append(name, value);
+        }
+        let endpoints = self
+            .links
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if let Some(t) = l.timeout {
+                    nonzero("link timeout", t)?;
+                }
+                l.validate(i, &defaults)
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
+        let transport = match self.transport {
+            Some(t) => t,
+            None => Arc::new(
+                HyperTransport::builder()
+                    .connect_timeout(Some(self.connect_timeout))
+                    .build(),
+            ),
+        };
+        Ok(Chain {
+            inner: Arc::new(Inner {
+                endpoints,
+                transport,
+                classifier: self.classifier,
+                max_body: self.max_body,
+                timeout: self.timeout,
+                deadline: self.deadline,
+                observer: self.observer,
+            }),
+        })
+    }
+}
+
+/// How one attempt ended, before it is recorded.
+enum Ended<O> {
+    Won {
+        status: StatusCode,
+        headers: HeaderMap,
+        output: O,
+    },
+    Lost(Lost),
+}
+
+struct Lost {
+    outcome: Outcome,
+    phase: Option<Phase>,
+    status: Option<StatusCode>,
+    error: String,
+    delivery: Delivery,
+    verdict: Verdict,
+    response: Option<LastResponse>,
+    sink_failed: bool,
+}
+
+impl Lost {
+    fn new(outcome: Outcome, delivery: Delivery, error: String) -> Lost {
+        Lost {
+            outcome,
+            phase: None,
+            status: None,
+            error,
+            delivery,
+            verdict: Verdict::Fallback,
+            response: None,
+            sink_failed: false,
+        }
+    }
+}
+
+impl Chain {
+    /// A builder for a chain.
+    pub fn builder() -> ChainBuilder {
+        ChainBuilder::new()
+    }
+
+    /// The number of links.
+    pub fn len(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+
+    /// Whether the chain has no links (never true for a built chain).
+    pub fn is_empty(&self) -> bool {
+        self.inner.endpoints.is_empty()
+    }
+
+    /// Sends along the chain and returns the first success, its body as
+    /// bytes.
+    pub async fn call(&self) -> Result<Response<Bytes>, Error> {
+        self.run(&mut Buffered).await
+    }
+
+    /// Sends along the chain and decodes the first success as `T`. A 2xx
+    /// body that does not decode is a failed link (`decode`) and falls
+    /// back. On total failure, the last failure's body is decoded as `E`.
+    ///
+    /// ```no_run
+    /// # async fn demo(chain: fallback::Chain) {
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    /// #[derive(serde::Deserialize, Debug)]
+    /// struct ApiError { message: String }
+    ///
+    /// match chain.call_json::<Order, ApiError>().await {
+    ///     Ok(resp) => println!("order {}", resp.body().id),
+    ///     Err(fail) => println!("{:?}: {:?}", fail.status(), fail.body()),
+    /// }
+    /// # }
+    /// ```
+    pub async fn call_json<T, E>(&self) -> Result<Response<T>, Failure<E>>
+    where
+        T: DeserializeOwned + Send,
+        E: DeserializeOwned,
+    {
+        self.run(&mut Typed::<T>::new()).await.map_err(Failure::new)
+    }
+
+    /// Sends along the chain and streams the first success's body into
+    /// `sink`. If a body breaks mid-way the sink is reset before the chain
+    /// moves on, so it only ever holds the winner's bytes.
+    pub async fn call_into<S: Sink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
+        self.run(&mut ToSink(sink)).await
+    }
+
+    async fn run<C: Consume>(&self, consumer: &mut C) -> Result<Response<C::Output>, Error> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let deadline = inner.deadline.map(|d| started + d);
+        let mut report = Report {
+            attempts: Vec::with_capacity(1),
+            ..Report::default()
+        };
+        let mut last: Option<LastResponse> = None;
+        let fail = |kind, mut report: Report, last| {
+            report.elapsed = started.elapsed();
+            let e = Error::new(kind, report, last);
+            match inner.deadline {
+                Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
+                _ => e,
+            }
+        };
+
+        for (index, ep) in inner.endpoints.iter().enumerate() {
+            let try_number = 1;
+            let begun = Instant::now();
+            let Some(until) = attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline) else {
+                return Err(fail(ErrorKind::Deadline, report, last));
+            };
+            let ended = self.attempt(ep, consumer, until).await;
+            let elapsed = begun.elapsed();
+            match ended {
+                Ended::Won {
+                    status,
+                    headers,
+                    output,
+                } => {
+                    let attempt = Attempt {
+                        link: index,
+                        name: ep.name.clone(),
+                        url: ep.url.clone(),
+                        try_number,
+                        outcome: Outcome::Ok,
+                        phase: None,
+                        status: Some(status),
+                        elapsed,
+                        error: None,
+                    };
+                    self.observe(&attempt);
+                    report.attempts.push(attempt);
+                    report.winner = Some(index);
+                    report.elapsed = started.elapsed();
+                    return Ok(Response {
+                        status,
+                        headers,
+                        body: output,
+                        winner: index,
+                        report,
+                    });
+                }
+                Ended::Lost(lost) => {
+                    let attempt = Attempt {
+                        link: index,
+                        name: ep.name.clone(),
+                        url: ep.url.clone(),
+                        try_number,
+                        outcome: lost.outcome,
+                        phase: lost.phase,
+                        status: lost.status,
+                        elapsed,
+                        error: Some(lost.error),
+                    };
+                    self.observe(&attempt);
+                    report.attempts.push(attempt);
+                    if lost.response.is_some() {
+                        last = lost.response;
+                    }
+                    if lost.sink_failed {
+                        let detail = report.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                        return Err(fail(ErrorKind::Sink, report, last).with_detail(detail));
+                    }
+                    if lost.verdict == Verdict::Final {
+                        return Err(fail(ErrorKind::FinalStatus, report, last));
+                    }
+                    if !may_resend(ep.idempotent, lost.delivery) {
+                        let (kind, detail) = not_resent(ep, lost.delivery, lost.status, report.last());
+                        return Err(fail(kind, report, last).with_detail(detail));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(fail(ErrorKind::Deadline, report, last));
+                    }
+                }
+            }
+        }
+        Err(fail(ErrorKind::Exhausted, report, last))
+    }
+
+    fn observe(&self, attempt: &Attempt) {
+        let status = attempt.status.map(|s| s.as_u16());
+        let elapsed_ms = attempt.elapsed.as_secs_f64() * 1e3;
+        if attempt.is_ok() {
+            if attempt.link == 0 && attempt.try_number == 1 {
+                tracing::debug!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded");
+            } else {
+                tracing::info!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded after failover");
+            }
+        } else {
+            tracing::warn!(
+                link = %attempt.name,
+                try_number = attempt.try_number,
+                outcome = attempt.outcome.as_str(),
+                status,
+                elapsed_ms,
+                error = attempt.error.as_deref().unwrap_or(""),
+                "link failed"
+            );
+        }
+        if let Some(o) = &self.inner.observer {
+            o.on_attempt(attempt);
+        }
+    }
+
+    /// One attempt at one link, bounded by `until`.
+    async fn attempt<C: Consume>(&self, ep: &Endpoint, consumer: &mut C, until: Instant) -> Ended<C::Output> {
+        let inner = &*self.inner;
+        let begun = Instant::now();
+        let limit = inner.max_body;
+        let resp = match timeout_at(until, inner.transport.send(ep.request())).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                return Ended::Lost(match e.kind() {
+                    TransportErrorKind::Connect => Lost::new(Outcome::Connect, Delivery::NotSent, text),
+                    TransportErrorKind::ConnectTimeout => Lost {
+                        phase: Some(Phase::Connect),
+                        ..Lost::new(Outcome::Timeout, Delivery::NotSent, text)
+                    },
+                    _ => Lost::new(Outcome::Io, Delivery::Unknown, text),
+                });
+            }
+            Err(_) => {
+                return Ended::Lost(Lost {
+                    phase: Some(Phase::Head),
+                    ..Lost::new(
+                        Outcome::Timeout,
+                        Delivery::Unknown,
+                        format!("no response head within {:?}", until.duration_since(begun)),
+                    )
+                })
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let len = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let verdict = inner.classifier.classify(status);
+        if verdict == Verdict::Success {
+            let result = timeout_at(until, consumer.consume(body, limit, len)).await;
+            let lost = match result {
+                Ok(Ok(output)) => {
+                    return Ended::Won {
+                        status,
+                        headers: parts.headers,
+                        output,
+                    }
+                }
+                Ok(Err(ConsumeError::TooLarge(limit))) => Lost::new(
+                    Outcome::TooLarge,
+                    Delivery::Processed,
+                    format!("body larger than the limit of {limit} bytes"),
+                ),
+                Ok(Err(ConsumeError::Body(e))) => Lost::new(
+                    Outcome::Io,
+                    Delivery::Processed,
+                    format!("body could not be read whole: {}", chain_text(&*e)),
+                ),
+                Ok(Err(ConsumeError::Decode(e, bytes))) => Lost {
+                    response: Some(LastResponse {
+                        status,
+                        headers: parts.headers.clone(),
+                        body: Some(bytes),
+                    }),
+                    ..Lost::new(
+                        Outcome::Decode,
+                        Delivery::Processed,
+                        format!("body does not decode: {e}"),
+                    )
+                },
+                Ok(Err(ConsumeError::Sink(e))) => Lost {
+                    sink_failed: true,
+                    ..Lost::new(Outcome::Io, Delivery::Processed, format!("sink failed: {e}"))
+                },
+                Err(_) => Lost {
+                    phase: Some(Phase::Body),
+                    ..Lost::new(
+                        Outcome::Timeout,
+                        Delivery::Processed,
+                        format!("body not read whole within {:?}", until.duration_since(begun)),
+                    )
+                },
+            };
+            // No byte of a failed attempt may stay with the caller.
+            if let Err(e) = consumer.reset().await {
+                return Ended::Lost(Lost {
+                    sink_failed: true,
+                    status: Some(status),
+                    ..Lost::new(Outcome::Io, Delivery::Processed, format!("sink reset failed: {e}"))
+                });
+            }
+            return Ended::Lost(Lost {
+                status: Some(status),
+                response: lost.response.or(Some(LastResponse {
+                    status,
+                    headers: parts.headers,
+                    body: None,
+                })),
+                ..lost
+            });
+        }
+        // Read the failure's body: it may be the caller's error body, and a
+        // drained connection goes back to the pool.
+        let body = match timeout_at(until, collect(body, limit, len)).await {
+            Ok(Ok(b)) => Some(b),
+            _ => None,
+        };
+        Ended::Lost(Lost {
+            status: Some(status),
+            verdict,
+            response: Some(LastResponse {
+                status,
+                headers: parts.headers,
+                body,
+            }),
+            ..Lost::new(
+                Outcome::Status,
+                Delivery::Rejected,
+                format!("{} returned HTTP Error: {}", ep.name, status.as_u16()),
+            )
+        })
+    }
+}
+
+/// The error kind and message for a request that must not be re-sent.
+fn not_resent(ep: &Endpoint, delivery: Delivery, status: Option<StatusCode>, attempt: Option<&Attempt>) -> (ErrorKind, String) {
+    let why = attempt.and_then(|a| a.error.as_deref()).unwrap_or("unknown failure");
+    let m = &ep.method;
+    if delivery == Delivery::Processed {
+        let s = status.map_or(0, |s| s.as_u16());
+        (
+            ErrorKind::Processed,
+            format!(
+                "accepted the {m} with {s}, but the answer could not be used ({why}); \
+                 it was not re-sent because the request was processed"
+            ),
+        )
+    } else {
+        (
+            ErrorKind::MaybeProcessed,
+            format!(
+                "the {m} may have been processed ({why}); it was not re-sent because {m} is not idempotent. \
+                 Mark the link idempotent or send an Idempotency-Key header to allow re-sending"
+            ),
+        )
+    }
+}
+
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,233 @@
+//! Classification: which statuses are a success, which fall back to the
+//! next link, and which are a final answer.
+//!
+//! Classification only says *what* an answer means. Whether a failed request
+//! may then be sent again is the re-send rule of [`crate::safety`], and
+//! *when* is the business of the chain.
+//!
+//! Transport failures (refused, reset, timed out, truncated) always fall
+//! back, subject to the re-send rule.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::StatusCode;
+
+/// What a status means for the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The answer is the result.
+    Success,
+    /// The link failed: try the next one.
+    Fallback,
+    /// A failure that later links would not fix: return it at once.
+    Final,
+}
+
+/// Decides the [`Verdict`] for each response status.
+///
+/// | preset | success | falls back | final |
+/// | --- | --- | --- | --- |
+/// | [`Classifier::non_2xx`] (default, the original package's rule) | 2xx | every other status | none |
+/// | [`Classifier::server_errors`] | 2xx | 5xx, 408, 429 | every other status |
+/// | [`Classifier::parse`]`("5xx,429")` | 2xx | the listed codes and classes | every other status |
+/// | [`Classifier::custom`] | your predicate decides | | |
+///
+/// ```
+/// use fallback::{Classifier, Verdict};
+/// use http::StatusCode;
+///
+/// let c = Classifier::server_errors();
+/// assert_eq!(c.classify(StatusCode::OK), Verdict::Success);
+/// assert_eq!(c.classify(StatusCode::SERVICE_UNAVAILABLE), Verdict::Fallback);
+/// assert_eq!(c.classify(StatusCode::NOT_FOUND), Verdict::Final);
+///
+/// let c = Classifier::parse("5xx, 404").unwrap();
+/// assert_eq!(c.classify(StatusCode::NOT_FOUND), Verdict::Fallback);
+/// assert!(Classifier::parse("6xx").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Classifier {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Non2xx,
+    Listed(Arc<[Match]>),
+    Custom(Arc<dyn Fn(StatusCode) -> Verdict + Send + Sync>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Match {
+    Code(u16),
+    Class(u16),
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Classifier::non_2xx()
+    }
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Non2xx => f.write_str("Classifier(non-2xx)"),
+            Inner::Listed(m) => write!(f, "Classifier({})", spec(m)),
+            Inner::Custom(_) => f.write_str("Classifier(custom)"),
+        }
+    }
+}
+
+fn spec(m: &[Match]) -> String {
+    m.iter()
+        .map(|m| match m {
+            Match::Code(c) => c.to_string(),
+            Match::Class(c) => format!("{c}xx"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Classifier {
+    /// Every status outside 2xx falls back; nothing is final.
+    pub fn non_2xx() -> Classifier {
+        Classifier {
+            inner: Inner::Non2xx,
+        }
+    }
+
+    /// 5xx, 408 and 429 fall back; any other non-2xx status is final.
+    pub fn server_errors() -> Classifier {
+        Classifier {
+            inner: Inner::Listed(Arc::from([Match::Class(5), Match::Code(408), Match::Code(429)])),
+        }
+    }
+
+    /// Parses `non-2xx`, or a comma-separated list of codes (`429`) and
+    /// classes (`5xx`) that fall back; every other non-2xx status is final.
+    pub fn parse(spec: &str) -> Result<Classifier, ClassifierParseError> {
+        let spec = spec.trim();
+        if spec.eq_ignore_ascii_case("non-2xx") {
+            return Ok(Classifier::non_2xx());
+        }
+        let mut list = Vec::new();
+        for item in spec.split(',') {
+            let item = item.trim();
+            let err = || ClassifierParseError {
+                item: item.to_owned(),
+            };
+            let lower = item.to_ascii_lowercase();
+            let m = if let Some(class) = lower.strip_suffix("xx") {
+                match class.parse::<u16>() {
+                    Ok(c) if (1..=5).contains(&c) && class.len() == 1 => Match::Class(c),
+                    _ => return Err(err()),
+                }
+            } else {
+                match item.parse::<u16>() {
+                    Ok(c) if (100..=599).contains(&c) && item.len() == 3 => Match::Code(c),
+                    _ => return Err(err()),
+                }
+            };
+            list.push(m);
+        }
+        Ok(Classifier {
+            inner: Inner::Listed(list.into()),
+        })
+    }
+
+    /// Any predicate of your own.
+    ///
+    /// ```
+    /// use fallback::{Classifier, Verdict};
+    /// // 404 means "not here": ask the next link.
+    /// let c = Classifier::custom(|s| match s.as_u16() {
+    ///     200..=299 => Verdict::Success,
+    ///     404 | 500..=599 => Verdict::Fallback,
+    ///     _ => Verdict::Final,
+    /// });
+    /// assert_eq!(c.classify(http::StatusCode::NOT_FOUND), Verdict::Fallback);
+    /// ```
+    pub fn custom(f: impl Fn(StatusCode) -> Verdict + Send + Sync + 'static) -> Classifier {
+        Classifier {
+            inner: Inner::Custom(Arc::new(f)),
+        }
+    }
+
+    /// The verdict for `status`.
+    pub fn classify(&self, status: StatusCode) -> Verdict {
+        let code = status.as_u16();
+        match &self.inner {
+            Inner::Custom(f) => f(status),
+            _ if status.is_success() => Verdict::Success,
+            Inner::Non2xx => Verdict::Fallback,
+            Inner::Listed(list) => {
+                let hit = list.iter().any(|m| match *m {
+                    Match::Code(c) => c == code,
+                    Match::Class(c) => c == code / 100,
+                });
+                if hit {
+                    Verdict::Fallback
+                } else {
+                    Verdict::Final
+                }
+            }
+        }
+    }
+}
+
+/// A status list that [`Classifier::parse`] could not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassifierParseError {
+    item: String,
+}
+
+impl fmt::Display for ClassifierParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid status {:?}: expected `non-2xx`, a code such as 429, or a class such as 5xx",
+            self.item
+        )
+    }
+}
+
+impl std::error::Error for ClassifierParseError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(c: &Classifier, s: u16) -> Verdict {
+        c.classify(StatusCode::from_u16(s).unwrap())
+    }
+
+    #[test]
+    fn presets() {
+        let c = Classifier::non_2xx();
+        assert_eq!(v(&c, 204), Verdict::Success);
+        for s in [301, 400, 404, 500, 503] {
+            assert_eq!(v(&c, s), Verdict::Fallback);
+        }
+        let c = Classifier::server_errors();
+        for s in [500, 501, 503, 599, 408, 429] {
+            assert_eq!(v(&c, s), Verdict::Fallback, "{s}");
+        }
+        for s in [301, 400, 401, 404, 409] {
+            assert_eq!(v(&c, s), Verdict::Final, "{s}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_junk() {
+        for bad in ["", "5x", "600", "99", "abc", "5xx,", "0xx", "55xx", "+200"] {
+            assert!(Classifier::parse(bad).is_err(), "{bad:?}");
+        }
+        let c = Classifier::parse(" 5XX , 429 ").unwrap();
+        assert_eq!(v(&c, 429), Verdict::Fallback);
+        assert_eq!(v(&c, 502), Verdict::Fallback);
+        assert_eq!(v(&c, 404), Verdict::Final);
+        assert_eq!(format!("{c:?}"), "Classifier(5xx,429)");
+    }
+}

@@ -1,0 +1,356 @@
+//! Errors: [`BuildError`] when a chain is built, [`Error`] when a call
+//! fails, and [`Failure`] for typed calls.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::report::{Attempt, Outcome, Report};
+
+/// A chain that cannot be built. Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The chain has no links.
+    #[error("the chain has no links: add at least one with ChainBuilder::link")]
+    NoLinks,
+    /// A link is invalid.
+    #[error("link {index} ({name}): {problem}")]
+    Link {
+        /// The link's index, from 0.
+        index: usize,
+        /// Its name, or its URL when it has none.
+        name: String,
+        /// What is wrong with it.
+        problem: LinkProblem,
+    },
+    /// A chain-wide default header is invalid.
+    #[error("chain-wide header: {0}")]
+    DefaultHeader(LinkProblem),
+    /// A chain setting is out of range.
+    #[error("invalid {setting}: {reason}")]
+    Setting {
+        /// The setting, e.g. `timeout`.
+        setting: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// What is wrong with a link.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkProblem {
+    /// The URL does not parse.
+    #[error("invalid URL {url:?}: {reason}")]
+    Url {
+        /// The URL, without userinfo.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The URL's scheme is not http or https.
+    #[error("unsupported scheme in {url:?}: only http:// and https:// are allowed")]
+    Scheme {
+        /// The URL, without userinfo.
+        url: String,
+    },
+    /// The method is not a valid token (or is CONNECT).
+    #[error("invalid method {method:?}")]
+    Method {
+        /// The method as given.
+        method: String,
+    },
+    /// A header name is invalid.
+    #[error("invalid header name {name:?}")]
+    HeaderName {
+        /// The name as given.
+        name: String,
+    },
+    /// A header value is invalid. The value itself is never printed: it
+    /// may be a secret.
+    #[error("invalid value for header {name:?}: {reason}")]
+    HeaderValue {
+        /// The header's name.
+        name: String,
+        /// Why the value is invalid, e.g. "contains CR or LF".
+        reason: &'static str,
+    },
+    /// The JSON body could not be serialized.
+    #[error("the JSON body cannot be serialized: {0}")]
+    Json(Arc<serde_json::Error>),
+}
+
+/// Why a call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Every link was tried and failed.
+    Exhausted,
+    /// A link answered a status that does not fall back (see
+    /// [`Classifier`](crate::Classifier)); later links were not tried.
+    FinalStatus,
+    /// A non-idempotent request may have been processed (a timeout, reset
+    /// or truncated answer after it was sent), so it was not re-sent.
+    MaybeProcessed,
+    /// A non-idempotent request was accepted with a success status, but the
+    /// answer could not be used; it was not re-sent.
+    Processed,
+    /// The call's deadline expired.
+    Deadline,
+    /// The caller's sink failed while taking the body.
+    Sink,
+}
+
+/// The last response received by a failed call.
+#[derive(Clone, Debug)]
+pub(crate) struct LastResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+}
+
+/// A failed call: why, the last response received, and the whole trail.
+///
+/// ```
+/// # async fn demo(chain: fallback::Chain) {
+/// match chain.call().await {
+///     Ok(resp) => println!("{} from link {}", resp.status(), resp.winner()),
+///     Err(err) => {
+///         eprintln!("{err}");
+///         for attempt in err.report().attempts() {
+///             eprintln!("  {attempt}");
+///         }
+///         if let Some(body) = err.body() {
+///             eprintln!("last body: {}", String::from_utf8_lossy(body));
+///         }
+///     }
+/// }
+/// # }
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    report: Report,
+    last: Option<LastResponse>,
+    detail: Option<String>,
+    deadline: Option<Duration>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, report: Report, last: Option<LastResponse>) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                report,
+                last,
+                detail: None,
+                deadline: None,
+            }),
+        }
+    }
+
+    pub(crate) fn with_detail(mut self, detail: String) -> Error {
+        self.inner.detail = Some(detail);
+        self
+    }
+
+    pub(crate) fn with_deadline(mut self, deadline: Duration) -> Error {
+        self.inner.deadline = Some(deadline);
+        self
+    }
+
+    /// Why the call failed.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// Every attempt made, in order.
+    pub fn report(&self) -> &Report {
+        &self.inner.report
+    }
+
+    /// The status of the last response received, if any link answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.last.as_ref().map(|l| l.status)
+    }
+
+    /// The headers of the last response received.
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.inner.last.as_ref().map(|l| &l.headers)
+    }
+
+    /// The body of the last response received, if it could be read whole.
+    pub fn body(&self) -> Option<&Bytes> {
+        self.inner.last.as_ref().and_then(|l| l.body.as_ref())
+    }
+
+    /// The last attempt.
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.inner.report.last()
+    }
+
+    /// The URL of the last attempt, without userinfo.
+    pub fn url(&self) -> Option<&str> {
+        self.last_attempt().map(Attempt::url)
+    }
+
+    /// Whether the call ended on a time limit (the last attempt timed out,
+    /// or the deadline expired).
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == ErrorKind::Deadline
+            || self
+                .last_attempt()
+                .is_some_and(|a| a.outcome() == Outcome::Timeout)
+    }
+
+    /// Whether the request may have had its side effect although the call
+    /// failed ([`ErrorKind::MaybeProcessed`] or [`ErrorKind::Processed`]).
+    pub fn may_have_been_processed(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::MaybeProcessed | ErrorKind::Processed
+        )
+    }
+
+    /// Decodes the last response's body as JSON.
+    pub fn json<E: DeserializeOwned>(&self) -> Option<Result<E, serde_json::Error>> {
+        self.body().map(|b| serde_json::from_slice(b))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("status", &self.status())
+            .field("attempts", &self.inner.report.attempts)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let last = self.last_attempt();
+        let n = self.inner.report.attempts.len();
+        match self.inner.kind {
+            ErrorKind::Exhausted => {
+                write!(f, "every link failed ({n} attempts)")?;
+                if let Some(a) = last {
+                    write!(f, "; last: {a}")?;
+                }
+                Ok(())
+            }
+            ErrorKind::FinalStatus => match last {
+                Some(a) => write!(
+                    f,
+                    "link {} ({}) answered {}, a final status that does not fall back",
+                    a.link,
+                    a.name,
+                    a.status.map_or(0, |s| s.as_u16())
+                ),
+                None => f.write_str("a final status that does not fall back"),
+            },
+            ErrorKind::MaybeProcessed | ErrorKind::Processed => {
+                if let Some(a) = last {
+                    write!(f, "link {} ({}): ", a.link, a.name)?;
+                }
+                f.write_str(self.inner.detail.as_deref().unwrap_or("the request may have been processed"))
+            }
+            ErrorKind::Deadline => {
+                write!(f, "the deadline")?;
+                if let Some(d) = self.inner.deadline {
+                    write!(f, " of {d:?}")?;
+                }
+                write!(f, " expired after {n} attempts")?;
+                if let Some(a) = last {
+                    write!(f, "; last: {a}")?;
+                }
+                Ok(())
+            }
+            ErrorKind::Sink => write!(
+                f,
+                "writing the body to the sink failed: {}",
+                self.inner.detail.as_deref().unwrap_or("unknown error")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A failed typed call: the [`Error`], and the last failure's body decoded
+/// as the caller's error type `E` (the original package's `CustomError`).
+///
+/// It dereferences to [`Error`], so `status()`, `report()` and the other
+/// queries work on it directly.
+pub struct Failure<E> {
+    error: Error,
+    body: Option<Result<E, serde_json::Error>>,
+}
+
+impl<E: DeserializeOwned> Failure<E> {
+    pub(crate) fn new(error: Error) -> Failure<E> {
+        let body = error.json::<E>();
+        Failure { error, body }
+    }
+}
+
+impl<E> Failure<E> {
+    /// The last failure's body decoded as `E`, when there was a body and it
+    /// decoded.
+    pub fn body(&self) -> Option<&E> {
+        self.body.as_ref().and_then(|r| r.as_ref().ok())
+    }
+
+    /// Why the last failure's body did not decode as `E`, if it did not.
+    pub fn body_error(&self) -> Option<&serde_json::Error> {
+        self.body.as_ref().and_then(|r| r.as_ref().err())
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// Splits into the error and the decoded body.
+    pub fn into_parts(self) -> (Error, Option<Result<E, serde_json::Error>>) {
+        (self.error, self.body)
+    }
+}
+
+impl<E> Deref for Failure<E> {
+    type Target = Error;
+    fn deref(&self) -> &Error {
+        &self.error
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for Failure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failure")
+            .field("error", &self.error)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+impl<E> fmt::Display for Failure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<E: fmt::Debug> std::error::Error for Failure<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

@@ -1,0 +1,332 @@
+//! A link: one full request of the chain (name, method, URL, headers, body).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, Uri};
+
+use crate::body::Body;
+use crate::error::{BuildError, LinkProblem};
+use crate::safety;
+use crate::transport::RequestBody;
+
+/// One link of a chain: a complete request of its own.
+///
+/// Setters never fail; everything is checked when the chain is built, and a
+/// bad link is a [`BuildError`] that names it and the culprit.
+///
+/// ```
+/// use fallback::Link;
+/// let primary = Link::get("http://127.0.0.1:8080/orders").name("primary");
+/// let backup = Link::post("http://127.0.0.1:8081/orders")
+///     .header("X-Api-Key", "k")
+///     .json(&serde_json::json!({"Name": "Random", "Amount": 100}));
+/// # let _ = (primary, backup);
+/// ```
+#[derive(Clone)]
+pub struct Link {
+    pub(crate) name: Option<String>,
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Body,
+    pub(crate) idempotent: Option<bool>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<_> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), redact_header(n, v)))
+            .collect();
+        f.debug_struct("Link")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("url", &redact_raw_url(&self.url))
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .field("idempotent", &self.idempotent)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Link {
+    /// A link sending `method` to `url`.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Link {
+        Link {
+            name: None,
+            method: method.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Body::empty(),
+            idempotent: None,
+            timeout: None,
+        }
+    }
+
+    /// A `GET` link.
+    pub fn get(url: impl Into<String>) -> Link {
+        Link::new("GET", url)
+    }
+
+    /// A `POST` link.
+    pub fn post(url: impl Into<String>) -> Link {
+        Link::new("POST", url)
+    }
+
+    /// A `PUT` link.
+    pub fn put(url: impl Into<String>) -> Link {
+        Link::new("PUT", url)
+    }
+
+    /// A `PATCH` link.
+    pub fn patch(url: impl Into<String>) -> Link {
+        Link::new("PATCH", url)
+    }
+
+    /// A `DELETE` link.
+    pub fn delete(url: impl Into<String>) -> Link {
+        Link::new("DELETE", url)
+    }
+
+    /// A `HEAD` link.
+    pub fn head(url: impl Into<String>) -> Link {
+        Link::new("HEAD", url)
+    }
+
+    /// The name used in reports and errors. Default: the URL's host and port.
+    pub fn name(mut self, name: impl Into<String>) -> Link {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the method (case-insensitive for the standard methods).
+    pub fn method(mut self, method: impl Into<String>) -> Link {
+        self.method = method.into();
+        self
+    }
+
+    /// Adds a header. A link's headers replace chain-wide defaults of the
+    /// same name; several values of one name are all sent.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Link {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Body>) -> Link {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body: any `Serialize` value, with
+    /// `Content-Type: application/json` unless a header sets another.
+    pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Link {
+        self.body(Body::json(value))
+    }
+
+    /// Marks the request idempotent (`true`), so it may be re-sent after an
+    /// unknown outcome, or not (`false`), even for GET. Default: by method,
+    /// or `true` when an `Idempotency-Key` header is set. See
+    /// [`crate::safety`].
+    pub fn idempotent(mut self, idempotent: bool) -> Link {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// This link's per-attempt timeout, overriding the chain's.
+    pub fn timeout(mut self, timeout: Duration) -> Link {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Checks everything and freezes the link.
+    pub(crate) fn validate(self, index: usize, defaults: &HeaderMap) -> Result<Endpoint, BuildError> {
+        let fail = |name: &Option<String>, problem: LinkProblem| BuildError::Link {
+            index,
+            name: name.clone().unwrap_or_else(|| redact_raw_url(&self.url)),
+            problem,
+        };
+        let uri = parse_url(&self.url).map_err(|p| fail(&self.name, p))?;
+        let method = parse_method(&self.method).map_err(|p| fail(&self.name, p))?;
+        let mut headers = HeaderMap::new();
+        for (n, v) in &self.headers {
+            let (name, value) = parse_header(n, v).map_err(|p| fail(&self.name, p))?;
+            headers.append(name, value);
+        }
+        if let Some(e) = self.body.json_error() {
+            return Err(fail(&self.name, LinkProblem::Json(e.clone())));
+        }
+        for (name, value) in defaults {
+            if !headers.contains_key(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if self.body.is_json() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let name = self.name.unwrap_or_else(|| default_name(&uri));
+        let idempotent = safety::is_idempotent(&method, &headers, self.idempotent);
+        Ok(Endpoint {
+            name: name.into(),
+            url: redact_uri(&uri).into(),
+            method,
+            uri,
+            headers,
+            body: self.body,
+            idempotent,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A validated link, ready to send.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) name: Arc<str>,
+    pub(crate) url: Arc<str>,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Body,
+    pub(crate) idempotent: bool,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Endpoint {
+    /// A fresh request for one attempt.
+    pub(crate) fn request(&self) -> http::Request<RequestBody> {
+        let mut req = http::Request::new(self.body.to_request_body());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
+    let problem = |reason: &str| LinkProblem::Url {
+        url: redact_raw_url(url),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url.trim().parse().map_err(|e: http::uri::InvalidUri| problem(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+        Some(_) => {
+            return Err(LinkProblem::Scheme {
+                url: redact_raw_url(url),
+            })
+        }
+        None => return Err(problem("missing scheme: expected http:// or https://")),
+    }
+    match uri.host() {
+        Some(h) if !h.is_empty() => {}
+        _ => return Err(problem("missing host")),
+    }
+    if uri.port().is_some_and(|p| p.as_u16() == 0) {
+        return Err(problem("port 0"));
+    }
+    Ok(uri)
+}
+
+pub(crate) fn parse_method(method: &str) -> Result<Method, LinkProblem> {
+    let upper = method.to_ascii_uppercase();
+    let m = if [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ]
+    .contains(&upper.as_str())
+    {
+        upper.as_str()
+    } else {
+        method
+    };
+    match Method::from_bytes(m.as_bytes()) {
+        Ok(m) if m != Method::CONNECT => Ok(m),
+        _ => Err(LinkProblem::Method {
+            method: method.to_owned(),
+        }),
+    }
+}
+
+pub(crate) fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), LinkProblem> {
+    let hname = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| LinkProblem::HeaderName {
+        name: name.to_owned(),
+    })?;
+    let reason = if value.contains(['\r', '\n']) {
+        Some("contains CR or LF")
+    } else if value.bytes().any(|b| b == 0) {
+        Some("contains a NUL byte")
+    } else {
+        None
+    };
+    let hvalue = match reason {
+        Some(r) => Err(r),
+        None => HeaderValue::from_str(value.trim()).map_err(|_| "contains a control character"),
+    }
+    .map_err(|reason| LinkProblem::HeaderValue {
+        name: name.to_owned(),
+        reason,
+    })?;
+    Ok((hname, hvalue))
+}
+
+fn default_name(uri: &Uri) -> String {
+    let host = uri.host().unwrap_or("");
+    match uri.port_u16() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
+const SENSITIVE: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+fn redact_header<'a>(name: &str, value: &'a str) -> &'a str {
+    if SENSITIVE.iter().any(|s| name.trim().eq_ignore_ascii_case(s)) {
+        "<redacted>"
+    } else {
+        value
+    }
+}
+
+/// The URL without userinfo, for reports and errors.
+pub(crate) fn redact_uri(uri: &Uri) -> String {
+    let s = uri.to_string();
+    redact_raw_url(&s)
+}
+
+/// Drops `user:password@` from a URL string, valid or not.
+pub(crate) fn redact_raw_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(redact_raw_url("http://u:p@h:1/x?a@b"), "http://***@h:1/x?a@b");
+        assert_eq!(redact_raw_url("http://h/x@y"), "http://h/x@y");
+        assert_eq!(redact_raw_url("not a url@all"), "***@all");
+    }
+
+    #[test]
+    fn methods() {
+        assert_eq!(parse_method("post").unwrap(), Method::POST);
+        assert_eq!(parse_method("PURGE").unwrap().as_str(), "PURGE");
+        assert!(parse_method("GE T").is_err());
+        assert!(parse_method("").is_err());
+        assert!(parse_method("CONNECT").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The attempt report: what happened at every link, in order.
+//!
+//! A [`Report`] comes back with every success ([`Response::report`]) and
+//! every failure ([`Error::report`]), so a caller never loses the trail of
+//! what was tried.
+//!
+//! [`Response::report`]: crate::Response::report
+//! [`Error::report`]: crate::Error::report
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::timeout::Phase;
+
+/// How one attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The link succeeded: its answer is the result.
+    Ok,
+    /// The server answered a status that falls back, or a final
+    /// (non-fallback) status.
+    Status,
+    /// No connection was made, so nothing was sent.
+    Connect,
+    /// A time limit expired; [`Attempt::phase`] says which.
+    Timeout,
+    /// The connection broke after the request was sent, or the body could
+    /// not be read whole.
+    Io,
+    /// The body was over the size limit.
+    TooLarge,
+    /// A typed call's body did not decode.
+    Decode,
+    /// Not tried: a breaker was open or the budget was spent.
+    Skipped,
+    /// A hedged attempt that lost.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome's stable name: `ok`, `status`, `connect`, `timeout`,
+    /// `io`, `too_large`, `decode`, `skipped` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Status => "status",
+            Outcome::Connect => "connect",
+            Outcome::Timeout => "timeout",
+            Outcome::Io => "io",
+            Outcome::TooLarge => "too_large",
+            Outcome::Decode => "decode",
+            Outcome::Skipped => "skipped",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attempt at one link.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub(crate) link: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) url: Arc<str>,
+    pub(crate) try_number: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) phase: Option<Phase>,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) elapsed: Duration,
+    pub(crate) error: Option<String>,
+}
+
+impl Attempt {
+    /// The link's index in the chain, from 0.
+    pub fn link(&self) -> usize {
+        self.link
+    }
+
+    /// The link's name (by default the URL's host and port).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The link's URL, without any userinfo.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The try on this link, from 1.
+    pub fn try_number(&self) -> u32 {
+        self.try_number
+    }
+
+    /// How the attempt ended.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// For a timeout, the phase that expired.
+    pub fn phase(&self) -> Option<Phase> {
+        self.phase
+    }
+
+    /// The status the server answered, if it answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// How long the attempt took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// What went wrong, for any outcome but `ok`.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Whether the attempt succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.outcome == Outcome::Ok
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "link {} ({}) try {}: {}",
+            self.link, self.name, self.try_number, self.outcome
+        )?;
+        if let Some(s) = self.status {
+            write!(f, " {}", s.as_u16())?;
+        }
+        write!(f, " in {:.1?}", self.elapsed)?;
+        if let Some(e) = &self.error {
+            write!(f, ": {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every attempt of one call, in the order they were made.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) elapsed: Duration,
+    pub(crate) winner: Option<usize>,
+}
+
+impl Report {
+    /// The attempts, in order.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// The index of the link that succeeded, if one did.
+    pub fn winner(&self) -> Option<usize> {
+        self.winner
+    }
+
+    /// How long the whole call took.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// The last attempt made, if any.
+    pub fn last(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for a in &self.attempts {
+            writeln!(f, "{a}")?;
+        }
+        match self.winner {
+            Some(w) => write!(f, "won by link {w} in {:.1?}", self.elapsed),
+            None => write!(f, "no link succeeded ({:.1?})", self.elapsed),
+        }
+    }
+}

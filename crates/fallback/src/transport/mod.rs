@@ -1,0 +1,231 @@
+//! The one seam between the chain and the network.
+//!
+//! A [`Transport`] sends one `http::Request` and returns the response head
+//! with a streaming body. The chain does everything else (timeouts, body
+//! limits, classification, failover) on top of it, so any HTTP client can
+//! be plugged in by implementing a single method.
+//!
+//! - [`HyperTransport`] is the default: hyper 1.x with hyper-util's pooled
+//!   client and rustls.
+//! - `ReqwestTransport` (feature `reqwest`) wraps a caller-configured
+//!   `reqwest::Client`, with its proxies, cookies and whatever else.
+
+mod hyper;
+#[cfg(feature = "reqwest")]
+mod reqwest;
+
+pub use self::hyper::{HyperTransport, HyperTransportBuilder};
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::ReqwestTransport;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+
+/// A boxed error, as carried through bodies and transports.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The streaming body of a response handed back by a [`Transport`].
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The future returned by [`Transport::send`].
+pub type SendFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, TransportError>> + Send>>;
+
+/// Sends one HTTP request and yields the response head and streaming body.
+///
+/// Implementations must report failures to connect as
+/// [`TransportErrorKind::Connect`] (or [`TransportErrorKind::ConnectTimeout`]):
+/// the chain relies on that to know a request never left, which is what
+/// makes re-sending a `POST` safe.
+///
+/// ```
+/// use fallback::transport::{ResponseBody, SendFuture, Transport, RequestBody};
+/// use http_body_util::{BodyExt, Full};
+///
+/// /// Answers every request with 200 and "pong", without a network.
+/// struct Pong;
+///
+/// impl Transport for Pong {
+///     fn send(&self, _req: http::Request<RequestBody>) -> SendFuture {
+///         Box::pin(async {
+///             let body: ResponseBody = Full::from("pong").map_err(|e| match e {}).boxed_unsync();
+///             Ok(http::Response::new(body))
+///         })
+///     }
+/// }
+/// ```
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `request` (its URI is absolute) and resolves once the response
+    /// head has arrived.
+    fn send(&self, request: http::Request<RequestBody>) -> SendFuture;
+}
+
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
+        (**self).send(request)
+    }
+}
+
+/// Why a transport could not produce a response head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The request never left: no connection was made (refused, DNS, TLS
+    /// handshake), or the request could not be handed to the client.
+    Connect,
+    /// Connecting took longer than the connect timeout: nothing was sent.
+    ConnectTimeout,
+    /// Anything else. The request may or may not have reached the server.
+    Other,
+}
+
+/// A failure of [`Transport::send`].
+pub struct TransportError {
+    kind: TransportErrorKind,
+    source: BoxError,
+}
+
+impl TransportError {
+    /// A new error of `kind` caused by `source`.
+    pub fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> TransportError {
+        TransportError {
+            kind,
+            source: source.into(),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+
+    /// Whether the request certainly never reached the server.
+    pub fn is_not_sent(&self) -> bool {
+        matches!(
+            self.kind,
+            TransportErrorKind::Connect | TransportErrorKind::ConnectTimeout
+        )
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Error chains from hyper are terse at the top; the causes say why.
+        write!(f, "{}", self.source)?;
+        let mut cause = self.source.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// The body of a request handed to a [`Transport`].
+///
+/// Bytes are sent with a `Content-Length`; streams are sent as they come.
+pub struct RequestBody {
+    inner: ReqInner,
+}
+
+enum ReqInner {
+    Full(Option<Bytes>),
+    Stream(BoxBody<Bytes, BoxError>),
+}
+
+impl RequestBody {
+    /// An empty body.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: ReqInner::Full(None),
+        }
+    }
+
+    /// A body of the given bytes.
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            inner: ReqInner::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// A streaming body.
+    pub fn stream<B>(body: B) -> RequestBody
+    where
+        B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        RequestBody {
+            inner: ReqInner::Stream(body.map_err(Into::into).boxed()),
+        }
+    }
+
+    /// The bytes of a body that is not a stream (empty for an empty body).
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        static EMPTY: Bytes = Bytes::new();
+        match &self.inner {
+            ReqInner::Full(Some(b)) => Some(b),
+            ReqInner::Full(None) => Some(&EMPTY),
+            ReqInner::Stream(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            ReqInner::Full(b) => write!(f, "RequestBody({} bytes)", b.as_ref().map_or(0, Bytes::len)),
+            ReqInner::Stream(_) => f.write_str("RequestBody(stream)"),
+        }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            ReqInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqInner::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ReqInner::Full(b) => b.is_none(),
+            ReqInner::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ReqInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqInner::Stream(s) => s.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! A transport over a caller-configured `reqwest::Client`.
+
+use http_body_util::BodyExt;
+
+use super::{BoxError, RequestBody, SendFuture, Transport, TransportError, TransportErrorKind};
+
+/// Sends through a `reqwest::Client` that the caller configured (proxies,
+/// cookies, TLS roots, and so on).
+///
+/// The chain's own per-attempt timeout still applies on top of any timeout
+/// set on the client.
+///
+/// ```
+/// # fn demo() -> Result<(), fallback::BuildError> {
+/// let client = reqwest::Client::builder().build().expect("client");
+/// let chain = fallback::Chain::builder()
+///     .transport(fallback::transport::ReqwestTransport::new(client))
+///     .link(fallback::Link::get("http://127.0.0.1:8080/"))
+///     .build()?;
+/// # let _ = chain; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// Wraps `client`; its connection pool is shared by every link.
+    pub fn new(client: reqwest::Client) -> ReqwestTransport {
+        ReqwestTransport { client }
+    }
+}
+
+impl Transport for ReqwestTransport {
+    fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
+        let (parts, body) = request.into_parts();
+        let body = match body.as_bytes() {
+            // Bytes keep their Content-Length.
+            Some(bytes) => reqwest::Body::from(bytes.clone()),
+            None => reqwest::Body::wrap(body),
+        };
+        let request = reqwest::Request::try_from(http::Request::from_parts(parts, body));
+        let client = self.client.clone();
+        Box::pin(async move {
+            let request = request.map_err(|e| TransportError::new(TransportErrorKind::Connect, e))?;
+            match client.execute(request).await {
+                Ok(resp) => {
+                    let resp: http::Response<reqwest::Body> = resp.into();
+                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                }
+                Err(e) => {
+                    let kind = match (e.is_connect(), e.is_timeout()) {
+                        (true, true) => TransportErrorKind::ConnectTimeout,
+                        (true, false) => TransportErrorKind::Connect,
+                        _ => TransportErrorKind::Other,
+                    };
+                    Err(TransportError::new(kind, e))
+                }
+            }
+        })
+    }
+}
