@@ -43,6 +43,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+/// A per-request decision: the request and its index from 0.
+pub type Decide = Arc<dyn Fn(&Recorded, usize) -> Behavior + Send + Sync>;
+
 /// What a server does with one request.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -91,7 +94,7 @@ pub enum Behavior {
     /// one repeats.
     Sequence(Vec<Behavior>),
     /// Decide per request from the recorded request and its index.
-    Custom(Arc<dyn Fn(&Recorded, usize) -> Behavior + Send + Sync>),
+    Custom(Decide),
 }
 
 impl fmt::Debug for Behavior {
