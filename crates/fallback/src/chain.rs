@@ -352,10 +352,12 @@ impl Chain {
         for (index, ep) in inner.endpoints.iter().enumerate() {
             let try_number = 1;
             let begun = Instant::now();
-            let Some(until) = attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline) else {
+            let Some(until) =
+                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
+            else {
                 return Err(fail(ErrorKind::Deadline, report, last));
             };
-            let ended = self.attempt(ep, consumer, until).await;
+            let ended = self.attempt(ep, consumer, begun, until).await;
             let elapsed = begun.elapsed();
             match ended {
                 Ended::Won {
@@ -404,14 +406,18 @@ impl Chain {
                         last = lost.response;
                     }
                     if lost.sink_failed {
-                        let detail = report.last().and_then(|a| a.error.clone()).unwrap_or_default();
+                        let detail = report
+                            .last()
+                            .and_then(|a| a.error.clone())
+                            .unwrap_or_default();
                         return Err(fail(ErrorKind::Sink, report, last).with_detail(detail));
                     }
                     if lost.verdict == Verdict::Final {
                         return Err(fail(ErrorKind::FinalStatus, report, last));
                     }
                     if !may_resend(ep.idempotent, lost.delivery) {
-                        let (kind, detail) = not_resent(ep, lost.delivery, lost.status, report.last());
+                        let (kind, detail) =
+                            not_resent(ep, lost.delivery, lost.status, report.last());
                         return Err(fail(kind, report, last).with_detail(detail));
                     }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -449,16 +455,23 @@ impl Chain {
     }
 
     /// One attempt at one link, bounded by `until`.
-    async fn attempt<C: Consume>(&self, ep: &Endpoint, consumer: &mut C, until: Instant) -> Ended<C::Output> {
+    async fn attempt<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        begun: Instant,
+        until: Instant,
+    ) -> Ended<C::Output> {
         let inner = &*self.inner;
-        let begun = Instant::now();
         let limit = inner.max_body;
         let resp = match timeout_at(until, inner.transport.send(ep.request())).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 let text = e.to_string();
                 return Ended::Lost(match e.kind() {
-                    TransportErrorKind::Connect => Lost::new(Outcome::Connect, Delivery::NotSent, text),
+                    TransportErrorKind::Connect => {
+                        Lost::new(Outcome::Connect, Delivery::NotSent, text)
+                    }
                     TransportErrorKind::ConnectTimeout => Lost {
                         phase: Some(Phase::Connect),
                         ..Lost::new(Outcome::Timeout, Delivery::NotSent, text)
@@ -519,14 +532,21 @@ impl Chain {
                 },
                 Ok(Err(ConsumeError::Sink(e))) => Lost {
                     sink_failed: true,
-                    ..Lost::new(Outcome::Io, Delivery::Processed, format!("sink failed: {e}"))
+                    ..Lost::new(
+                        Outcome::Io,
+                        Delivery::Processed,
+                        format!("sink failed: {e}"),
+                    )
                 },
                 Err(_) => Lost {
                     phase: Some(Phase::Body),
                     ..Lost::new(
                         Outcome::Timeout,
                         Delivery::Processed,
-                        format!("body not read whole within {:?}", until.duration_since(begun)),
+                        format!(
+                            "body not read whole within {:?}",
+                            until.duration_since(begun)
+                        ),
                     )
                 },
             };
@@ -535,7 +555,11 @@ impl Chain {
                 return Ended::Lost(Lost {
                     sink_failed: true,
                     status: Some(status),
-                    ..Lost::new(Outcome::Io, Delivery::Processed, format!("sink reset failed: {e}"))
+                    ..Lost::new(
+                        Outcome::Io,
+                        Delivery::Processed,
+                        format!("sink reset failed: {e}"),
+                    )
                 });
             }
             return Ended::Lost(Lost {
@@ -572,8 +596,15 @@ impl Chain {
 }
 
 /// The error kind and message for a request that must not be re-sent.
-fn not_resent(ep: &Endpoint, delivery: Delivery, status: Option<StatusCode>, attempt: Option<&Attempt>) -> (ErrorKind, String) {
-    let why = attempt.and_then(|a| a.error.as_deref()).unwrap_or("unknown failure");
+fn not_resent(
+    ep: &Endpoint,
+    delivery: Delivery,
+    status: Option<StatusCode>,
+    attempt: Option<&Attempt>,
+) -> (ErrorKind, String) {
+    let why = attempt
+        .and_then(|a| a.error.as_deref())
+        .unwrap_or("unknown failure");
     let m = &ep.method;
     if delivery == Delivery::Processed {
         let s = status.map_or(0, |s| s.as_u16());

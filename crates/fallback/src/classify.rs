@@ -101,7 +101,11 @@ impl Classifier {
     /// 5xx, 408 and 429 fall back; any other non-2xx status is final.
     pub fn server_errors() -> Classifier {
         Classifier {
-            inner: Inner::Listed(Arc::from([Match::Class(5), Match::Code(408), Match::Code(429)])),
+            inner: Inner::Listed(Arc::from([
+                Match::Class(5),
+                Match::Code(408),
+                Match::Code(429),
+            ])),
         }
     }
 

@@ -263,7 +263,12 @@ impl fmt::Display for Error {
                 if let Some(a) = last {
                     write!(f, "link {} ({}): ", a.link, a.name)?;
                 }
-                f.write_str(self.inner.detail.as_deref().unwrap_or("the request may have been processed"))
+                f.write_str(
+                    self.inner
+                        .detail
+                        .as_deref()
+                        .unwrap_or("the request may have been processed"),
+                )
             }
             ErrorKind::Deadline => {
                 write!(f, "the deadline")?;

@@ -103,3 +103,8 @@ pub use observer::Observer;
 pub use report::{Attempt, Outcome, Report};
 pub use response::{Response, Sink};
 pub use timeout::Phase;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -146,7 +146,11 @@ impl Link {
     }
 
     /// Checks everything and freezes the link.
-    pub(crate) fn validate(self, index: usize, defaults: &HeaderMap) -> Result<Endpoint, BuildError> {
+    pub(crate) fn validate(
+        self,
+        index: usize,
+        defaults: &HeaderMap,
+    ) -> Result<Endpoint, BuildError> {
         let fail = |name: &Option<String>, problem: LinkProblem| BuildError::Link {
             index,
             name: name.clone().unwrap_or_else(|| redact_raw_url(&self.url)),
@@ -214,7 +218,25 @@ fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
         url: redact_raw_url(url),
         reason: reason.to_owned(),
     };
-    let uri: Uri = url.trim().parse().map_err(|e: http::uri::InvalidUri| problem(&e.to_string()))?;
+    let url_t = url.trim();
+    // Name a foreign scheme even when the rest would not parse (file:///x).
+    if let Some((scheme, _)) = url_t.split_once(':') {
+        let looks_like_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if looks_like_scheme
+            && !scheme.eq_ignore_ascii_case("http")
+            && !scheme.eq_ignore_ascii_case("https")
+        {
+            return Err(LinkProblem::Scheme {
+                url: redact_raw_url(url),
+            });
+        }
+    }
+    let uri: Uri = url_t
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| problem(&e.to_string()))?;
     match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
         Some(_) => {
@@ -253,10 +275,14 @@ pub(crate) fn parse_method(method: &str) -> Result<Method, LinkProblem> {
     }
 }
 
-pub(crate) fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), LinkProblem> {
-    let hname = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| LinkProblem::HeaderName {
-        name: name.to_owned(),
-    })?;
+pub(crate) fn parse_header(
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, HeaderValue), LinkProblem> {
+    let hname =
+        HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| LinkProblem::HeaderName {
+            name: name.to_owned(),
+        })?;
     let reason = if value.contains(['\r', '\n']) {
         Some("contains CR or LF")
     } else if value.bytes().any(|b| b == 0) {
@@ -283,10 +309,18 @@ fn default_name(uri: &Uri) -> String {
     }
 }
 
-const SENSITIVE: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+const SENSITIVE: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 fn redact_header<'a>(name: &str, value: &'a str) -> &'a str {
-    if SENSITIVE.iter().any(|s| name.trim().eq_ignore_ascii_case(s)) {
+    if SENSITIVE
+        .iter()
+        .any(|s| name.trim().eq_ignore_ascii_case(s))
+    {
         "<redacted>"
     } else {
         value
@@ -316,7 +350,10 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(redact_raw_url("http://u:p@h:1/x?a@b"), "http://***@h:1/x?a@b");
+        assert_eq!(
+            redact_raw_url("http://u:p@h:1/x?a@b"),
+            "http://***@h:1/x?a@b"
+        );
         assert_eq!(redact_raw_url("http://h/x@y"), "http://h/x@y");
         assert_eq!(redact_raw_url("not a url@all"), "***@all");
     }

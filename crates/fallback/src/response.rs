@@ -128,7 +128,12 @@ pub(crate) struct Buffered;
 impl Consume for Buffered {
     type Output = Bytes;
 
-    async fn consume(&mut self, body: ResponseBody, limit: u64, len: Option<u64>) -> Result<Bytes, ConsumeError> {
+    async fn consume(
+        &mut self,
+        body: ResponseBody,
+        limit: u64,
+        len: Option<u64>,
+    ) -> Result<Bytes, ConsumeError> {
         collect(body, limit, len).await
     }
 }
@@ -145,7 +150,12 @@ impl<T> Typed<T> {
 impl<T: DeserializeOwned + Send> Consume for Typed<T> {
     type Output = T;
 
-    async fn consume(&mut self, body: ResponseBody, limit: u64, len: Option<u64>) -> Result<T, ConsumeError> {
+    async fn consume(
+        &mut self,
+        body: ResponseBody,
+        limit: u64,
+        len: Option<u64>,
+    ) -> Result<T, ConsumeError> {
         let bytes = collect(body, limit, len).await?;
         serde_json::from_slice(&bytes).map_err(|e| ConsumeError::Decode(e, bytes))
     }
@@ -157,7 +167,12 @@ pub(crate) struct ToSink<'a, S>(pub(crate) &'a mut S);
 impl<S: Sink> Consume for ToSink<'_, S> {
     type Output = ();
 
-    async fn consume(&mut self, mut body: ResponseBody, limit: u64, len: Option<u64>) -> Result<(), ConsumeError> {
+    async fn consume(
+        &mut self,
+        mut body: ResponseBody,
+        limit: u64,
+        len: Option<u64>,
+    ) -> Result<(), ConsumeError> {
         check_len(limit, len)?;
         let mut seen = 0u64;
         while let Some(frame) = body.frame().await {
@@ -187,14 +202,20 @@ fn check_len(limit: u64, len: Option<u64>) -> Result<(), ConsumeError> {
 
 /// Reads a whole body, refusing more than `limit` bytes. A single-frame body
 /// is returned without a copy.
-pub(crate) async fn collect(mut body: ResponseBody, limit: u64, len: Option<u64>) -> Result<Bytes, ConsumeError> {
+pub(crate) async fn collect(
+    mut body: ResponseBody,
+    limit: u64,
+    len: Option<u64>,
+) -> Result<Bytes, ConsumeError> {
     check_len(limit, len)?;
     let mut first: Option<Bytes> = None;
     let mut buf: Option<BytesMut> = None;
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(ConsumeError::Body)?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if data.is_empty() {
             continue;
         }

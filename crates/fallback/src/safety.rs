@@ -57,7 +57,8 @@ pub(crate) fn is_idempotent_method(method: &Method) -> bool {
 
 /// Whether a request is idempotent, by the rule above.
 pub(crate) fn is_idempotent(method: &Method, headers: &HeaderMap, marked: Option<bool>) -> bool {
-    marked.unwrap_or_else(|| is_idempotent_method(method) || headers.contains_key("idempotency-key"))
+    marked
+        .unwrap_or_else(|| is_idempotent_method(method) || headers.contains_key("idempotency-key"))
 }
 
 #[cfg(test)]

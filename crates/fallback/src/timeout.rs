@@ -50,7 +50,7 @@ impl Phase {
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -79,8 +79,14 @@ mod tests {
         let now = Instant::now();
         let d = Duration::from_secs;
         assert_eq!(attempt_deadline(now, d(10), None), Some(now + d(10)));
-        assert_eq!(attempt_deadline(now, d(10), Some(now + d(3))), Some(now + d(3)));
-        assert_eq!(attempt_deadline(now, d(1), Some(now + d(3))), Some(now + d(1)));
+        assert_eq!(
+            attempt_deadline(now, d(10), Some(now + d(3))),
+            Some(now + d(3))
+        );
+        assert_eq!(
+            attempt_deadline(now, d(1), Some(now + d(3))),
+            Some(now + d(1))
+        );
         assert_eq!(attempt_deadline(now, d(1), Some(now)), None);
     }
 }

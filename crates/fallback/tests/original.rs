@@ -40,7 +40,10 @@ async fn single_healthy_get() {
         .link(Link::get(pass.url("/get-basic")).name("PASS"))
         .build()
         .unwrap();
-    let resp = chain.call_json::<BasicResponse, BasicError>().await.unwrap();
+    let resp = chain
+        .call_json::<BasicResponse, BasicError>()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body().text, "pass");
     assert_eq!(resp.winner(), 0);
@@ -61,7 +64,10 @@ async fn simple_fallback_400_then_200() {
         .link(Link::get(pass.url("/get-basic")).name("PASS"))
         .build()
         .unwrap();
-    let resp = chain.call_json::<BasicResponse, BasicError>().await.unwrap();
+    let resp = chain
+        .call_json::<BasicResponse, BasicError>()
+        .await
+        .unwrap();
     assert_eq!(resp.body().detail, "ok");
     assert_eq!(resp.winner(), 1);
     let a = resp.report().attempts();
@@ -84,11 +90,18 @@ async fn complex_chain_get_400_post_500_get_200() {
     };
     let chain = Chain::builder()
         .link(Link::get(fail1.url("/fail-basic")).name("FAIL1"))
-        .link(Link::post(fail2.url("/fail-basic-post")).name("FAIL2").json(&body))
+        .link(
+            Link::post(fail2.url("/fail-basic-post"))
+                .name("FAIL2")
+                .json(&body),
+        )
         .link(Link::get(pass.url("/get-basic")).name("PASS"))
         .build()
         .unwrap();
-    let resp = chain.call_json::<BasicResponse, BasicError>().await.unwrap();
+    let resp = chain
+        .call_json::<BasicResponse, BasicError>()
+        .await
+        .unwrap();
     assert_eq!(resp.winner(), 2);
     assert_eq!(resp.body().text, "pass");
 
@@ -119,13 +132,19 @@ async fn complex_chain_get_400_post_500_get_200() {
 #[tokio::test]
 async fn all_fail_returns_last_status_decoded_as_custom_error() {
     let fail1 = Server::start(Behavior::status(400));
-    let fail2 = Server::start(Reply::json(503, r#"{"Code": 503, "Message": "maintenance"}"#));
+    let fail2 = Server::start(Reply::json(
+        503,
+        r#"{"Code": 503, "Message": "maintenance"}"#,
+    ));
     let chain = Chain::builder()
         .link(Link::get(fail1.url("/a")))
         .link(Link::get(fail2.url("/b")))
         .build()
         .unwrap();
-    let fail = chain.call_json::<BasicResponse, BasicError>().await.unwrap_err();
+    let fail = chain
+        .call_json::<BasicResponse, BasicError>()
+        .await
+        .unwrap_err();
     assert_eq!(fail.kind(), ErrorKind::Exhausted);
     assert_eq!(fail.status().map(|s| s.as_u16()), Some(503));
     assert_eq!(
@@ -137,18 +156,30 @@ async fn all_fail_returns_last_status_decoded_as_custom_error() {
     );
     // The whole trail, not only the last error.
     assert_eq!(fail.report().attempts().len(), 2);
-    assert_eq!(fail.report().attempts()[0].status().map(|s| s.as_u16()), Some(400));
+    assert_eq!(
+        fail.report().attempts()[0].status().map(|s| s.as_u16()),
+        Some(400)
+    );
     assert!(fail.to_string().contains("every link failed"), "{fail}");
 }
 
 #[tokio::test]
 async fn unparsable_error_body_is_reported_not_lost() {
     let fail = Server::start(Reply::new(500).body("<html>oops</html>"));
-    let chain = Chain::builder().link(Link::get(fail.url("/"))).build().unwrap();
-    let f = chain.call_json::<BasicResponse, BasicError>().await.unwrap_err();
+    let chain = Chain::builder()
+        .link(Link::get(fail.url("/")))
+        .build()
+        .unwrap();
+    let f = chain
+        .call_json::<BasicResponse, BasicError>()
+        .await
+        .unwrap_err();
     assert!(f.body().is_none());
     assert!(f.body_error().is_some());
-    assert_eq!(f.error().body().map(|b| &b[..]), Some(&b"<html>oops</html>"[..]));
+    assert_eq!(
+        f.error().body().map(|b| &b[..]),
+        Some(&b"<html>oops</html>"[..])
+    );
 }
 
 #[tokio::test]
@@ -188,7 +219,9 @@ async fn logger_receives_the_failure_message() {
         .link(Link::get(fail.url("/")).name("LOGGER"))
         .link(Link::get(pass.url("/")).name("PASS"))
         .observer(move |a: &Attempt| {
-            sink.lock().unwrap().push(a.error().unwrap_or("ok").to_owned())
+            sink.lock()
+                .unwrap()
+                .push(a.error().unwrap_or("ok").to_owned())
         })
         .build()
         .unwrap();

@@ -27,7 +27,12 @@ fn outcomes(r: &fallback::Report) -> Vec<Outcome> {
 async fn connect_refused_falls_back() {
     let primary = Server::refused();
     let backup = Server::start(Behavior::ok("fine"));
-    let resp = two(&primary, &backup).build().unwrap().call().await.unwrap();
+    let resp = two(&primary, &backup)
+        .build()
+        .unwrap()
+        .call()
+        .await
+        .unwrap();
     assert_eq!(outcomes(resp.report()), [Outcome::Connect, Outcome::Ok]);
     assert_eq!(&resp.body()[..], b"fine");
     let err = resp.report().attempts()[0].error().unwrap();
@@ -48,7 +53,11 @@ async fn black_hole_times_out_in_the_head_phase() {
     let a = &resp.report().attempts()[0];
     assert_eq!(a.outcome(), Outcome::Timeout);
     assert_eq!(a.phase(), Some(Phase::Head));
-    assert!(a.elapsed() >= Duration::from_millis(190), "{:?}", a.elapsed());
+    assert!(
+        a.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        a.elapsed()
+    );
     assert_eq!(primary.request_count(), 1);
 }
 
@@ -78,13 +87,20 @@ async fn stall_mid_body_times_out_in_the_body_phase() {
         .unwrap();
     let resp = chain.call().await.unwrap();
     let a = &resp.report().attempts()[0];
-    assert_eq!((a.outcome(), a.phase()), (Outcome::Timeout, Some(Phase::Body)));
+    assert_eq!(
+        (a.outcome(), a.phase()),
+        (Outcome::Timeout, Some(Phase::Body))
+    );
     assert_eq!(&resp.body()[..], b"fine");
 }
 
 #[tokio::test]
 async fn per_link_timeout_overrides_the_chain() {
-    let slow = Server::start(Reply::new(200).body("slow").delay(Duration::from_millis(400)));
+    let slow = Server::start(
+        Reply::new(200)
+            .body("slow")
+            .delay(Duration::from_millis(400)),
+    );
     let backup = Server::start(Behavior::ok("fine"));
     let chain = Chain::builder()
         .timeout(Duration::from_millis(100))
@@ -103,7 +119,11 @@ async fn deadline_bounds_the_whole_call() {
     let b = Server::start(Behavior::BlackHole);
     let c = Server::start(Behavior::ok("too late"));
     let chain = Chain::builder()
-        .links([Link::get(a.url("/")), Link::get(b.url("/")), Link::get(c.url("/"))])
+        .links([
+            Link::get(a.url("/")),
+            Link::get(b.url("/")),
+            Link::get(c.url("/")),
+        ])
         .timeout(Duration::from_millis(200))
         .deadline(Duration::from_millis(300))
         .build()
@@ -123,7 +143,12 @@ async fn deadline_bounds_the_whole_call() {
 async fn reset_after_request_is_io() {
     let primary = Server::start(Behavior::Reset);
     let backup = Server::start(Behavior::ok("fine"));
-    let resp = two(&primary, &backup).build().unwrap().call().await.unwrap();
+    let resp = two(&primary, &backup)
+        .build()
+        .unwrap()
+        .call()
+        .await
+        .unwrap();
     assert_eq!(outcomes(resp.report()), [Outcome::Io, Outcome::Ok]);
 }
 
@@ -157,7 +182,11 @@ async fn huge_body_is_too_large() {
         let backup = Server::start(Behavior::ok("small"));
         let chain = two(&primary, &backup).max_body(1 << 20).build().unwrap();
         let resp = chain.call().await.unwrap();
-        assert_eq!(outcomes(resp.report()), [Outcome::TooLarge, Outcome::Ok], "chunked: {chunked}");
+        assert_eq!(
+            outcomes(resp.report()),
+            [Outcome::TooLarge, Outcome::Ok],
+            "chunked: {chunked}"
+        );
         let mut sink = Vec::new();
         chain.call_into(&mut sink).await.unwrap();
         assert_eq!(sink, b"small");
@@ -195,8 +224,16 @@ async fn invalid_json_is_decode_and_falls_back() {
 async fn redirect_to_self_is_a_status_that_falls_back() {
     let primary = Server::start(Behavior::RedirectSelf);
     let backup = Server::start(Behavior::ok("fine"));
-    let resp = two(&primary, &backup).build().unwrap().call().await.unwrap();
-    assert_eq!(resp.report().attempts()[0].status().map(|s| s.as_u16()), Some(302));
+    let resp = two(&primary, &backup)
+        .build()
+        .unwrap()
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.report().attempts()[0].status().map(|s| s.as_u16()),
+        Some(302)
+    );
     assert_eq!(primary.request_count(), 1);
 }
 
@@ -233,15 +270,30 @@ async fn failed_bodies_are_drained_so_connections_are_reused() {
 async fn status_with_retry_after_is_recorded() {
     let primary = Server::start(Behavior::retry_after(503, "1"));
     let backup = Server::start(Behavior::ok("fine"));
-    let resp = two(&primary, &backup).build().unwrap().call().await.unwrap();
+    let resp = two(&primary, &backup)
+        .build()
+        .unwrap()
+        .call()
+        .await
+        .unwrap();
     assert_eq!(outcomes(resp.report()), [Outcome::Status, Outcome::Ok]);
 }
 
 #[tokio::test]
 async fn fail_first_then_succeed() {
-    let flaky = Server::start(Behavior::fail_first(2, Behavior::status(500), Behavior::ok("up")));
-    let chain = Chain::builder().link(Link::get(flaky.url("/"))).build().unwrap();
-    assert_eq!(chain.call().await.unwrap_err().status().map(|s| s.as_u16()), Some(500));
+    let flaky = Server::start(Behavior::fail_first(
+        2,
+        Behavior::status(500),
+        Behavior::ok("up"),
+    ));
+    let chain = Chain::builder()
+        .link(Link::get(flaky.url("/")))
+        .build()
+        .unwrap();
+    assert_eq!(
+        chain.call().await.unwrap_err().status().map(|s| s.as_u16()),
+        Some(500)
+    );
     assert!(chain.call().await.is_err());
     assert_eq!(&chain.call().await.unwrap().body()[..], b"up");
 }
@@ -262,7 +314,10 @@ async fn post_to_a_black_hole_is_not_re_sent() {
     assert_eq!(err.kind(), ErrorKind::MaybeProcessed);
     assert!(err.may_have_been_processed());
     let msg = err.to_string();
-    assert!(msg.contains("Idempotency-Key") && msg.contains("idempotent"), "{msg}");
+    assert!(
+        msg.contains("Idempotency-Key") && msg.contains("idempotent"),
+        "{msg}"
+    );
     assert_eq!(primary.request_count(), 1);
     assert_eq!(backup.request_count(), 0);
 }
@@ -334,7 +389,10 @@ async fn post_answered_2xx_with_garbage_is_processed_not_re_sent() {
         .link(Link::post(backup.url("/")).body("x"))
         .build()
         .unwrap();
-    let err = chain.call_json::<Value, serde_json::Value>().await.unwrap_err();
+    let err = chain
+        .call_json::<Value, serde_json::Value>()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Processed);
     let msg = err.to_string();
     assert!(msg.contains("primary") && msg.contains("200"), "{msg}");
@@ -358,7 +416,10 @@ async fn post_with_truncated_2xx_is_processed_not_re_sent() {
     let mut sink = Vec::new();
     let err = chain.call_into(&mut sink).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Processed);
-    assert!(sink.is_empty(), "no byte of a failed attempt reaches the sink");
+    assert!(
+        sink.is_empty(),
+        "no byte of a failed attempt reaches the sink"
+    );
     assert_eq!(backup.request_count(), 0);
 }
 

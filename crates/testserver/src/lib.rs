@@ -104,13 +104,21 @@ impl fmt::Debug for Behavior {
             Behavior::BlackHole => f.write_str("BlackHole"),
             Behavior::NeverRead => f.write_str("NeverRead"),
             Behavior::Reset => f.write_str("Reset"),
-            Behavior::Truncate { status, declared, body } => {
+            Behavior::Truncate {
+                status,
+                declared,
+                body,
+            } => {
                 write!(f, "Truncate({status}, sends {} of {declared})", body.len())
             }
             Behavior::StallMidBody { status, body, sent } => {
                 write!(f, "StallMidBody({status}, sends {sent} of {})", body.len())
             }
-            Behavior::Huge { status, len, chunked } => {
+            Behavior::Huge {
+                status,
+                len,
+                chunked,
+            } => {
                 write!(f, "Huge({status}, {len} bytes, chunked: {chunked})")
             }
             Behavior::RedirectSelf => f.write_str("RedirectSelf"),
@@ -577,7 +585,12 @@ async fn respond(
     }
 }
 
-async fn write_all(stream: &mut TcpStream, head: &[u8], body: &[u8], state: &State) -> io::Result<()> {
+async fn write_all(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &[u8],
+    state: &State,
+) -> io::Result<()> {
     let mut out = Vec::with_capacity(head.len() + body.len());
     out.extend_from_slice(head);
     out.extend_from_slice(body);
@@ -656,7 +669,9 @@ async fn read_request(
                         n,
                     );
                 }
-                httparse::Status::Partial if buf.len() > MAX_HEAD => return Err(bad("head too large")),
+                httparse::Status::Partial if buf.len() > MAX_HEAD => {
+                    return Err(bad("head too large"))
+                }
                 httparse::Status::Partial => {}
             }
         }

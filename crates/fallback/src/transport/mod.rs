@@ -195,7 +195,9 @@ impl RequestBody {
 impl fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
-            ReqInner::Full(b) => write!(f, "RequestBody({} bytes)", b.as_ref().map_or(0, Bytes::len)),
+            ReqInner::Full(b) => {
+                write!(f, "RequestBody({} bytes)", b.as_ref().map_or(0, Bytes::len))
+            }
             ReqInner::Stream(_) => f.write_str("RequestBody(stream)"),
         }
     }

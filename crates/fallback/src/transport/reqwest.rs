@@ -42,7 +42,8 @@ impl Transport for ReqwestTransport {
         let request = reqwest::Request::try_from(http::Request::from_parts(parts, body));
         let client = self.client.clone();
         Box::pin(async move {
-            let request = request.map_err(|e| TransportError::new(TransportErrorKind::Connect, e))?;
+            let request =
+                request.map_err(|e| TransportError::new(TransportErrorKind::Connect, e))?;
             match client.execute(request).await {
                 Ok(resp) => {
                     let resp: http::Response<reqwest::Body> = resp.into();
