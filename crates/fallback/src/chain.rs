@@ -492,9 +492,14 @@ impl Chain {
         };
         let (parts, body) = resp.into_parts();
         let status = parts.status;
+        // A HEAD answer's Content-Length describes a body that never comes.
+        let bodiless = ep.method == http::Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         let len = parts
             .headers
             .get(CONTENT_LENGTH)
+            .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let verdict = inner.classifier.classify(status);

@@ -452,3 +452,16 @@ async fn binary_body_reaches_every_link_byte_identical() {
         assert_eq!(&s.requests()[0].body[..], &body[..]);
     }
 }
+
+#[tokio::test]
+async fn head_with_a_large_content_length_is_not_too_large() {
+    let server = Server::start(Reply::new(200).header("x-size", "big").body(vec![b'x'; 4096]));
+    let chain = Chain::builder()
+        .link(Link::head(server.url("/")))
+        .max_body(10)
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    assert!(resp.body().is_empty());
+    assert_eq!(resp.headers()["content-length"], "4096");
+}

@@ -502,7 +502,9 @@ async fn respond(
                 tokio::time::sleep(reply.delay).await;
             }
             let head = head(reply.status, &reply.headers, Some(reply.body.len() as u64));
-            write_all(stream, head.as_bytes(), &reply.body, state).await?;
+            // A HEAD answer announces the body's length but sends no body.
+            let body = if req.method == "HEAD" { &[][..] } else { &reply.body[..] };
+            write_all(stream, head.as_bytes(), body, state).await?;
             Ok(true)
         }
         Behavior::BlackHole | Behavior::NeverRead => std::future::pending().await,
