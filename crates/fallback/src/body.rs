@@ -1,17 +1,37 @@
 //! Request bodies that can be sent again, byte for byte, to every link.
+//!
+//! | body | kept how | re-sent how |
+//! | --- | --- | --- |
+//! | [`Body::bytes`], `From<Vec<u8>>`, `From<String>`, … | in memory, once | the same bytes, shared, never copied |
+//! | [`Body::json`] | serialized once, when the link is made | the same bytes |
+//! | [`Body::file`] | a path; checked when the chain is built | re-opened and streamed on every attempt |
+//! | [`Body::factory`] | a closure | called for a fresh stream on every attempt |
+//! | [`Body::once`] | a one-shot stream | **refused when the chain is built**: it could not be re-sent |
+//!
+//! A one-shot stream that breaks a retry mid-call is the most common
+//! complaint against retry middleware (reqwest-middleware issue 44). Here
+//! it is a build error instead.
 
 use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use serde::Serialize;
+use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::transport::RequestBody;
+use crate::transport::{BoxError, RequestBody};
+
+type Factory = Arc<dyn Fn() -> RequestBody + Send + Sync>;
 
 /// A request body that can be re-sent, identical, on every attempt.
 ///
 /// Bytes and JSON are kept in memory once and shared (never copied) between
-/// attempts.
+/// attempts; files are re-opened, factories called again.
 ///
 /// ```
 /// use fallback::Body;
@@ -31,6 +51,9 @@ enum Inner {
     Empty,
     Bytes(Bytes),
     Json(Result<Bytes, Arc<serde_json::Error>>),
+    File(Arc<PathBuf>),
+    Factory(Factory),
+    Once,
 }
 
 impl Body {
@@ -55,6 +78,56 @@ impl Body {
         }
     }
 
+    /// A file, re-opened and streamed (not buffered) on every attempt, with
+    /// its length as `Content-Length`. The chain checks, when it is built,
+    /// that the file exists and is a regular file.
+    pub fn file(path: impl Into<PathBuf>) -> Body {
+        Body {
+            inner: Inner::File(Arc::new(path.into())),
+        }
+    }
+
+    /// A closure called for a fresh body stream on every attempt. Every call
+    /// must yield the same bytes.
+    ///
+    /// ```
+    /// use fallback::Body;
+    /// use http_body_util::Full;
+    /// let body = Body::factory(|| Full::new(bytes::Bytes::from_static(b"fresh each time")));
+    /// # let _ = body;
+    /// ```
+    pub fn factory<F, B>(f: F) -> Body
+    where
+        F: Fn() -> B + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body {
+            inner: Inner::Factory(Arc::new(move || RequestBody::stream(f()))),
+        }
+    }
+
+    /// A one-shot stream. It cannot be re-sent to a backup or a retry, so a
+    /// chain with such a body is refused when it is built; use
+    /// [`Body::bytes`], [`Body::file`] or [`Body::factory`] instead.
+    ///
+    /// ```
+    /// use fallback::{Body, BuildError, Chain, Link, LinkProblem};
+    /// let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"once"));
+    /// let err = Chain::builder()
+    ///     .link(Link::post("http://127.0.0.1:1/").body(Body::once(stream)))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, BuildError::Link { problem: LinkProblem::OneShotBody, .. }));
+    /// ```
+    pub fn once<B>(body: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        drop(body);
+        Body { inner: Inner::Once }
+    }
+
     /// Whether this is a JSON body.
     pub fn is_json(&self) -> bool {
         matches!(self.inner, Inner::Json(_))
@@ -65,7 +138,7 @@ impl Body {
         match &self.inner {
             Inner::Empty => Some(0),
             Inner::Bytes(b) | Inner::Json(Ok(b)) => Some(b.len() as u64),
-            Inner::Json(Err(_)) => None,
+            Inner::Json(Err(_)) | Inner::File(_) | Inner::Factory(_) | Inner::Once => None,
         }
     }
 
@@ -74,19 +147,44 @@ impl Body {
         self.len() == Some(0)
     }
 
-    /// The error that a JSON value's serialization raised, if any.
-    pub(crate) fn json_error(&self) -> Option<&Arc<serde_json::Error>> {
+    /// Checks, when the chain is built, that the body can be re-sent.
+    pub(crate) fn check(&self) -> Result<(), crate::LinkProblem> {
         match &self.inner {
-            Inner::Json(Err(e)) => Some(e),
-            _ => None,
+            Inner::Json(Err(e)) => Err(crate::LinkProblem::Json(e.clone())),
+            Inner::Once => Err(crate::LinkProblem::OneShotBody),
+            Inner::File(path) => match std::fs::metadata(&**path) {
+                Ok(m) if m.is_file() => Ok(()),
+                Ok(_) => Err(crate::LinkProblem::BodyFile {
+                    path: path.display().to_string(),
+                    reason: "not a regular file".into(),
+                }),
+                Err(e) => Err(crate::LinkProblem::BodyFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The in-memory bytes, when the body needs no I/O to produce.
+    pub(crate) fn ready(&self) -> Option<RequestBody> {
+        match &self.inner {
+            Inner::Bytes(b) | Inner::Json(Ok(b)) => Some(RequestBody::full(b.clone())),
+            Inner::Empty | Inner::Json(Err(_)) | Inner::Once => Some(RequestBody::empty()),
+            Inner::Factory(f) => Some(f()),
+            Inner::File(_) => None,
         }
     }
 
     /// A fresh body for one attempt.
-    pub(crate) fn to_request_body(&self) -> RequestBody {
+    pub(crate) async fn open(&self) -> io::Result<RequestBody> {
+        if let Some(b) = self.ready() {
+            return Ok(b);
+        }
         match &self.inner {
-            Inner::Bytes(b) | Inner::Json(Ok(b)) => RequestBody::full(b.clone()),
-            Inner::Empty | Inner::Json(Err(_)) => RequestBody::empty(),
+            Inner::File(path) => FileBody::open(path).await.map(RequestBody::stream),
+            _ => Ok(RequestBody::empty()),
         }
     }
 }
@@ -98,6 +196,9 @@ impl fmt::Debug for Body {
             Inner::Bytes(b) => write!(f, "Body({} bytes)", b.len()),
             Inner::Json(Ok(b)) => write!(f, "Body(json, {} bytes)", b.len()),
             Inner::Json(Err(e)) => write!(f, "Body(json error: {e})"),
+            Inner::File(p) => write!(f, "Body(file {})", p.display()),
+            Inner::Factory(_) => f.write_str("Body(factory)"),
+            Inner::Once => f.write_str("Body(one-shot stream)"),
         }
     }
 }
@@ -129,5 +230,67 @@ impl From<&'static str> for Body {
 impl From<&'static [u8]> for Body {
     fn from(s: &'static [u8]) -> Body {
         Body::bytes(s)
+    }
+}
+
+/// A file streamed in 64 KiB frames, exactly as long as it was when opened.
+struct FileBody {
+    file: tokio::fs::File,
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl FileBody {
+    async fn open(path: &Path) -> io::Result<FileBody> {
+        let file = tokio::fs::File::open(path).await?;
+        let left = file.metadata().await?.len();
+        Ok(FileBody {
+            file,
+            left,
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this.left.min(64 * 1024) as usize;
+        this.buf.resize(want, 0);
+        let mut rb = ReadBuf::new(&mut this.buf);
+        match Pin::new(&mut this.file).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    // Shorter than announced: fail rather than send a lie.
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the body file shrank while it was sent",
+                    ))));
+                }
+                this.left -= n as u64;
+                let chunk = Bytes::copy_from_slice(&this.buf[..n]);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }

@@ -1,8 +1,9 @@
 //! The chain: links tried in order until one succeeds.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -10,12 +11,15 @@ use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
+use crate::backoff::{random_seed, ExponentialBackoff};
+use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
 use crate::link::{parse_header, Endpoint, Link};
 use crate::observer::Observer;
 use crate::report::{Attempt, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
+use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
 use crate::timeout::{attempt_deadline, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
 use crate::transport::{HyperTransport, Transport, TransportErrorKind};
@@ -41,6 +45,13 @@ struct Inner {
     timeout: Duration,
     deadline: Option<Duration>,
     observer: Option<Arc<dyn Observer>>,
+    retries: u32,
+    retries_possible: bool,
+    backoff: ExponentialBackoff,
+    retry_after_cap: Duration,
+    budget: RetryBudget,
+    seed: u64,
+    calls: AtomicU64,
 }
 
 impl fmt::Debug for Chain {
@@ -57,6 +68,10 @@ impl fmt::Debug for Chain {
             .field("max_body", &self.inner.max_body)
             .field("timeout", &self.inner.timeout)
             .field("deadline", &self.inner.deadline)
+            .field("retries", &self.inner.retries)
+            .field("backoff", &self.inner.backoff)
+            .field("retry_after_cap", &self.inner.retry_after_cap)
+            .field("budget", &self.inner.budget)
             .finish()
     }
 }
@@ -71,6 +86,10 @@ impl fmt::Debug for Chain {
 /// | [`timeout`](Self::timeout) (per attempt) | 10 s |
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
 /// | [`deadline`](Self::deadline) (whole call) | none |
+/// | [`retries`](Self::retries) (extra tries per link) | 0 |
+/// | [`backoff`](Self::backoff) | exponential, full jitter, 50 ms × 2ⁿ up to 2 s |
+/// | [`retry_after_cap`](Self::retry_after_cap) | 30 s |
+/// | [`retry_budget`](Self::retry_budget) | 20 % over 10 s, plus 10 retries per second |
 /// | [`transport`](Self::transport) | [`HyperTransport`] |
 pub struct ChainBuilder {
     links: Vec<Link>,
@@ -82,6 +101,10 @@ pub struct ChainBuilder {
     deadline: Option<Duration>,
     observer: Option<Arc<dyn Observer>>,
     transport: Option<Arc<dyn Transport>>,
+    retries: u32,
+    backoff: ExponentialBackoff,
+    retry_after_cap: Duration,
+    budget: RetryBudget,
 }
 
 impl fmt::Debug for ChainBuilder {
@@ -108,6 +131,10 @@ impl Default for ChainBuilder {
             deadline: None,
             observer: None,
             transport: None,
+            retries: 0,
+            backoff: ExponentialBackoff::default(),
+            retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
+            budget: RetryBudget::default(),
         }
     }
 }
@@ -183,6 +210,34 @@ impl ChainBuilder {
         self
     }
 
+    /// Extra tries on each link before moving to the next (a link's own
+    /// [`Link::retries`] overrides it). See [`crate::retry`].
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The delays between tries on the same link.
+    pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest `Retry-After` the chain waits for; a longer one moves
+    /// the call to the next link at once.
+    pub fn retry_after_cap(mut self, cap: Duration) -> Self {
+        self.retry_after_cap = cap;
+        self
+    }
+
+    /// The budget that extra tries draw from. It is shared by every call
+    /// through the chain and its clones, and by any chain given a clone of
+    /// the same budget.
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Checks every link and setting and builds the chain. Nothing is sent.
     pub fn build(self) -> Result<Chain, BuildError> {
         if self.links.is_empty() {
@@ -203,6 +258,8 @@ impl ChainBuilder {
         if let Some(d) = self.deadline {
             nonzero("deadline", d)?;
         }
+        self.backoff.validate()?;
+        self.budget.validate()?;
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
             let (name, value) = parse_header(n, v).map_err(BuildError::DefaultHeader)?;
@@ -227,8 +284,18 @@ impl ChainBuilder {
                     .build(),
             ),
         };
+        let retries_possible = endpoints
+            .iter()
+            .any(|e| e.retries.unwrap_or(self.retries) > 0);
         Ok(Chain {
             inner: Arc::new(Inner {
+                retries: self.retries,
+                retries_possible,
+                backoff: self.backoff,
+                retry_after_cap: self.retry_after_cap,
+                budget: self.budget,
+                seed: random_seed(),
+                calls: AtomicU64::new(0),
                 endpoints,
                 transport,
                 classifier: self.classifier,
@@ -259,7 +326,9 @@ struct Lost {
     delivery: Delivery,
     verdict: Verdict,
     response: Option<LastResponse>,
-    sink_failed: bool,
+    retry_after: Option<Duration>,
+    /// Ends the call at once (the sink or the request body failed).
+    stop: Option<ErrorKind>,
 }
 
 impl Lost {
@@ -272,7 +341,8 @@ impl Lost {
             delivery,
             verdict: Verdict::Fallback,
             response: None,
-            sink_failed: false,
+            retry_after: None,
+            stop: None,
         }
     }
 }
@@ -348,82 +418,140 @@ impl Chain {
                 _ => e,
             }
         };
+        // Only chains that can retry pay for the budget's bookkeeping.
+        let call_seed = if inner.retries_possible {
+            inner.budget.deposit();
+            Some(
+                inner
+                    .seed
+                    .wrapping_add(inner.calls.fetch_add(1, Ordering::Relaxed)),
+            )
+        } else {
+            None
+        };
 
         for (index, ep) in inner.endpoints.iter().enumerate() {
-            let try_number = 1;
-            let begun = Instant::now();
-            let Some(until) =
-                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
-            else {
-                return Err(fail(ErrorKind::Deadline, report, last));
-            };
-            let ended = self.attempt(ep, consumer, begun, until).await;
-            let elapsed = begun.elapsed();
-            match ended {
-                Ended::Won {
+            let tries = 1 + ep.retries.unwrap_or(inner.retries);
+            let mut backoff = None;
+            let mut try_number = 1;
+            loop {
+                let begun = Instant::now();
+                let Some(until) =
+                    attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
+                else {
+                    return Err(fail(ErrorKind::Deadline, report, last));
+                };
+                let ended = self.attempt(ep, consumer, begun, until).await;
+                let elapsed = begun.elapsed();
+                let record = move |outcome, phase, status, error| Attempt {
+                    link: index,
+                    name: ep.name.clone(),
+                    url: ep.url.clone(),
+                    try_number,
+                    outcome,
+                    phase,
                     status,
-                    headers,
-                    output,
-                } => {
-                    let attempt = Attempt {
-                        link: index,
-                        name: ep.name.clone(),
-                        url: ep.url.clone(),
-                        try_number,
-                        outcome: Outcome::Ok,
-                        phase: None,
-                        status: Some(status),
-                        elapsed,
-                        error: None,
-                    };
-                    self.observe(&attempt);
-                    report.attempts.push(attempt);
-                    report.winner = Some(index);
-                    report.elapsed = started.elapsed();
-                    return Ok(Response {
+                    elapsed,
+                    error,
+                };
+                let mut lost = match ended {
+                    Ended::Won {
                         status,
                         headers,
-                        body: output,
-                        winner: index,
-                        report,
+                        output,
+                    } => {
+                        let attempt = record(Outcome::Ok, None, Some(status), None);
+                        self.observe(&attempt);
+                        report.attempts.push(attempt);
+                        report.winner = Some(index);
+                        report.elapsed = started.elapsed();
+                        return Ok(Response {
+                            status,
+                            headers,
+                            body: output,
+                            winner: index,
+                            report,
+                        });
+                    }
+                    Ended::Lost(lost) => lost,
+                };
+
+                let stop = if lost.stop.is_some() {
+                    lost.stop
+                } else if lost.verdict == Verdict::Final {
+                    Some(ErrorKind::FinalStatus)
+                } else if !may_resend(ep.idempotent, lost.delivery) {
+                    Some(not_resent_kind(lost.delivery))
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    Some(ErrorKind::Deadline)
+                } else {
+                    None
+                };
+                let plan = (stop.is_none()
+                    && try_number < tries
+                    && worth_retrying(lost.outcome, lost.status))
+                .then(|| {
+                    let b = backoff.get_or_insert_with(|| {
+                        inner.backoff.start(call_seed.unwrap_or(0) ^ index as u64)
+                    });
+                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    retry::next(
+                        lost.retry_after,
+                        b.next().unwrap_or_default(),
+                        inner.retry_after_cap,
+                        remaining,
+                    )
+                });
+                if let Some(Next::FailOver(why)) = plan {
+                    lost.error.push_str("; ");
+                    lost.error.push_str(&why.describe());
+                }
+
+                let attempt = record(lost.outcome, lost.phase, lost.status, Some(lost.error));
+                self.observe(&attempt);
+                report.attempts.push(attempt);
+                if lost.response.is_some() {
+                    last = lost.response;
+                }
+                if let Some(kind) = stop {
+                    let detail = match kind {
+                        ErrorKind::MaybeProcessed | ErrorKind::Processed => {
+                            Some(not_resent(ep, lost.delivery, lost.status, report.last()))
+                        }
+                        ErrorKind::Sink | ErrorKind::Body => {
+                            report.last().and_then(|a| a.error.clone())
+                        }
+                        _ => None,
+                    };
+                    let e = fail(kind, report, last);
+                    return Err(match detail {
+                        Some(d) => e.with_detail(d),
+                        None => e,
                     });
                 }
-                Ended::Lost(lost) => {
+                let Some(Next::RetryAfter(wait)) = plan else {
+                    break;
+                };
+                try_number += 1;
+                if !inner.budget.try_withdraw() {
                     let attempt = Attempt {
-                        link: index,
-                        name: ep.name.clone(),
-                        url: ep.url.clone(),
+                        elapsed: Duration::ZERO,
+                        ..record(
+                            Outcome::Skipped,
+                            None,
+                            None,
+                            Some("retry budget spent; moved on".into()),
+                        )
+                    };
+                    let attempt = Attempt {
                         try_number,
-                        outcome: lost.outcome,
-                        phase: lost.phase,
-                        status: lost.status,
-                        elapsed,
-                        error: Some(lost.error),
+                        ..attempt
                     };
                     self.observe(&attempt);
                     report.attempts.push(attempt);
-                    if lost.response.is_some() {
-                        last = lost.response;
-                    }
-                    if lost.sink_failed {
-                        let detail = report
-                            .last()
-                            .and_then(|a| a.error.clone())
-                            .unwrap_or_default();
-                        return Err(fail(ErrorKind::Sink, report, last).with_detail(detail));
-                    }
-                    if lost.verdict == Verdict::Final {
-                        return Err(fail(ErrorKind::FinalStatus, report, last));
-                    }
-                    if !may_resend(ep.idempotent, lost.delivery) {
-                        let (kind, detail) =
-                            not_resent(ep, lost.delivery, lost.status, report.last());
-                        return Err(fail(kind, report, last).with_detail(detail));
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(fail(ErrorKind::Deadline, report, last));
-                    }
+                    break;
                 }
+                tokio::time::sleep(wait).await;
             }
         }
         Err(fail(ErrorKind::Exhausted, report, last))
@@ -464,7 +592,16 @@ impl Chain {
     ) -> Ended<C::Output> {
         let inner = &*self.inner;
         let limit = inner.max_body;
-        let resp = match timeout_at(until, inner.transport.send(ep.request())).await {
+        let request = match ep.request().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Ended::Lost(Lost {
+                    stop: Some(ErrorKind::Body),
+                    ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
+                })
+            }
+        };
+        let resp = match timeout_at(until, inner.transport.send(request)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
                 let text = e.to_string();
@@ -536,7 +673,7 @@ impl Chain {
                     )
                 },
                 Ok(Err(ConsumeError::Sink(e))) => Lost {
-                    sink_failed: true,
+                    stop: Some(ErrorKind::Sink),
                     ..Lost::new(
                         Outcome::Io,
                         Delivery::Processed,
@@ -558,7 +695,7 @@ impl Chain {
             // No byte of a failed attempt may stay with the caller.
             if let Err(e) = consumer.reset().await {
                 return Ended::Lost(Lost {
-                    sink_failed: true,
+                    stop: Some(ErrorKind::Sink),
                     status: Some(status),
                     ..Lost::new(
                         Outcome::Io,
@@ -586,6 +723,7 @@ impl Chain {
         Ended::Lost(Lost {
             status: Some(status),
             verdict,
+            retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
             response: Some(LastResponse {
                 status,
                 headers: parts.headers,
@@ -600,33 +738,35 @@ impl Chain {
     }
 }
 
-/// The error kind and message for a request that must not be re-sent.
+fn not_resent_kind(delivery: Delivery) -> ErrorKind {
+    if delivery == Delivery::Processed {
+        ErrorKind::Processed
+    } else {
+        ErrorKind::MaybeProcessed
+    }
+}
+
+/// The message for a request that must not be re-sent.
 fn not_resent(
     ep: &Endpoint,
     delivery: Delivery,
     status: Option<StatusCode>,
     attempt: Option<&Attempt>,
-) -> (ErrorKind, String) {
+) -> String {
     let why = attempt
         .and_then(|a| a.error.as_deref())
         .unwrap_or("unknown failure");
     let m = &ep.method;
     if delivery == Delivery::Processed {
         let s = status.map_or(0, |s| s.as_u16());
-        (
-            ErrorKind::Processed,
-            format!(
-                "accepted the {m} with {s}, but the answer could not be used ({why}); \
-                 it was not re-sent because the request was processed"
-            ),
+        format!(
+            "accepted the {m} with {s}, but the answer could not be used ({why}); \
+             it was not re-sent because the request was processed"
         )
     } else {
-        (
-            ErrorKind::MaybeProcessed,
-            format!(
-                "the {m} may have been processed ({why}); it was not re-sent because {m} is not idempotent. \
-                 Mark the link idempotent or send an Idempotency-Key header to allow re-sending"
-            ),
+        format!(
+            "the {m} may have been processed ({why}); it was not re-sent because {m} is not idempotent. \
+             Mark the link idempotent or send an Idempotency-Key header to allow re-sending"
         )
     }
 }

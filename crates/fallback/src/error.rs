@@ -81,6 +81,18 @@ pub enum LinkProblem {
         /// Why the value is invalid, e.g. "contains CR or LF".
         reason: &'static str,
     },
+    /// The body is a one-shot stream, which could not be re-sent to a backup
+    /// or a retry.
+    #[error("the body is a one-shot stream and could not be re-sent to another link or try: use Body::bytes, Body::file or Body::factory")]
+    OneShotBody,
+    /// The body file cannot be used.
+    #[error("body file {path:?}: {reason}")]
+    BodyFile {
+        /// The file's path.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The JSON body could not be serialized.
     #[error("the JSON body cannot be serialized: {0}")]
     Json(Arc<serde_json::Error>),
@@ -105,6 +117,9 @@ pub enum ErrorKind {
     Deadline,
     /// The caller's sink failed while taking the body.
     Sink,
+    /// The request body could not be produced (a body file could not be
+    /// read). Nothing more was sent.
+    Body,
 }
 
 /// The last response received by a failed call.
@@ -284,6 +299,11 @@ impl fmt::Display for Error {
             ErrorKind::Sink => write!(
                 f,
                 "writing the body to the sink failed: {}",
+                self.inner.detail.as_deref().unwrap_or("unknown error")
+            ),
+            ErrorKind::Body => write!(
+                f,
+                "the request body could not be produced: {}",
                 self.inner.detail.as_deref().unwrap_or("unknown error")
             ),
         }

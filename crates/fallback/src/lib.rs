@@ -82,7 +82,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod backoff;
 mod body;
+pub mod budget;
 mod chain;
 pub mod classify;
 mod error;
@@ -90,11 +92,14 @@ mod link;
 mod observer;
 pub mod report;
 mod response;
+pub mod retry;
 pub mod safety;
 pub mod timeout;
 pub mod transport;
 
+pub use backoff::ExponentialBackoff;
 pub use body::Body;
+pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
 pub use classify::{Classifier, ClassifierParseError, Verdict};
 pub use error::{BuildError, Error, ErrorKind, Failure, LinkProblem};

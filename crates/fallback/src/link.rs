@@ -34,6 +34,7 @@ pub struct Link {
     pub(crate) body: Body,
     pub(crate) idempotent: Option<bool>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
 }
 
 impl fmt::Debug for Link {
@@ -51,6 +52,7 @@ impl fmt::Debug for Link {
             .field("body", &self.body)
             .field("idempotent", &self.idempotent)
             .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
             .finish()
     }
 }
@@ -66,6 +68,7 @@ impl Link {
             body: Body::empty(),
             idempotent: None,
             timeout: None,
+            retries: None,
         }
     }
 
@@ -145,6 +148,13 @@ impl Link {
         self
     }
 
+    /// Extra tries on this link before moving on, overriding the chain's
+    /// [`retries`](crate::ChainBuilder::retries). See [`crate::retry`].
+    pub fn retries(mut self, retries: u32) -> Link {
+        self.retries = Some(retries);
+        self
+    }
+
     /// Checks everything and freezes the link.
     pub(crate) fn validate(
         self,
@@ -163,9 +173,7 @@ impl Link {
             let (name, value) = parse_header(n, v).map_err(|p| fail(&self.name, p))?;
             headers.append(name, value);
         }
-        if let Some(e) = self.body.json_error() {
-            return Err(fail(&self.name, LinkProblem::Json(e.clone())));
-        }
+        self.body.check().map_err(|p| fail(&self.name, p))?;
         for (name, value) in defaults {
             if !headers.contains_key(name) {
                 headers.append(name.clone(), value.clone());
@@ -185,6 +193,7 @@ impl Link {
             body: self.body,
             idempotent,
             timeout: self.timeout,
+            retries: self.retries,
         })
     }
 }
@@ -200,16 +209,21 @@ pub(crate) struct Endpoint {
     pub(crate) body: Body,
     pub(crate) idempotent: bool,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
 }
 
 impl Endpoint {
     /// A fresh request for one attempt.
-    pub(crate) fn request(&self) -> http::Request<RequestBody> {
-        let mut req = http::Request::new(self.body.to_request_body());
+    pub(crate) async fn request(&self) -> std::io::Result<http::Request<RequestBody>> {
+        let body = match self.body.ready() {
+            Some(b) => b,
+            None => self.body.open().await?,
+        };
+        let mut req = http::Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
-        req
+        Ok(req)
     }
 }
 

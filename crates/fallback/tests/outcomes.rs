@@ -455,7 +455,11 @@ async fn binary_body_reaches_every_link_byte_identical() {
 
 #[tokio::test]
 async fn head_with_a_large_content_length_is_not_too_large() {
-    let server = Server::start(Reply::new(200).header("x-size", "big").body(vec![b'x'; 4096]));
+    let server = Server::start(
+        Reply::new(200)
+            .header("x-size", "big")
+            .body(vec![b'x'; 4096]),
+    );
     let chain = Chain::builder()
         .link(Link::head(server.url("/")))
         .max_body(10)

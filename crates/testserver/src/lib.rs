@@ -503,7 +503,11 @@ async fn respond(
             }
             let head = head(reply.status, &reply.headers, Some(reply.body.len() as u64));
             // A HEAD answer announces the body's length but sends no body.
-            let body = if req.method == "HEAD" { &[][..] } else { &reply.body[..] };
+            let body = if req.method == "HEAD" {
+                &[][..]
+            } else {
+                &reply.body[..]
+            };
             write_all(stream, head.as_bytes(), body, state).await?;
             Ok(true)
         }
