@@ -129,13 +129,16 @@ impl ExponentialBackoff {
         Ok(())
     }
 
-    /// A fresh schedule for one call: restarted, and reseeded unless a
-    /// seed was set (each call then draws its own jitter).
-    pub(crate) fn start(&self, call_seed: u64) -> ExponentialBackoff {
-        let seed = self.seed.map_or(call_seed, |s| s ^ call_seed);
+    /// A fresh schedule for one stream of tries (one link of one call):
+    /// restarted, with jitter drawn from the seed (or this instance's random
+    /// one) mixed with `stream`, so every call and link jitters differently
+    /// and a seeded chain is reproducible.
+    pub(crate) fn start(&self, stream: u64) -> ExponentialBackoff {
+        let base = self.seed.unwrap_or(self.rng.0);
+        let mut mix = SplitMix64::new(base ^ stream.wrapping_mul(0xA24B_AED4_963E_E407));
         ExponentialBackoff {
             n: 0,
-            rng: SplitMix64::new(seed),
+            rng: SplitMix64::new(mix.next_u64()),
             ..self.clone()
         }
     }

@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
-use crate::backoff::{random_seed, ExponentialBackoff};
+use crate::backoff::ExponentialBackoff;
 use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
@@ -50,7 +50,6 @@ struct Inner {
     backoff: ExponentialBackoff,
     retry_after_cap: Duration,
     budget: RetryBudget,
-    seed: u64,
     calls: AtomicU64,
 }
 
@@ -294,7 +293,6 @@ impl ChainBuilder {
                 backoff: self.backoff,
                 retry_after_cap: self.retry_after_cap,
                 budget: self.budget,
-                seed: random_seed(),
                 calls: AtomicU64::new(0),
                 endpoints,
                 transport,
@@ -419,15 +417,11 @@ impl Chain {
             }
         };
         // Only chains that can retry pay for the budget's bookkeeping.
-        let call_seed = if inner.retries_possible {
+        let call_no = if inner.retries_possible {
             inner.budget.deposit();
-            Some(
-                inner
-                    .seed
-                    .wrapping_add(inner.calls.fetch_add(1, Ordering::Relaxed)),
-            )
+            inner.calls.fetch_add(1, Ordering::Relaxed)
         } else {
-            None
+            0
         };
 
         for (index, ep) in inner.endpoints.iter().enumerate() {
@@ -492,7 +486,7 @@ impl Chain {
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
                     let b = backoff.get_or_insert_with(|| {
-                        inner.backoff.start(call_seed.unwrap_or(0) ^ index as u64)
+                        inner.backoff.start(call_no << 16 ^ index as u64)
                     });
                     let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                     retry::next(
