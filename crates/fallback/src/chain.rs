@@ -485,9 +485,8 @@ impl Chain {
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
-                    let b = backoff.get_or_insert_with(|| {
-                        inner.backoff.start(call_no << 16 ^ index as u64)
-                    });
+                    let b = backoff
+                        .get_or_insert_with(|| inner.backoff.start(call_no << 16 ^ index as u64));
                     let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                     retry::next(
                         lost.retry_after,

@@ -50,15 +50,78 @@
 //! not decode. A [`Classifier`] changes which statuses fall back; a status
 //! outside its fall-back set is a *final* answer, returned at once.
 //!
-//! One rule overrides all of these: a request that is not idempotent is
-//! never sent twice when the first attempt may have had its effect. See
-//! [`safety`] ("When is a request re-sent?").
+//! ## When is a request re-sent?
+//!
+//! A request is re-sent (to the same link, or the next) only when that
+//! cannot duplicate a side effect. This is nginx's `proxy_next_upstream`
+//! rule. *Idempotent* means GET, HEAD, OPTIONS, PUT, DELETE or TRACE
+//! (RFC 9110), a request with an `Idempotency-Key` header, or a link marked
+//! [`Link::idempotent`].
+//!
+//! | the failed attempt | idempotent | POST, PATCH, other |
+//! | --- | --- | --- |
+//! | no connection: refused, DNS, TLS handshake, connect timeout (nothing was sent) | re-sent | re-sent |
+//! | an answer with a status that falls back (4xx, 5xx by default) | re-sent | re-sent |
+//! | a timeout after sending, a reset after sending, a truncated answer (outcome unknown) | re-sent | **not re-sent**: [`ErrorKind::MaybeProcessed`] |
+//! | a 2xx whose body is unusable: too large, truncated, not decodable (processed) | re-sent | **not re-sent**: [`ErrorKind::Processed`] |
+//!
+//! The error names the link that may have processed the request and says
+//! that marking it idempotent, or sending an `Idempotency-Key`, allows
+//! re-sending. See [`safety`].
 //!
 //! ## Time limits
 //!
-//! Every attempt is bounded (10 s by default, covering connect, the
-//! response head and the whole body), connects are bounded (2 s), and an
-//! optional deadline bounds the whole call. See [`timeout`].
+//! | limit | default | covers |
+//! | --- | --- | --- |
+//! | [`ChainBuilder::timeout`] (per attempt; [`Link::timeout`] overrides) | 10 s | connect, send, response head and the whole body |
+//! | [`ChainBuilder::connect_timeout`] | 2 s | the connect: nothing sent yet, so even a POST fails over |
+//! | [`ChainBuilder::deadline`] | none | the whole call: every attempt, backoff and `Retry-After` wait |
+//!
+//! A timeout reports its [`Phase`]: `connect`, `head` or `body`. See
+//! [`timeout`].
+//!
+//! ## Retries, backoff and the budget
+//!
+//! [`ChainBuilder::retries`] (default 0; [`Link::retries`] overrides) gives
+//! each link extra tries before the chain moves on, for failures worth
+//! retrying there (connect, timeout, broken connection, 408, 429, 5xx). The
+//! wait is the server's `Retry-After` on 429 and 503 (both forms, capped at
+//! 30 s), or an [`ExponentialBackoff`] with full jitter. A wait longer than
+//! the cap or the time left is not taken: the chain moves on at once.
+//!
+//! Every extra try draws from a [`RetryBudget`] shared by all calls through
+//! the chain (20 % extra load over 10 s plus 10 per second, by default), so
+//! an outage cannot turn into a retry storm. Moving to the *next* link never
+//! draws from it. See [`retry`], [`backoff`] and [`budget`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use fallback::{Chain, ExponentialBackoff, Link};
+//! use fallback_testserver::{Behavior, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let flaky = Server::start(Behavior::fail_first(2, Behavior::status(503), Behavior::ok("up")));
+//! let backup = Server::start(Behavior::ok("backup"));
+//! let chain = Chain::builder()
+//!     .timeout(Duration::from_secs(2))
+//!     .deadline(Duration::from_secs(5))
+//!     .retries(2)
+//!     .backoff(ExponentialBackoff::new().with_base(Duration::from_millis(10)))
+//!     .link(Link::get(flaky.url("/")))
+//!     .link(Link::get(backup.url("/")))
+//!     .build()?;
+//! let resp = chain.call().await?;
+//! assert_eq!(resp.body().as_ref(), b"up");
+//! assert_eq!(resp.report().attempts().len(), 3); // three tries on link 0
+//! # Ok(()) }
+//! ```
+//!
+//! ## Request bodies
+//!
+//! A [`Body`] is re-sent byte for byte to every link and try: bytes, JSON,
+//! a file (re-opened for each attempt, never buffered whole) or a factory
+//! closure. A one-shot stream is refused when the chain is built.
 //!
 //! ## The report
 //!

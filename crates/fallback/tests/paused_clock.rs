@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fallback::transport::{RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind};
+use fallback::transport::{
+    RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
+};
 use fallback::{Chain, ErrorKind, ExponentialBackoff, Link, Outcome, RetryBudget};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
@@ -30,20 +32,32 @@ impl Script {
     fn new(hosts: &[(&str, Vec<Step>)]) -> Arc<Script> {
         let s = Script::default();
         for (h, steps) in hosts {
-            s.steps.lock().unwrap().insert(h.to_string(), steps.iter().cloned().collect());
+            s.steps
+                .lock()
+                .unwrap()
+                .insert(h.to_string(), steps.iter().cloned().collect());
         }
         Arc::new(s)
     }
 
     fn times(&self, host: &str) -> Vec<Instant> {
-        self.seen.lock().unwrap().iter().filter(|(h, _)| h == host).map(|(_, t)| *t).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, _)| h == host)
+            .map(|(_, t)| *t)
+            .collect()
     }
 }
 
 impl Transport for Script {
     fn send(&self, req: http::Request<RequestBody>) -> SendFuture {
         let host = req.uri().host().unwrap_or("").to_owned();
-        self.seen.lock().unwrap().push((host.clone(), Instant::now()));
+        self.seen
+            .lock()
+            .unwrap()
+            .push((host.clone(), Instant::now()));
         let step = {
             let mut all = self.steps.lock().unwrap();
             let q = all.get_mut(&host).expect("scripted host");
@@ -65,7 +79,10 @@ impl Transport for Script {
                         .boxed_unsync();
                     Ok(b.body(body).unwrap())
                 }
-                Step::Refuse => Err(TransportError::new(TransportErrorKind::Connect, "connection refused")),
+                Step::Refuse => Err(TransportError::new(
+                    TransportErrorKind::Connect,
+                    "connection refused",
+                )),
                 Step::Hang => std::future::pending().await,
             }
         })
@@ -81,18 +98,33 @@ fn ok() -> Step {
 }
 
 fn outcomes(r: &fallback::Report) -> Vec<(usize, u32, Outcome)> {
-    r.attempts().iter().map(|a| (a.link(), a.try_number(), a.outcome())).collect()
+    r.attempts()
+        .iter()
+        .map(|a| (a.link(), a.try_number(), a.outcome()))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_seconds_is_honoured_on_the_same_link() {
-    let s = Script::new(&[("a", vec![Step::Answer(503, Some("2".into()), ""), ok()]), ("b", vec![ok()])]);
-    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")]).retries(1).build().unwrap();
+    let s = Script::new(&[
+        ("a", vec![Step::Answer(503, Some("2".into()), ""), ok()]),
+        ("b", vec![ok()]),
+    ]);
+    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
+        .retries(1)
+        .build()
+        .unwrap();
     let t = Instant::now();
     let resp = c.call().await.unwrap();
-    assert_eq!(outcomes(resp.report()), [(0, 1, Outcome::Status), (0, 2, Outcome::Ok)]);
+    assert_eq!(
+        outcomes(resp.report()),
+        [(0, 1, Outcome::Status), (0, 2, Outcome::Ok)]
+    );
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+        "{waited:?}"
+    );
     assert!(s.times("b").is_empty());
 }
 
@@ -100,30 +132,51 @@ async fn retry_after_seconds_is_honoured_on_the_same_link() {
 async fn retry_after_http_date_is_honoured() {
     let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
     let s = Script::new(&[("a", vec![Step::Answer(429, Some(at), ""), ok()])]);
-    let c = chain(&s, vec![Link::get("http://a/")]).retries(1).build().unwrap();
+    let c = chain(&s, vec![Link::get("http://a/")])
+        .retries(1)
+        .build()
+        .unwrap();
     let t = Instant::now();
     c.call().await.unwrap();
     // HTTP dates have one-second resolution.
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_secs(2) && waited <= Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2) && waited <= Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_over_the_cap_moves_on_at_once() {
     let huge = (484_289u64 * 3600).to_string();
-    let s = Script::new(&[("a", vec![Step::Answer(503, Some(huge), "")]), ("b", vec![ok()])]);
-    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")]).retries(3).build().unwrap();
+    let s = Script::new(&[
+        ("a", vec![Step::Answer(503, Some(huge), "")]),
+        ("b", vec![ok()]),
+    ]);
+    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
+        .retries(3)
+        .build()
+        .unwrap();
     let t = Instant::now();
     let resp = c.call().await.unwrap();
     assert_eq!(t.elapsed(), Duration::ZERO);
-    assert_eq!(outcomes(resp.report()), [(0, 1, Outcome::Status), (1, 1, Outcome::Ok)]);
+    assert_eq!(
+        outcomes(resp.report()),
+        [(0, 1, Outcome::Status), (1, 1, Outcome::Ok)]
+    );
     let err = resp.report().attempts()[0].error().unwrap();
-    assert!(err.contains("484289h") && err.contains("exceeds the cap"), "{err}");
+    assert!(
+        err.contains("484289h") && err.contains("exceeds the cap"),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_past_the_deadline_moves_on_at_once() {
-    let s = Script::new(&[("a", vec![Step::Answer(429, Some("5".into()), "")]), ("b", vec![ok()])]);
+    let s = Script::new(&[
+        ("a", vec![Step::Answer(429, Some("5".into()), "")]),
+        ("b", vec![ok()]),
+    ]);
     let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
         .retries(2)
         .deadline(Duration::from_secs(1))
@@ -133,7 +186,10 @@ async fn retry_after_past_the_deadline_moves_on_at_once() {
     let resp = c.call().await.unwrap();
     assert_eq!(t.elapsed(), Duration::ZERO);
     assert_eq!(resp.winner(), 1);
-    assert!(resp.report().attempts()[0].error().unwrap().contains("deadline"));
+    assert!(resp.report().attempts()[0]
+        .error()
+        .unwrap()
+        .contains("deadline"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -143,7 +199,11 @@ async fn backoff_without_jitter_is_exact() {
         .with_base(Duration::from_millis(100))
         .with_cap(Duration::from_secs(1))
         .with_jitter(false);
-    let c = chain(&s, vec![Link::get("http://a/")]).retries(3).backoff(backoff).build().unwrap();
+    let c = chain(&s, vec![Link::get("http://a/")])
+        .retries(3)
+        .backoff(backoff)
+        .build()
+        .unwrap();
     c.call().await.unwrap();
     let t = s.times("a");
     let gaps: Vec<_> = t.windows(2).map(|w| w[1] - w[0]).collect();
@@ -154,12 +214,19 @@ async fn backoff_without_jitter_is_exact() {
 #[tokio::test(start_paused = true)]
 async fn seeded_jitter_is_reproducible_and_bounded() {
     async fn gaps(seed: u64) -> Vec<Duration> {
-        let s = Script::new(&[("a", vec![Step::Refuse, Step::Refuse, Step::Refuse, Step::Refuse, ok()])]);
+        let s = Script::new(&[(
+            "a",
+            vec![Step::Refuse, Step::Refuse, Step::Refuse, Step::Refuse, ok()],
+        )]);
         let backoff = ExponentialBackoff::new()
             .with_base(Duration::from_millis(100))
             .with_cap(Duration::from_secs(1))
             .with_seed(seed);
-        let c = chain(&s, vec![Link::get("http://a/")]).retries(4).backoff(backoff).build().unwrap();
+        let c = chain(&s, vec![Link::get("http://a/")])
+            .retries(4)
+            .backoff(backoff)
+            .build()
+            .unwrap();
         c.call().await.unwrap();
         s.times("a").windows(2).map(|w| w[1] - w[0]).collect()
     }
@@ -168,7 +235,10 @@ async fn seeded_jitter_is_reproducible_and_bounded() {
     assert_ne!(a, gaps(43).await);
     for (n, g) in a.iter().enumerate() {
         // Full jitter: within [0, 100 ms × 2ⁿ] (plus the clock's 1 ms tick).
-        assert!(*g <= Duration::from_millis(100 << n) + Duration::from_millis(1), "{n}: {g:?}");
+        assert!(
+            *g <= Duration::from_millis(100 << n) + Duration::from_millis(1),
+            "{n}: {g:?}"
+        );
     }
 }
 
@@ -183,7 +253,11 @@ async fn spent_budget_skips_the_retry_and_fails_over() {
     let resp = c.call().await.unwrap();
     assert_eq!(
         outcomes(resp.report()),
-        [(0, 1, Outcome::Status), (0, 2, Outcome::Skipped), (1, 1, Outcome::Ok)]
+        [
+            (0, 1, Outcome::Status),
+            (0, 2, Outcome::Skipped),
+            (1, 1, Outcome::Ok)
+        ]
     );
     assert_eq!(s.times("a").len(), 1);
 }
@@ -193,11 +267,25 @@ async fn budget_is_shared_by_clones_and_calls() {
     let s = Script::new(&[("a", vec![Step::Answer(503, None, "")])]);
     // One retry allowed in the whole window, whatever the traffic.
     let budget = RetryBudget::new().with_ratio(0.0).with_min_per_sec(0.1);
-    let c = chain(&s, vec![Link::get("http://a/")]).retries(1).retry_budget(budget).build().unwrap();
+    let c = chain(&s, vec![Link::get("http://a/")])
+        .retries(1)
+        .retry_budget(budget)
+        .build()
+        .unwrap();
     let first = c.call().await.unwrap_err();
     let second = c.clone().call().await.unwrap_err();
-    let o1: Vec<_> = first.report().attempts().iter().map(|a| a.outcome()).collect();
-    let o2: Vec<_> = second.report().attempts().iter().map(|a| a.outcome()).collect();
+    let o1: Vec<_> = first
+        .report()
+        .attempts()
+        .iter()
+        .map(|a| a.outcome())
+        .collect();
+    let o2: Vec<_> = second
+        .report()
+        .attempts()
+        .iter()
+        .map(|a| a.outcome())
+        .collect();
     assert_eq!(o1, [Outcome::Status, Outcome::Status]);
     assert_eq!(o2, [Outcome::Status, Outcome::Skipped]);
 }
@@ -212,7 +300,10 @@ async fn attempt_timeout_fires_at_its_exact_time() {
     let t = Instant::now();
     let resp = c.call().await.unwrap();
     assert_eq!(t.elapsed(), Duration::from_secs(5));
-    assert_eq!(resp.report().attempts()[0].elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        resp.report().attempts()[0].elapsed(),
+        Duration::from_secs(5)
+    );
     assert_eq!(s.times("b")[0] - s.times("a")[0], Duration::from_secs(5));
 }
 
@@ -236,8 +327,16 @@ async fn deadline_covers_backoff_sleeps_and_attempts() {
     assert_eq!(t.elapsed(), Duration::from_millis(2500));
     assert_eq!(err.kind(), ErrorKind::Deadline);
     assert_eq!(
-        err.report().attempts().iter().map(|a| (a.link(), a.outcome())).collect::<Vec<_>>(),
-        [(0, Outcome::Connect), (0, Outcome::Connect), (1, Outcome::Timeout)]
+        err.report()
+            .attempts()
+            .iter()
+            .map(|a| (a.link(), a.outcome()))
+            .collect::<Vec<_>>(),
+        [
+            (0, Outcome::Connect),
+            (0, Outcome::Connect),
+            (1, Outcome::Timeout)
+        ]
     );
     assert_eq!(s.times("b")[0] - s.times("a")[0], Duration::from_secs(1));
 }
@@ -246,16 +345,25 @@ async fn deadline_covers_backoff_sleeps_and_attempts() {
 async fn post_is_retried_only_when_the_outcome_is_known() {
     // Refused (never sent) and 503 (answered): retried on the same link.
     let s = Script::new(&[("a", vec![Step::Refuse, Step::Answer(503, None, ""), ok()])]);
-    let c = chain(&s, vec![Link::post("http://a/").body("x")]).retries(2).build().unwrap();
+    let c = chain(&s, vec![Link::post("http://a/").body("x")])
+        .retries(2)
+        .build()
+        .unwrap();
     assert_eq!(c.call().await.unwrap().report().attempts().len(), 3);
 
     // A timeout after sending: unknown, so never retried.
     let s = Script::new(&[("a", vec![Step::Hang, ok()]), ("b", vec![ok()])]);
-    let c = chain(&s, vec![Link::post("http://a/").body("x"), Link::post("http://b/").body("x")])
-        .retries(2)
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let c = chain(
+        &s,
+        vec![
+            Link::post("http://a/").body("x"),
+            Link::post("http://b/").body("x"),
+        ],
+    )
+    .retries(2)
+    .timeout(Duration::from_secs(1))
+    .build()
+    .unwrap();
     let err = c.call().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::MaybeProcessed);
     assert_eq!(s.times("a").len(), 1);
@@ -265,8 +373,14 @@ async fn post_is_retried_only_when_the_outcome_is_known() {
 #[tokio::test(start_paused = true)]
 async fn final_and_non_retryable_statuses_are_not_retried_on_the_same_link() {
     let s = Script::new(&[("a", vec![Step::Answer(404, None, "")]), ("b", vec![ok()])]);
-    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")]).retries(3).build().unwrap();
+    let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
+        .retries(3)
+        .build()
+        .unwrap();
     let resp = c.call().await.unwrap();
     // 404 falls back (non-2xx rule) but a retry on the same link is pointless.
-    assert_eq!(outcomes(resp.report()), [(0, 1, Outcome::Status), (1, 1, Outcome::Ok)]);
+    assert_eq!(
+        outcomes(resp.report()),
+        [(0, 1, Outcome::Status), (1, 1, Outcome::Ok)]
+    );
 }

@@ -287,6 +287,7 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
     // Keeps a refused address's port reserved.
     _reserved: Option<socket2::Socket>,
+    _filler: Option<std::net::TcpStream>,
 }
 
 impl fmt::Debug for Server {
@@ -331,6 +332,34 @@ impl Server {
             shutdown: None,
             thread: None,
             _reserved: Some(socket),
+            _filler: None,
+        }
+    }
+
+    /// An address where connecting hangs: the listener's accept queue is
+    /// full and never drained, so the kernel drops further handshakes and a
+    /// client's connect only ends by its own timeout.
+    pub fn connect_hangs() -> Server {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("create a socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a loopback port");
+        socket.listen(0).expect("listen");
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("read the bound address");
+        // One completed handshake fills a backlog of 0.
+        let filler = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok();
+        Server {
+            addr,
+            state: Arc::default(),
+            shutdown: None,
+            thread: None,
+            _reserved: Some(socket),
+            _filler: filler,
         }
     }
 
@@ -427,6 +456,7 @@ impl ServerBuilder {
             shutdown: Some(tx),
             thread: Some(thread),
             _reserved: None,
+            _filler: None,
         }
     }
 }

@@ -1,0 +1,183 @@
+//! Retries and re-sending on real loopback sockets: the connect phase,
+//! retries on the same link, and bodies re-sent byte for byte.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fallback::{Body, Chain, ErrorKind, ExponentialBackoff, Link, Outcome, Phase};
+use fallback_testserver::{Behavior, Server};
+
+fn quick_backoff() -> ExponentialBackoff {
+    ExponentialBackoff::new()
+        .with_base(Duration::from_millis(5))
+        .with_cap(Duration::from_millis(20))
+}
+
+#[tokio::test]
+async fn connect_timeout_is_the_connect_phase_and_a_post_fails_over() {
+    let primary = Server::connect_hangs();
+    let backup = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .connect_timeout(Duration::from_millis(200))
+        .timeout(Duration::from_secs(5))
+        .link(Link::post(primary.url("/")).body("order"))
+        .link(Link::post(backup.url("/")).body("order"))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let resp = chain.call().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let a = &resp.report().attempts()[0];
+    assert_eq!(
+        (a.outcome(), a.phase()),
+        (Outcome::Timeout, Some(Phase::Connect))
+    );
+    // Nothing was sent to the primary, so the POST went to the backup.
+    assert_eq!(&resp.body()[..], b"order");
+    assert_eq!(backup.request_count(), 1);
+}
+
+#[tokio::test]
+async fn retries_on_the_same_link_before_moving_on() {
+    let flaky = Server::start(Behavior::fail_first(
+        2,
+        Behavior::status(503),
+        Behavior::ok("up"),
+    ));
+    let backup = Server::start(Behavior::ok("backup"));
+    let chain = Chain::builder()
+        .retries(2)
+        .backoff(quick_backoff())
+        .link(Link::get(flaky.url("/")))
+        .link(Link::get(backup.url("/")))
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    assert_eq!(&resp.body()[..], b"up");
+    let tries: Vec<_> = resp
+        .report()
+        .attempts()
+        .iter()
+        .map(|a| (a.link(), a.try_number()))
+        .collect();
+    assert_eq!(tries, [(0, 1), (0, 2), (0, 3)]);
+    assert_eq!(backup.request_count(), 0);
+}
+
+#[tokio::test]
+async fn per_link_retries_override_the_chain() {
+    let down = Server::start(Behavior::status(500));
+    let backup = Server::start(Behavior::ok("backup"));
+    let chain = Chain::builder()
+        .retries(5)
+        .backoff(quick_backoff())
+        .link(Link::get(down.url("/")).retries(1))
+        .link(Link::get(backup.url("/")))
+        .build()
+        .unwrap();
+    chain.call().await.unwrap();
+    assert_eq!(down.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_post_to_a_black_hole_is_not_retried_on_the_same_link_either() {
+    let hole = Server::start(Behavior::BlackHole);
+    let chain = Chain::builder()
+        .retries(3)
+        .timeout(Duration::from_millis(150))
+        .link(Link::post(hole.url("/")).body("pay"))
+        .build()
+        .unwrap();
+    let err = chain.call().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MaybeProcessed);
+    assert_eq!(hole.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_file_body_is_re_opened_and_reaches_every_link_and_try_intact() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let dir = std::env::temp_dir().join(format!("fallback-body-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("payload.bin");
+    std::fs::write(&path, &data).unwrap();
+
+    let a = Server::start(Behavior::fail_first(
+        1,
+        Behavior::status(503),
+        Behavior::status(502),
+    ));
+    let b = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .retries(1)
+        .backoff(quick_backoff())
+        .link(Link::put(a.url("/")).body(Body::file(&path)))
+        .link(Link::put(b.url("/")).body(Body::file(&path)))
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    assert_eq!(&resp.body()[..], &data[..]);
+    let got: Vec<_> = a.requests().into_iter().chain(b.requests()).collect();
+    assert_eq!(got.len(), 3, "two tries on a, one on b");
+    for r in got {
+        assert_eq!(r.header("content-length"), Some("300000"));
+        assert!(r.body == data, "byte-identical on every attempt");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_body_file_is_a_build_error() {
+    let s = Server::start(Behavior::Echo);
+    let err = Chain::builder()
+        .link(
+            Link::post(s.url("/"))
+                .name("upload")
+                .body(Body::file("/no/such/file.bin")),
+        )
+        .build()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("upload") && msg.contains("/no/such/file.bin"),
+        "{msg}"
+    );
+    assert_eq!(s.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_factory_body_is_called_for_every_attempt() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let body = Body::factory(move || {
+        c2.fetch_add(1, Ordering::SeqCst);
+        http_body_util::Full::new(Bytes::from_static(b"streamed"))
+    });
+    let a = Server::start(Behavior::status(500));
+    let b = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .link(Link::put(a.url("/")).body(body.clone()))
+        .link(Link::put(b.url("/")).body(body))
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    assert_eq!(&resp.body()[..], b"streamed");
+    assert_eq!(&a.requests()[0].body[..], b"streamed");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_one_shot_body_is_refused_at_build() {
+    let s = Server::start(Behavior::Echo);
+    let err = Chain::builder()
+        .link(
+            Link::post(s.url("/")).body(Body::once(http_body_util::Full::new(Bytes::from_static(
+                b"x",
+            )))),
+        )
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("one-shot"), "{err}");
+    assert_eq!(s.request_count(), 0);
+}
