@@ -172,7 +172,7 @@ impl Iterator for ExponentialBackoff {
 
 /// SplitMix64: tiny, fast, and good enough for jitter.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     pub(crate) fn new(seed: u64) -> Self {

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::{timeout_at, Instant};
 
 use crate::backoff::ExponentialBackoff;
+use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
 use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
@@ -51,6 +52,9 @@ struct Inner {
     retry_after_cap: Duration,
     budget: RetryBudget,
     calls: AtomicU64,
+    /// One per link, when breakers are on.
+    breakers: Option<Box<[Breaker]>>,
+    sticky: bool,
 }
 
 impl fmt::Debug for Chain {
@@ -89,6 +93,8 @@ impl fmt::Debug for Chain {
 /// | [`backoff`](Self::backoff) | exponential, full jitter, 50 ms × 2ⁿ up to 2 s |
 /// | [`retry_after_cap`](Self::retry_after_cap) | 30 s |
 /// | [`retry_budget`](Self::retry_budget) | 20 % over 10 s, plus 10 retries per second |
+/// | [`breaker`](Self::breaker) | on, with [`BreakerConfig::default`] |
+/// | [`sticky`](Self::sticky) | off |
 /// | [`transport`](Self::transport) | [`HyperTransport`] |
 pub struct ChainBuilder {
     links: Vec<Link>,
@@ -104,6 +110,8 @@ pub struct ChainBuilder {
     backoff: ExponentialBackoff,
     retry_after_cap: Duration,
     budget: RetryBudget,
+    breaker: Option<BreakerConfig>,
+    sticky: bool,
 }
 
 impl fmt::Debug for ChainBuilder {
@@ -134,6 +142,8 @@ impl Default for ChainBuilder {
             backoff: ExponentialBackoff::default(),
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
             budget: RetryBudget::default(),
+            breaker: Some(BreakerConfig::default()),
+            sticky: false,
         }
     }
 }
@@ -237,6 +247,23 @@ impl ChainBuilder {
         self
     }
 
+    /// The per-link circuit breakers (`None` turns them off). See
+    /// [`crate::breaker`].
+    pub fn breaker(mut self, config: impl Into<Option<BreakerConfig>>) -> Self {
+        self.breaker = config.into();
+        self
+    }
+
+    /// Sticky failover: while a link's breaker is open, calls start at the
+    /// first healthy link, and the link's recovery is probed in the
+    /// background (for idempotent links) instead of on a caller's request.
+    /// Once a probe succeeds, calls return to the link: the order of the
+    /// links stays the priority order.
+    pub fn sticky(mut self, sticky: bool) -> Self {
+        self.sticky = sticky;
+        self
+    }
+
     /// Checks every link and setting and builds the chain. Nothing is sent.
     pub fn build(self) -> Result<Chain, BuildError> {
         if self.links.is_empty() {
@@ -259,6 +286,9 @@ impl ChainBuilder {
         }
         self.backoff.validate()?;
         self.budget.validate()?;
+        if let Some(b) = &self.breaker {
+            b.validate()?;
+        }
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
             let (name, value) = parse_header(n, v).map_err(BuildError::DefaultHeader)?;
@@ -286,8 +316,16 @@ impl ChainBuilder {
         let retries_possible = endpoints
             .iter()
             .any(|e| e.retries.unwrap_or(self.retries) > 0);
+        let epoch = Instant::now();
+        let breakers = self.breaker.as_ref().map(|cfg| {
+            (0..endpoints.len())
+                .map(|i| Breaker::new(cfg, epoch, i))
+                .collect::<Box<[_]>>()
+        });
         Ok(Chain {
             inner: Arc::new(Inner {
+                breakers,
+                sticky: self.sticky,
                 retries: self.retries,
                 retries_possible,
                 backoff: self.backoff,
@@ -361,6 +399,21 @@ impl Chain {
         self.inner.endpoints.is_empty()
     }
 
+    /// Each link's breaker state and counts, in chain order (empty when
+    /// breakers are off).
+    pub fn health(&self) -> Vec<LinkHealth> {
+        let now = Instant::now();
+        let Some(breakers) = &self.inner.breakers else {
+            return Vec::new();
+        };
+        breakers
+            .iter()
+            .zip(self.inner.endpoints.iter())
+            .enumerate()
+            .map(|(i, (b, ep))| b.health(now, i, &ep.name))
+            .collect()
+    }
+
     /// Sends along the chain and returns the first success, its body as
     /// bytes.
     pub async fn call(&self) -> Result<Response<Bytes>, Error> {
@@ -424,12 +477,36 @@ impl Chain {
             0
         };
 
-        for (index, ep) in inner.endpoints.iter().enumerate() {
+        let forced = self.panic_link(Instant::now());
+
+        'links: for (index, ep) in inner.endpoints.iter().enumerate() {
             let tries = 1 + ep.retries.unwrap_or(inner.retries);
             let mut backoff = None;
             let mut try_number = 1;
             loop {
                 let begun = Instant::now();
+                let mut probe = match self.admit(index, ep, begun, forced) {
+                    Ok(probe) => probe,
+                    Err(until) => {
+                        let attempt = Attempt {
+                            link: index,
+                            name: ep.name.clone(),
+                            url: ep.url.clone(),
+                            try_number,
+                            outcome: Outcome::Skipped,
+                            phase: None,
+                            status: None,
+                            elapsed: Duration::ZERO,
+                            error: Some(format!(
+                                "breaker open for another {:.1?}",
+                                until.saturating_duration_since(begun)
+                            )),
+                        };
+                        self.observe(&attempt);
+                        report.attempts.push(attempt);
+                        continue 'links;
+                    }
+                };
                 let Some(until) =
                     attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
                 else {
@@ -437,6 +514,7 @@ impl Chain {
                 };
                 let ended = self.attempt(ep, consumer, begun, until).await;
                 let elapsed = begun.elapsed();
+                probe.settle(&ended);
                 let record = move |outcome, phase, status, error| Attempt {
                     link: index,
                     name: ep.name.clone(),
@@ -548,6 +626,68 @@ impl Chain {
             }
         }
         Err(fail(ErrorKind::Exhausted, report, last))
+    }
+
+    /// Envoy's panic mode: when every link's breaker is open, the link whose
+    /// break ends first is tried anyway.
+    fn panic_link(&self, now: Instant) -> Option<usize> {
+        let breakers = self.inner.breakers.as_ref()?;
+        let mut soonest: Option<(usize, Instant)> = None;
+        for (i, b) in breakers.iter().enumerate() {
+            let until = b.blocked_until(now)?;
+            if soonest.is_none_or(|(_, u)| until < u) {
+                soonest = Some((i, until));
+            }
+        }
+        soonest.map(|(i, _)| i)
+    }
+
+    /// Asks link `index`'s breaker; `Err` is when the break ends.
+    fn admit(
+        &self,
+        index: usize,
+        ep: &Endpoint,
+        now: Instant,
+        forced: Option<usize>,
+    ) -> Result<ProbeGuard<'_>, Instant> {
+        let Some(breakers) = &self.inner.breakers else {
+            return Ok(ProbeGuard::none());
+        };
+        let b = &breakers[index];
+        if forced == Some(index) {
+            b.force_probe();
+            return Ok(ProbeGuard::new(b, true));
+        }
+        match b.admit(now) {
+            Admit::Go => Ok(ProbeGuard::new(b, false)),
+            Admit::Probe if self.inner.sticky && ep.idempotent && self.spawn_probe(index) => {
+                Err(now)
+            }
+            Admit::Probe => Ok(ProbeGuard::new(b, true)),
+            Admit::Skip(until) => Err(until),
+        }
+    }
+
+    /// Probes a link in the background, off every caller's path. Returns
+    /// false when there is no tokio runtime to run it on.
+    fn spawn_probe(&self, index: usize) -> bool {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let chain = self.clone();
+        handle.spawn(async move {
+            let inner = &*chain.inner;
+            let (Some(breakers), Some(ep)) = (&inner.breakers, inner.endpoints.get(index)) else {
+                return;
+            };
+            let begun = Instant::now();
+            let mut guard = ProbeGuard::new(&breakers[index], true);
+            let until = begun + ep.timeout.unwrap_or(inner.timeout);
+            let ended = chain.attempt(ep, &mut Buffered, begun, until).await;
+            tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
+            guard.settle(&ended);
+        });
+        true
     }
 
     fn observe(&self, attempt: &Attempt) {
@@ -773,4 +913,63 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Feeds one attempt's result to its link's breaker. Dropped without a
+/// result (the call was cancelled), a probe frees the way for the next one.
+struct ProbeGuard<'a> {
+    breaker: Option<&'a Breaker>,
+    probe: bool,
+}
+
+impl<'a> ProbeGuard<'a> {
+    fn none() -> Self {
+        ProbeGuard {
+            breaker: None,
+            probe: false,
+        }
+    }
+
+    fn new(breaker: &'a Breaker, probe: bool) -> Self {
+        ProbeGuard {
+            breaker: Some(breaker),
+            probe,
+        }
+    }
+
+    fn settle<O>(&mut self, ended: &Ended<O>) {
+        let Some(b) = self.breaker.take() else { return };
+        let verdict = match ended {
+            Ended::Won { .. } => Some(true),
+            Ended::Lost(l) if l.stop.is_some() => None,
+            Ended::Lost(l) => Some(!counts_as_failure(l.outcome, l.status)),
+        };
+        match verdict {
+            Some(ok) => b.record(Instant::now(), ok, self.probe),
+            None if self.probe => b.release_probe(),
+            None => {}
+        }
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(b), true) = (self.breaker, self.probe) {
+            b.release_probe();
+        }
+    }
+}
+
+/// Whether a lost attempt counts against its link's health. Other 4xx
+/// answers show a live server.
+fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
+    match outcome {
+        Outcome::Status => status.is_none_or(|s| {
+            s.is_server_error()
+                || s == StatusCode::REQUEST_TIMEOUT
+                || s == StatusCode::TOO_MANY_REQUESTS
+        }),
+        Outcome::Skipped | Outcome::Cancelled | Outcome::Ok => false,
+        _ => true,
+    }
 }

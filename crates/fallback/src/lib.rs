@@ -147,6 +147,7 @@
 
 pub mod backoff;
 mod body;
+pub mod breaker;
 pub mod budget;
 mod chain;
 pub mod classify;
@@ -162,6 +163,7 @@ pub mod transport;
 
 pub use backoff::ExponentialBackoff;
 pub use body::Body;
+pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
 pub use classify::{Classifier, ClassifierParseError, Verdict};

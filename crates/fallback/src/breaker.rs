@@ -1,0 +1,633 @@
+//! Circuit breakers: one per link, shared by every call through a chain,
+//! so a dead link is skipped instead of making every call pay for it.
+//!
+//! - **Closed → open.** A link opens when, over a sliding window, its
+//!   failure ratio reaches the threshold (given a minimum number of calls),
+//!   or after a run of consecutive failures, which lets a chain with little
+//!   traffic learn that a link is dead.
+//! - **Open.** The link is skipped without spending an attempt or a
+//!   timeout, and reported `skipped`.
+//! - **Half-open.** After the break, one probe call is let through. A
+//!   success closes the link; a failure reopens it for a longer, jittered
+//!   break, up to a cap.
+//! - **All links open.** The chain still tries the link whose break expires
+//!   first (Envoy's "panic mode"), so a recovered system is found.
+//!
+//! What counts as a failure: no connection, a timeout, a broken connection,
+//! a body that is too large or does not decode, and the statuses 408, 429
+//! and 5xx. Other 4xx answers show a live server and count as successes.
+//!
+//! | setting | default | why |
+//! | --- | --- | --- |
+//! | [`with_failure_ratio`](BreakerConfig::with_failure_ratio) | 0.5 | a backup is at hand, so a link failing half its calls is better skipped; Polly's 0.1 suits a lone endpoint with nowhere else to go |
+//! | [`with_window`](BreakerConfig::with_window) | 10 s | long enough to smooth bursts, short enough to react within seconds |
+//! | [`with_min_calls`](BreakerConfig::with_min_calls) | 20 | a ratio over fewer calls is noise (Polly asks 100, for a 30 s window) |
+//! | [`with_consecutive_failures`](BreakerConfig::with_consecutive_failures) | 5 | Envoy's outlier detection and Finagle's failure accrual |
+//! | [`with_break`](BreakerConfig::with_break) | 5 s | Polly's and Finagle's first break |
+//! | [`with_max_break`](BreakerConfig::with_max_break) | 60 s | breaks double on each failed probe; a cap keeps recovery found within a minute |
+//!
+//! Breakers are on by default; [`ChainBuilder::breaker`] sets them, and
+//! `ChainBuilder::breaker(None)` turns them off.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fallback::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+//! use fallback_testserver::{Behavior, Server};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dead = Server::refused();
+//! let backup = Server::start(Behavior::ok("fine"));
+//! let chain = Chain::builder()
+//!     .breaker(BreakerConfig::new().with_consecutive_failures(2))
+//!     .link(Link::get(dead.url("/")).name("primary"))
+//!     .link(Link::get(backup.url("/")).name("backup"))
+//!     .build()?;
+//! for _ in 0..2 {
+//!     chain.call().await?; // the primary fails twice: its breaker opens
+//! }
+//! let resp = chain.call().await?;
+//! assert_eq!(resp.report().attempts()[0].outcome(), Outcome::Skipped);
+//! assert_eq!(chain.health()[0].state(), BreakerState::Open);
+//! # Ok(()) }
+//! ```
+//!
+//! [`ChainBuilder::breaker`]: crate::ChainBuilder::breaker
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::{random_seed, SplitMix64};
+use crate::error::BuildError;
+
+const SLOTS: usize = 10;
+
+/// The settings of the per-link breakers. See the [module docs](self).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BreakerConfig {
+    failure_ratio: f64,
+    window: Duration,
+    min_calls: u32,
+    consecutive_failures: u32,
+    break_duration: Duration,
+    max_break: Duration,
+    seed: Option<u64>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_ratio: 0.5,
+            window: Duration::from_secs(10),
+            min_calls: 20,
+            consecutive_failures: 5,
+            break_duration: Duration::from_secs(5),
+            max_break: Duration::from_secs(60),
+            seed: None,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The defaults of the [module docs](self).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The failure ratio, in (0, 1], at which a link opens. Above 1 turns
+    /// the ratio trigger off.
+    pub fn with_failure_ratio(mut self, ratio: f64) -> Self {
+        self.failure_ratio = ratio;
+        self
+    }
+
+    /// The sliding window over which the ratio is counted.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The fewest calls in the window for the ratio to count.
+    pub fn with_min_calls(mut self, min_calls: u32) -> Self {
+        self.min_calls = min_calls;
+        self
+    }
+
+    /// Consecutive failures that open a link (0 turns this trigger off).
+    pub fn with_consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// The first break.
+    pub fn with_break(mut self, d: Duration) -> Self {
+        self.break_duration = d;
+        self
+    }
+
+    /// The longest break.
+    pub fn with_max_break(mut self, d: Duration) -> Self {
+        self.max_break = d;
+        self
+    }
+
+    /// Seeds the jitter of the breaks, for reproducible tests.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let bad = |reason: String| BuildError::Setting {
+            setting: "breaker",
+            reason,
+        };
+        if self.failure_ratio.is_nan() || self.failure_ratio <= 0.0 {
+            return Err(bad(format!(
+                "failure ratio {} must be above 0",
+                self.failure_ratio
+            )));
+        }
+        if self.window < Duration::from_millis(SLOTS as u64) {
+            return Err(bad(format!(
+                "window {:?} must be at least 10ms",
+                self.window
+            )));
+        }
+        if self.break_duration.is_zero() {
+            return Err(bad("the break must be longer than zero".into()));
+        }
+        if self.break_duration > self.max_break {
+            return Err(bad(format!(
+                "break {:?} is above the max break {:?}",
+                self.break_duration, self.max_break
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls skip the link until the break ends.
+    Open,
+    /// The break has ended: one probe call decides.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One link's health, as [`Chain::health`](crate::Chain::health) reports it.
+#[derive(Clone, Debug)]
+pub struct LinkHealth {
+    pub(crate) link: usize,
+    pub(crate) name: String,
+    pub(crate) state: BreakerState,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) opened: u64,
+    pub(crate) open_for: Option<Duration>,
+}
+
+impl LinkHealth {
+    /// The link's index.
+    pub fn link(&self) -> usize {
+        self.link
+    }
+    /// The link's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The breaker's state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+    /// Successes in the current window.
+    pub fn successes(&self) -> u64 {
+        self.successes
+    }
+    /// Failures in the current window.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+    /// Failures since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+    /// How many times the breaker has opened.
+    pub fn times_opened(&self) -> u64 {
+        self.opened
+    }
+    /// For an open breaker, the time left in its break.
+    pub fn open_for(&self) -> Option<Duration> {
+        self.open_for
+    }
+}
+
+/// Whether a call may use a link now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Closed: go.
+    Go,
+    /// The break is over: this call is the probe.
+    Probe,
+    /// Open (or a probe is in flight) until then.
+    Skip(Instant),
+}
+
+/// One link's breaker. Time is passed in, so tests drive it without waiting.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    cfg: BreakerConfig,
+    kind: BreakerState,
+    epoch: Instant,
+    slot_nanos: u128,
+    slot: u128,
+    ok: [u64; SLOTS],
+    bad: [u64; SLOTS],
+    consecutive: u32,
+    opened: u64,
+    break_len: Duration,
+    until: Instant,
+    probing: bool,
+    rng: SplitMix64,
+}
+
+impl Breaker {
+    pub(crate) fn new(cfg: &BreakerConfig, epoch: Instant, link: usize) -> Breaker {
+        let seed = cfg.seed.unwrap_or_else(random_seed) ^ (link as u64).wrapping_mul(0x9E37_79B9);
+        Breaker {
+            state: Mutex::new(State {
+                slot_nanos: (cfg.window.as_nanos() / SLOTS as u128).max(1),
+                cfg: cfg.clone(),
+                kind: BreakerState::Closed,
+                epoch,
+                slot: 0,
+                ok: [0; SLOTS],
+                bad: [0; SLOTS],
+                consecutive: 0,
+                opened: 0,
+                break_len: cfg.break_duration,
+                until: epoch,
+                probing: false,
+                rng: SplitMix64::new(seed),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain counters: a panic elsewhere cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn admit(&self, now: Instant) -> Admit {
+        let mut s = self.lock();
+        match s.kind {
+            BreakerState::Closed => Admit::Go,
+            BreakerState::Open if now < s.until => Admit::Skip(s.until),
+            BreakerState::Open | BreakerState::HalfOpen if !s.probing => {
+                s.kind = BreakerState::HalfOpen;
+                s.probing = true;
+                Admit::Probe
+            }
+            _ => Admit::Skip(s.until.max(now)),
+        }
+    }
+
+    /// Lets a call through whatever the state (panic mode): it is a probe.
+    pub(crate) fn force_probe(&self) {
+        let mut s = self.lock();
+        s.kind = BreakerState::HalfOpen;
+        s.probing = true;
+    }
+
+    /// When an open link's break ends; `None` when calls may use it now.
+    pub(crate) fn blocked_until(&self, now: Instant) -> Option<Instant> {
+        let s = self.lock();
+        match s.kind {
+            BreakerState::Closed => None,
+            BreakerState::Open if now < s.until => Some(s.until),
+            BreakerState::HalfOpen if s.probing => Some(s.until.max(now)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn record(&self, now: Instant, ok: bool, probe: bool) {
+        let mut s = self.lock();
+        s.advance(now);
+        let i = s.current();
+        if ok {
+            s.ok[i] += 1;
+            s.consecutive = 0;
+        } else {
+            s.bad[i] += 1;
+            s.consecutive = s.consecutive.saturating_add(1);
+        }
+        if probe && s.kind == BreakerState::HalfOpen {
+            s.probing = false;
+            if ok {
+                s.close();
+            } else {
+                let grown = s.grown_break();
+                s.open(now, grown);
+            }
+        } else if s.kind == BreakerState::Closed && !ok && s.should_open() {
+            let first = s.cfg.break_duration;
+            s.open(now, first);
+        }
+    }
+
+    /// A probe that ended without a verdict (cancelled or dropped): the next
+    /// call probes instead.
+    pub(crate) fn release_probe(&self) {
+        let mut s = self.lock();
+        if s.kind == BreakerState::HalfOpen {
+            s.probing = false;
+        }
+    }
+
+    pub(crate) fn health(&self, now: Instant, link: usize, name: &str) -> LinkHealth {
+        let mut s = self.lock();
+        s.advance(now);
+        let state = match s.kind {
+            BreakerState::Open if now >= s.until => BreakerState::HalfOpen,
+            k => k,
+        };
+        LinkHealth {
+            link,
+            name: name.to_owned(),
+            state,
+            successes: s.ok.iter().sum(),
+            failures: s.bad.iter().sum(),
+            consecutive_failures: s.consecutive,
+            opened: s.opened,
+            open_for: (state == BreakerState::Open).then(|| s.until - now),
+        }
+    }
+}
+
+impl State {
+    fn advance(&mut self, now: Instant) {
+        let slot = now.saturating_duration_since(self.epoch).as_nanos() / self.slot_nanos;
+        if slot <= self.slot {
+            return;
+        }
+        let gone = (slot - self.slot).min(SLOTS as u128) as usize;
+        for k in 1..=gone {
+            let idx = ((self.slot + k as u128) % SLOTS as u128) as usize;
+            self.ok[idx] = 0;
+            self.bad[idx] = 0;
+        }
+        self.slot = slot;
+    }
+
+    fn current(&self) -> usize {
+        (self.slot % SLOTS as u128) as usize
+    }
+
+    fn should_open(&self) -> bool {
+        let c = self.cfg.consecutive_failures;
+        if c > 0 && self.consecutive >= c {
+            return true;
+        }
+        let bad: u64 = self.bad.iter().sum();
+        let calls = bad + self.ok.iter().sum::<u64>();
+        calls >= self.cfg.min_calls as u64
+            && calls > 0
+            && bad as f64 >= self.cfg.failure_ratio * calls as f64
+    }
+
+    fn open(&mut self, now: Instant, len: Duration) {
+        self.kind = BreakerState::Open;
+        self.break_len = len;
+        self.until = now + len;
+        self.opened += 1;
+    }
+
+    fn close(&mut self) {
+        self.kind = BreakerState::Closed;
+        self.break_len = self.cfg.break_duration;
+        self.consecutive = 0;
+        self.ok = [0; SLOTS];
+        self.bad = [0; SLOTS];
+    }
+
+    /// Double the last break, cap it, then jitter it into [80 %, 100 %]: the
+    /// next break is longer than the last, yet callers do not probe in step.
+    fn grown_break(&mut self) -> Duration {
+        let nominal = self.break_len.saturating_mul(2).min(self.cfg.max_break);
+        let jitter = 0.8 + 0.2 * (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        nominal.mul_f64(jitter).max(self.cfg.break_duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg() -> BreakerConfig {
+        BreakerConfig::new()
+            .with_failure_ratio(0.5)
+            .with_min_calls(10)
+            .with_consecutive_failures(0)
+            .with_break(Duration::from_secs(5))
+            .with_max_break(Duration::from_secs(40))
+            .with_seed(1)
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn opens_at_exactly_the_ratio_threshold() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg(), t0, 0);
+        // 4 failures and 5 successes: 9 calls, under the minimum.
+        for i in 0..9 {
+            b.record(at(t0, 1), i % 2 == 1, false);
+        }
+        assert_eq!(b.admit(at(t0, 2)), Admit::Go);
+        // The 10th call makes 5 failures of 10: exactly 0.5.
+        b.record(at(t0, 3), false, false);
+        assert_eq!(b.admit(at(t0, 4)), Admit::Skip(at(t0, 5003)));
+    }
+
+    #[test]
+    fn below_the_threshold_stays_closed() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg(), t0, 0);
+        // 4 failures in 10: 0.4.
+        for i in 0..10 {
+            b.record(at(t0, 1), i >= 4, false);
+        }
+        assert_eq!(b.admit(at(t0, 2)), Admit::Go);
+    }
+
+    #[test]
+    fn consecutive_failures_open_with_little_traffic() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg().with_consecutive_failures(3), t0, 0);
+        b.record(at(t0, 0), false, false);
+        b.record(at(t0, 0), false, false);
+        b.record(at(t0, 0), true, false);
+        b.record(at(t0, 0), false, false);
+        b.record(at(t0, 0), false, false);
+        assert_eq!(b.admit(at(t0, 1)), Admit::Go);
+        b.record(at(t0, 2), false, false);
+        assert!(matches!(b.admit(at(t0, 3)), Admit::Skip(_)));
+    }
+
+    #[test]
+    fn failures_leave_the_window() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg(), t0, 0);
+        for _ in 0..9 {
+            b.record(at(t0, 0), false, false);
+        }
+        // Eleven seconds later those nine failures are gone.
+        b.record(at(t0, 11_000), false, false);
+        assert_eq!(b.admit(at(t0, 11_001)), Admit::Go);
+    }
+
+    #[test]
+    fn half_open_probe_closes_or_reopens_longer() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        b.record(t0, false, false);
+        assert_eq!(b.admit(at(t0, 4_999)), Admit::Skip(at(t0, 5_000)));
+        // The break is over: one probe, and only one.
+        assert_eq!(b.admit(at(t0, 5_000)), Admit::Probe);
+        assert!(matches!(b.admit(at(t0, 5_001)), Admit::Skip(_)));
+        // The probe fails: open again, for longer (2 × 5 s, jittered ≥ 80 %).
+        b.record(at(t0, 5_010), false, true);
+        let Admit::Skip(until) = b.admit(at(t0, 5_011)) else {
+            panic!("open")
+        };
+        let second = until - at(t0, 5_010);
+        assert!(
+            second >= Duration::from_secs(8) && second <= Duration::from_secs(10),
+            "{second:?}"
+        );
+        // The next probe succeeds: closed, counts reset.
+        assert_eq!(b.admit(until), Admit::Probe);
+        b.record(until, true, true);
+        assert_eq!(b.admit(until), Admit::Go);
+        let h = b.health(until, 0, "x");
+        assert_eq!(
+            (h.state(), h.failures(), h.times_opened()),
+            (BreakerState::Closed, 0, 2)
+        );
+    }
+
+    #[test]
+    fn breaks_grow_up_to_the_cap() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        b.record(t0, false, false);
+        let mut now = t0;
+        let mut breaks = Vec::new();
+        for _ in 0..8 {
+            let Admit::Skip(until) = b.admit(now) else {
+                panic!("open")
+            };
+            breaks.push(until - now);
+            now = until;
+            assert_eq!(b.admit(now), Admit::Probe);
+            b.record(now, false, true);
+        }
+        assert_eq!(breaks[0], Duration::from_secs(5));
+        for w in breaks.windows(2) {
+            assert!(
+                w[1] >= w[0] || w[1] >= Duration::from_secs(32),
+                "{breaks:?}"
+            );
+        }
+        assert!(
+            breaks.iter().all(|b| *b <= Duration::from_secs(40)),
+            "{breaks:?}"
+        );
+        assert!(
+            breaks[7] >= Duration::from_secs(32),
+            "capped at 40 s, jittered: {breaks:?}"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        let t0 = Instant::now();
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        b.record(t0, false, false);
+        assert_eq!(b.admit(at(t0, 6_000)), Admit::Probe);
+        b.release_probe();
+        assert_eq!(b.admit(at(t0, 6_001)), Admit::Probe);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(BreakerConfig::new().validate().is_ok());
+        assert!(BreakerConfig::new()
+            .with_failure_ratio(0.0)
+            .validate()
+            .is_err());
+        assert!(BreakerConfig::new()
+            .with_break(Duration::ZERO)
+            .validate()
+            .is_err());
+        assert!(BreakerConfig::new()
+            .with_break(Duration::from_secs(90))
+            .validate()
+            .is_err());
+    }
+
+    proptest! {
+        /// Whatever the sequence, a closed breaker with N failures out of M
+        /// calls in one window is open exactly when the rule says so.
+        #[test]
+        fn ratio_rule_holds(outcomes in proptest::collection::vec(any::<bool>(), 0..200), ratio in 0.05f64..1.0, min in 1u32..50) {
+            let t0 = Instant::now();
+            let b = Breaker::new(&cfg().with_failure_ratio(ratio).with_min_calls(min), t0, 0);
+            let (mut ok, mut bad) = (0u64, 0u64);
+            for o in outcomes {
+                if b.admit(t0) != Admit::Go {
+                    break;
+                }
+                b.record(t0, o, false);
+                if o { ok += 1 } else { bad += 1 }
+                let calls = ok + bad;
+                let should = !o && calls >= min as u64 && bad as f64 >= ratio * calls as f64;
+                prop_assert_eq!(b.admit(t0) != Admit::Go, should, "ok {} bad {}", ok, bad);
+            }
+        }
+    }
+}
