@@ -497,10 +497,14 @@ impl Chain {
                             phase: None,
                             status: None,
                             elapsed: Duration::ZERO,
-                            error: Some(format!(
-                                "breaker open for another {:.1?}",
-                                until.saturating_duration_since(begun)
-                            )),
+                            error: Some(if until > begun {
+                                format!(
+                                    "breaker open for another {:.1?}",
+                                    until.saturating_duration_since(begun)
+                                )
+                            } else {
+                                "breaker half-open: a probe is in flight".to_owned()
+                            }),
                         };
                         self.observe(&attempt);
                         report.attempts.push(attempt);

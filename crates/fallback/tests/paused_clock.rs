@@ -2,99 +2,17 @@
 //! tokio clock, over an in-memory transport: no sockets, no real waiting,
 //! exact virtual times.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use fallback::transport::{
-    RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
-};
+use common::{ok, Script, Step};
 use fallback::{Chain, ErrorKind, ExponentialBackoff, Link, Outcome, RetryBudget};
-use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
-
-#[derive(Clone)]
-enum Step {
-    Answer(u16, Option<String>, &'static str),
-    Refuse,
-    Hang,
-}
-
-/// Answers each host from its own script; the last step repeats.
-#[derive(Default)]
-struct Script {
-    steps: Mutex<HashMap<String, VecDeque<Step>>>,
-    seen: Mutex<Vec<(String, Instant)>>,
-}
-
-impl Script {
-    fn new(hosts: &[(&str, Vec<Step>)]) -> Arc<Script> {
-        let s = Script::default();
-        for (h, steps) in hosts {
-            s.steps
-                .lock()
-                .unwrap()
-                .insert(h.to_string(), steps.iter().cloned().collect());
-        }
-        Arc::new(s)
-    }
-
-    fn times(&self, host: &str) -> Vec<Instant> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(h, _)| h == host)
-            .map(|(_, t)| *t)
-            .collect()
-    }
-}
-
-impl Transport for Script {
-    fn send(&self, req: http::Request<RequestBody>) -> SendFuture {
-        let host = req.uri().host().unwrap_or("").to_owned();
-        self.seen
-            .lock()
-            .unwrap()
-            .push((host.clone(), Instant::now()));
-        let step = {
-            let mut all = self.steps.lock().unwrap();
-            let q = all.get_mut(&host).expect("scripted host");
-            if q.len() > 1 {
-                q.pop_front().unwrap()
-            } else {
-                q.front().cloned().unwrap()
-            }
-        };
-        Box::pin(async move {
-            match step {
-                Step::Answer(status, retry_after, body) => {
-                    let mut b = http::Response::builder().status(status);
-                    if let Some(ra) = retry_after {
-                        b = b.header("retry-after", ra);
-                    }
-                    let body: ResponseBody = Full::new(Bytes::from_static(body.as_bytes()))
-                        .map_err(|e| match e {})
-                        .boxed_unsync();
-                    Ok(b.body(body).unwrap())
-                }
-                Step::Refuse => Err(TransportError::new(
-                    TransportErrorKind::Connect,
-                    "connection refused",
-                )),
-                Step::Hang => std::future::pending().await,
-            }
-        })
-    }
-}
 
 fn chain(script: &Arc<Script>, links: Vec<Link>) -> fallback::ChainBuilder {
     Chain::builder().transport(script.clone()).links(links)
-}
-
-fn ok() -> Step {
-    Step::Answer(200, None, "ok")
 }
 
 fn outcomes(r: &fallback::Report) -> Vec<(usize, u32, Outcome)> {

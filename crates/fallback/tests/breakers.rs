@@ -1,0 +1,296 @@
+//! Breakers through the whole chain: skipped links, probes, panic mode and
+//! sticky failover on a paused clock over an in-memory transport; counts
+//! under concurrency on real sockets.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{ok, Script, Step};
+use fallback::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+use fallback_testserver::{Behavior, Server};
+use tokio::time::{advance, Instant};
+
+fn breaker() -> BreakerConfig {
+    BreakerConfig::new()
+        .with_consecutive_failures(2)
+        .with_break(Duration::from_secs(5))
+        .with_seed(3)
+}
+
+fn chain(script: &Arc<Script>, cfg: BreakerConfig) -> fallback::ChainBuilder {
+    Chain::builder()
+        .transport(script.clone())
+        .timeout(Duration::from_secs(1))
+        .breaker(cfg)
+        .link(Link::get("http://a/").name("a"))
+        .link(Link::get("http://b/").name("b"))
+}
+
+/// Lets spawned tasks (background probes) run on the test's runtime.
+async fn let_tasks_run() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn trail(r: &fallback::Report) -> Vec<(usize, Outcome)> {
+    r.attempts()
+        .iter()
+        .map(|a| (a.link(), a.outcome()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_link_is_skipped_at_zero_cost() {
+    let s = Script::new(&[("a", vec![Step::Hang]), ("b", vec![ok()])]);
+    let c = chain(&s, breaker()).build().unwrap();
+    for _ in 0..2 {
+        let t = Instant::now();
+        c.call().await.unwrap();
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_secs(1),
+            "each call pays the timeout"
+        );
+    }
+    let t = Instant::now();
+    let resp = c.call().await.unwrap();
+    assert_eq!(t.elapsed(), Duration::ZERO, "the open link costs nothing");
+    assert_eq!(
+        trail(resp.report()),
+        [(0, Outcome::Skipped), (1, Outcome::Ok)]
+    );
+    assert_eq!(resp.report().attempts()[0].elapsed(), Duration::ZERO);
+    assert_eq!(s.times("a").len(), 2);
+    let h = &c.health()[0];
+    assert_eq!(
+        (h.state(), h.failures(), h.times_opened()),
+        (BreakerState::Open, 2, 1)
+    );
+    // Opened when the second call's timeout fired, at 2 s, until 7 s.
+    assert_eq!(h.open_for(), Some(Duration::from_secs(5)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probe_success_closes_the_link() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse, Step::Refuse, ok()]),
+        ("b", vec![ok()]),
+    ]);
+    let c = chain(&s, breaker()).build().unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    assert_eq!(c.health()[0].state(), BreakerState::Open);
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(c.health()[0].state(), BreakerState::HalfOpen);
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+    assert_eq!(c.health()[0].state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_probe_failure_reopens_for_longer() {
+    let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![ok()])]);
+    let c = chain(&s, breaker()).build().unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    let resp = c.call().await.unwrap();
+    assert_eq!(
+        trail(resp.report()),
+        [(0, Outcome::Connect), (1, Outcome::Ok)]
+    );
+    let h = &c.health()[0];
+    assert_eq!((h.state(), h.times_opened()), (BreakerState::Open, 2));
+    let left = h.open_for().unwrap();
+    assert!(
+        left >= Duration::from_secs(8) && left <= Duration::from_secs(10),
+        "{left:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_link_open_the_soonest_to_recover_is_tried() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse, Step::Refuse, ok()]),
+        ("b", vec![ok(), ok(), Step::Refuse]),
+    ]);
+    let c = chain(&s, breaker()).build().unwrap();
+    // a opens at 0 s (break ends at 5 s) ...
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    // ... b opens at 1 s (break ends at 6 s).
+    advance(Duration::from_secs(1)).await;
+    assert!(c.call().await.is_err());
+    assert!(c.call().await.is_err());
+    assert!(c.health().iter().all(|h| h.state() == BreakerState::Open));
+    // Panic mode: a, whose break ends first, is tried anyway, and it has
+    // recovered.
+    advance(Duration::from_secs(1)).await;
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+    assert_eq!(c.health()[0].state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn panic_mode_tries_only_the_soonest_link() {
+    let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![Step::Refuse])]);
+    let c = chain(&s, breaker()).build().unwrap();
+    assert!(c.call().await.is_err());
+    assert!(c.call().await.is_err());
+    let err = c.call().await.unwrap_err();
+    assert_eq!(
+        trail(err.report()),
+        [(0, Outcome::Connect), (1, Outcome::Skipped)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sticky_failover_probes_in_the_background_and_returns() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse, Step::Refuse, Step::Hang]),
+        ("b", vec![ok()]),
+    ]);
+    let c = chain(&s, breaker()).sticky(true).build().unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    advance(Duration::from_secs(5)).await;
+
+    // The break is over. The caller goes straight to b while a background
+    // probe tries a (which hangs: the caller never waits for it).
+    let t = Instant::now();
+    let resp = c.call().await.unwrap();
+    assert_eq!(t.elapsed(), Duration::ZERO);
+    assert_eq!(
+        trail(resp.report()),
+        [(0, Outcome::Skipped), (1, Outcome::Ok)]
+    );
+    // While the probe is in flight, calls keep starting at b.
+    let_tasks_run().await;
+    let resp = c.call().await.unwrap();
+    assert_eq!(
+        trail(resp.report()),
+        [(0, Outcome::Skipped), (1, Outcome::Ok)]
+    );
+    // The probe times out after 1 s: a reopens, for longer.
+    advance(Duration::from_millis(1100)).await;
+    let_tasks_run().await;
+    assert_eq!(c.health()[0].state(), BreakerState::Open);
+    assert_eq!(s.times("a").len(), 3);
+
+    // Next break: a has recovered; the background probe finds it.
+    s.set("a", vec![ok()]);
+    advance(Duration::from_secs(11)).await;
+    let resp = c.call().await.unwrap();
+    assert_eq!(resp.winner(), 1);
+    let_tasks_run().await;
+    assert_eq!(c.health()[0].state(), BreakerState::Closed);
+    // Calls are back on the primary.
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sticky_never_probes_a_post_in_the_background() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse, Step::Refuse, ok()]),
+        ("b", vec![ok()]),
+    ]);
+    let c = Chain::builder()
+        .transport(s.clone())
+        .breaker(breaker())
+        .sticky(true)
+        .link(Link::post("http://a/").body("x"))
+        .link(Link::post("http://b/").body("x"))
+        .build()
+        .unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    // The probe is the caller's own request, sent once.
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+    assert_eq!(s.times("a").len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_does_not_wedge_the_link() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse, Step::Refuse, Step::Hang, ok()]),
+        ("b", vec![ok()]),
+    ]);
+    let c = chain(&s, breaker())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    advance(Duration::from_secs(5)).await;
+    // The caller gives up on the probe call (it hangs) after 1 s.
+    assert!(tokio::time::timeout(Duration::from_secs(1), c.call())
+        .await
+        .is_err());
+    // The next call probes again instead of skipping a forever.
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_consistent_while_a_link_flaps() {
+    // The primary alternates between 500 and 200.
+    let primary = Server::builder(Behavior::custom(|_, i| {
+        if i % 2 == 0 {
+            Behavior::status(500)
+        } else {
+            Behavior::ok("primary")
+        }
+    }))
+    .threads(2)
+    .start();
+    let backup = Server::start(Behavior::ok("backup"));
+    let c = Chain::builder()
+        .breaker(
+            BreakerConfig::new()
+                .with_window(Duration::from_secs(600))
+                .with_min_calls(50)
+                .with_failure_ratio(0.6)
+                .with_consecutive_failures(0),
+        )
+        .link(Link::get(primary.url("/")))
+        .link(Link::get(backup.url("/")))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut bad) = (0u64, 0u64);
+                for _ in 0..25 {
+                    let resp = c.call().await.expect("the backup always answers");
+                    match resp.report().attempts()[0].outcome() {
+                        Outcome::Ok => ok += 1,
+                        Outcome::Status => bad += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    let (mut ok, mut bad) = (0, 0);
+    for t in tasks {
+        let (o, b) = t.await.unwrap();
+        ok += o;
+        bad += b;
+    }
+    let h = &c.health()[0];
+    assert_eq!((h.successes(), h.failures()), (ok, bad), "no update lost");
+    assert_eq!(ok + bad, primary.request_count() as u64);
+    assert_eq!(
+        h.state(),
+        BreakerState::Closed,
+        "a 50 % failure ratio is under 0.6"
+    );
+}
