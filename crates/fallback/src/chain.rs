@@ -1,6 +1,8 @@
 //! The chain: links tried in order until one succeeds.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,6 +18,7 @@ use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
 use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
+use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link};
 use crate::observer::Observer;
 use crate::report::{Attempt, Outcome, Report};
@@ -55,6 +58,8 @@ struct Inner {
     /// One per link, when breakers are on.
     breakers: Option<Box<[Breaker]>>,
     sticky: bool,
+    hedge: Option<Hedge>,
+    latencies: Box<[Latencies]>,
 }
 
 impl fmt::Debug for Chain {
@@ -95,6 +100,7 @@ impl fmt::Debug for Chain {
 /// | [`retry_budget`](Self::retry_budget) | 20 % over 10 s, plus 10 retries per second |
 /// | [`breaker`](Self::breaker) | on, with [`BreakerConfig::default`] |
 /// | [`sticky`](Self::sticky) | off |
+/// | [`hedge`](Self::hedge) | off |
 /// | [`transport`](Self::transport) | [`HyperTransport`] |
 pub struct ChainBuilder {
     links: Vec<Link>,
@@ -112,6 +118,7 @@ pub struct ChainBuilder {
     budget: RetryBudget,
     breaker: Option<BreakerConfig>,
     sticky: bool,
+    hedge: Option<Hedge>,
 }
 
 impl fmt::Debug for ChainBuilder {
@@ -144,6 +151,7 @@ impl Default for ChainBuilder {
             budget: RetryBudget::default(),
             breaker: Some(BreakerConfig::default()),
             sticky: false,
+            hedge: None,
         }
     }
 }
@@ -264,6 +272,13 @@ impl ChainBuilder {
         self
     }
 
+    /// Hedged requests: start the next link when the current one has not
+    /// answered within the hedge delay. See [`crate::hedge`].
+    pub fn hedge(mut self, hedge: impl Into<Option<Hedge>>) -> Self {
+        self.hedge = hedge.into();
+        self
+    }
+
     /// Checks every link and setting and builds the chain. Nothing is sent.
     pub fn build(self) -> Result<Chain, BuildError> {
         if self.links.is_empty() {
@@ -288,6 +303,9 @@ impl ChainBuilder {
         self.budget.validate()?;
         if let Some(b) = &self.breaker {
             b.validate()?;
+        }
+        if let Some(h) = &self.hedge {
+            h.validate()?;
         }
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
@@ -322,8 +340,11 @@ impl ChainBuilder {
                 .map(|i| Breaker::new(cfg, epoch, i))
                 .collect::<Box<[_]>>()
         });
+        let latencies = endpoints.iter().map(|_| Latencies::default()).collect();
         Ok(Chain {
             inner: Arc::new(Inner {
+                latencies,
+                hedge: self.hedge,
                 breakers,
                 sticky: self.sticky,
                 retries: self.retries,
@@ -453,6 +474,20 @@ impl Chain {
     }
 
     async fn run<C: Consume>(&self, consumer: &mut C) -> Result<Response<C::Output>, Error> {
+        if let Some(hedge) = &self.inner.hedge {
+            if consumer.fork().is_some() {
+                return self.run_hedged(consumer, hedge).await;
+            }
+        }
+        self.run_sequential(consumer).await
+    }
+
+    /// Links one after another: the original package's behaviour, with
+    /// breakers, retries and time limits.
+    async fn run_sequential<C: Consume>(
+        &self,
+        consumer: &mut C,
+    ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
         let deadline = inner.deadline.map(|d| started + d);
@@ -552,17 +587,7 @@ impl Chain {
                     Ended::Lost(lost) => lost,
                 };
 
-                let stop = if lost.stop.is_some() {
-                    lost.stop
-                } else if lost.verdict == Verdict::Final {
-                    Some(ErrorKind::FinalStatus)
-                } else if !may_resend(ep.idempotent, lost.delivery) {
-                    Some(not_resent_kind(lost.delivery))
-                } else if deadline.is_some_and(|d| Instant::now() >= d) {
-                    Some(ErrorKind::Deadline)
-                } else {
-                    None
-                };
+                let stop = stop_kind(ep, &lost, deadline);
                 let plan = (stop.is_none()
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
@@ -582,22 +607,19 @@ impl Chain {
                     lost.error.push_str(&why.describe());
                 }
 
-                let attempt = record(lost.outcome, lost.phase, lost.status, Some(lost.error));
+                let attempt = record(
+                    lost.outcome,
+                    lost.phase,
+                    lost.status,
+                    Some(lost.error.clone()),
+                );
                 self.observe(&attempt);
                 report.attempts.push(attempt);
-                if lost.response.is_some() {
-                    last = lost.response;
+                if let Some(r) = lost.response.take() {
+                    last = Some(r);
                 }
                 if let Some(kind) = stop {
-                    let detail = match kind {
-                        ErrorKind::MaybeProcessed | ErrorKind::Processed => {
-                            Some(not_resent(ep, lost.delivery, lost.status, report.last()))
-                        }
-                        ErrorKind::Sink | ErrorKind::Body => {
-                            report.last().and_then(|a| a.error.clone())
-                        }
-                        _ => None,
-                    };
+                    let detail = stop_detail(kind, ep, &lost, &report);
                     let e = fail(kind, report, last);
                     return Err(match detail {
                         Some(d) => e.with_detail(d),
@@ -630,6 +652,250 @@ impl Chain {
             }
         }
         Err(fail(ErrorKind::Exhausted, report, last))
+    }
+
+    /// Hedged: the next link starts when the current one is slow, and the
+    /// first whole, valid answer wins. Losers are cancelled.
+    async fn run_hedged<C: Consume>(
+        &self,
+        proto: &C,
+        hedge: &Hedge,
+    ) -> Result<Response<C::Output>, Error> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let deadline = inner.deadline.map(|d| started + d);
+        let mut report = Report::default();
+        let mut last: Option<LastResponse> = None;
+        let fail = |kind, mut report: Report, last| {
+            report.elapsed = started.elapsed();
+            let e = Error::new(kind, report, last);
+            match inner.deadline {
+                Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
+                _ => e,
+            }
+        };
+        inner.budget.deposit();
+        let forced = self.panic_link(started);
+        let n = inner.endpoints.len();
+        let mut next = 0usize;
+        let mut flights: Vec<Flight<'_, C::Output>> = Vec::with_capacity(hedge.max_in_flight());
+        let mut may_hedge = true;
+        let mut last_launch = started;
+
+        loop {
+            // Fail over at once when nothing is in flight, or when a
+            // failure left room and the next request is safe to overlap.
+            let overlap_ok = flights.iter().all(|f| inner.endpoints[f.index].idempotent)
+                && inner.endpoints.get(next).is_some_and(|e| e.idempotent);
+            if flights.is_empty()
+                || (flights.len() < hedge.max_in_flight()
+                    && overlap_ok
+                    && flights.iter().all(|f| f.failed_over))
+            {
+                match self.launch(
+                    &mut next,
+                    &mut flights,
+                    &mut report,
+                    proto,
+                    forced,
+                    deadline,
+                    false,
+                ) {
+                    Launch::Started => {
+                        last_launch = Instant::now();
+                        continue;
+                    }
+                    Launch::Deadline if flights.is_empty() => {
+                        return Err(fail(ErrorKind::Deadline, report, last))
+                    }
+                    Launch::NoneLeft if flights.is_empty() => {
+                        return Err(fail(ErrorKind::Exhausted, report, last))
+                    }
+                    // Nothing more can start: wait for what is in flight.
+                    _ => next = n,
+                }
+            }
+            let newest = flights.last().map_or(0, |f| f.index);
+            let can_hedge =
+                may_hedge && next < n && flights.len() < hedge.max_in_flight() && overlap_ok;
+            let hedge_at = last_launch + hedge.delay(&inner.latencies[newest]);
+            let done = tokio::select! {
+                biased;
+                d = first_done(&mut flights) => Some(d),
+                _ = tokio::time::sleep_until(hedge_at), if can_hedge => None,
+            };
+            let Some((i, (mut guard, ended))) = done else {
+                if inner.budget.try_withdraw() {
+                    match self.launch(
+                        &mut next,
+                        &mut flights,
+                        &mut report,
+                        proto,
+                        forced,
+                        deadline,
+                        true,
+                    ) {
+                        Launch::Started => last_launch = Instant::now(),
+                        _ => next = n,
+                    }
+                } else {
+                    // A spent budget stops new hedges; those in flight run on.
+                    may_hedge = false;
+                }
+                continue;
+            };
+            let flight = flights.remove(i);
+            guard.settle(&ended);
+            let ep = &inner.endpoints[flight.index];
+            let elapsed = flight.begun.elapsed();
+            let mut attempt = Attempt {
+                link: flight.index,
+                name: ep.name.clone(),
+                url: ep.url.clone(),
+                try_number: 1,
+                outcome: Outcome::Ok,
+                phase: None,
+                status: None,
+                elapsed,
+                error: None,
+            };
+            match ended {
+                Ended::Won {
+                    status,
+                    headers,
+                    output,
+                } => {
+                    inner.latencies[flight.index].record(elapsed, hedge.percentile());
+                    attempt.status = Some(status);
+                    self.observe(&attempt);
+                    report.attempts.push(attempt);
+                    self.cancel_all(&mut flights, &mut report);
+                    report.winner = Some(flight.index);
+                    report.elapsed = started.elapsed();
+                    return Ok(Response {
+                        status,
+                        headers,
+                        body: output,
+                        winner: flight.index,
+                        report,
+                    });
+                }
+                Ended::Lost(mut lost) => {
+                    let stop = stop_kind(ep, &lost, deadline);
+                    attempt.outcome = lost.outcome;
+                    attempt.phase = lost.phase;
+                    attempt.status = lost.status;
+                    attempt.error = Some(lost.error.clone());
+                    self.observe(&attempt);
+                    report.attempts.push(attempt);
+                    if let Some(r) = lost.response.take() {
+                        last = Some(r);
+                    }
+                    if let Some(kind) = stop {
+                        self.cancel_all(&mut flights, &mut report);
+                        let detail = stop_detail(kind, ep, &lost, &report);
+                        let e = fail(kind, report, last);
+                        return Err(match detail {
+                            Some(d) => e.with_detail(d),
+                            None => e,
+                        });
+                    }
+                    // What is still in flight may now fail over at once.
+                    for f in &mut flights {
+                        f.failed_over = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the next admissible link from `next`, recording skipped ones.
+    #[allow(clippy::too_many_arguments)]
+    fn launch<'a, C: Consume + 'a>(
+        &'a self,
+        next: &mut usize,
+        flights: &mut Vec<Flight<'a, C::Output>>,
+        report: &mut Report,
+        proto: &C,
+        forced: Option<usize>,
+        deadline: Option<Instant>,
+        hedged: bool,
+    ) -> Launch {
+        let inner = &*self.inner;
+        while *next < inner.endpoints.len() {
+            let index = *next;
+            let ep = &inner.endpoints[index];
+            let begun = Instant::now();
+            let guard = match self.admit(index, ep, begun, forced) {
+                Ok(g) => g,
+                Err(until) => {
+                    *next += 1;
+                    let attempt = Attempt {
+                        link: index,
+                        name: ep.name.clone(),
+                        url: ep.url.clone(),
+                        try_number: 1,
+                        outcome: Outcome::Skipped,
+                        phase: None,
+                        status: None,
+                        elapsed: Duration::ZERO,
+                        error: Some(format!(
+                            "breaker open for another {:.1?}",
+                            until.saturating_duration_since(begun)
+                        )),
+                    };
+                    self.observe(&attempt);
+                    report.attempts.push(attempt);
+                    continue;
+                }
+            };
+            let Some(until) =
+                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
+            else {
+                return Launch::Deadline;
+            };
+            let Some(mut consumer) = proto.fork() else {
+                return Launch::NoneLeft;
+            };
+            *next += 1;
+            if hedged {
+                tracing::debug!(link = %ep.name, "hedging");
+            }
+            let fut = async move {
+                let ended = self.attempt(ep, &mut consumer, begun, until).await;
+                (guard, ended)
+            };
+            flights.push(Flight {
+                index,
+                begun,
+                failed_over: false,
+                fut: Box::pin(fut),
+            });
+            return Launch::Started;
+        }
+        Launch::NoneLeft
+    }
+
+    /// Cancels every attempt in flight and reports each as `cancelled`.
+    fn cancel_all<O>(&self, flights: &mut Vec<Flight<'_, O>>, report: &mut Report) {
+        for f in flights.drain(..) {
+            let ep = &self.inner.endpoints[f.index];
+            let attempt = Attempt {
+                link: f.index,
+                name: ep.name.clone(),
+                url: ep.url.clone(),
+                try_number: 1,
+                outcome: Outcome::Cancelled,
+                phase: None,
+                status: None,
+                elapsed: f.begun.elapsed(),
+                error: Some("lost the hedge race; cancelled".into()),
+            };
+            self.observe(&attempt);
+            report.attempts.push(attempt);
+            // Dropping the future drops its connection and frees any probe.
+            drop(f);
+        }
     }
 
     /// Envoy's panic mode: when every link's breaker is open, the link whose
@@ -975,5 +1241,62 @@ fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
         }),
         Outcome::Skipped | Outcome::Cancelled | Outcome::Ok => false,
         _ => true,
+    }
+}
+
+type FlightFuture<'a, O> = Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>)> + Send + 'a>>;
+
+/// One attempt in flight in a hedged call.
+struct Flight<'a, O> {
+    index: usize,
+    begun: Instant,
+    /// Set once another attempt has failed: this one no longer holds back
+    /// the failover to the next link.
+    failed_over: bool,
+    fut: FlightFuture<'a, O>,
+}
+
+enum Launch {
+    Started,
+    NoneLeft,
+    Deadline,
+}
+
+/// The first attempt in flight to finish, and its position.
+fn first_done<'f, 'a, O>(
+    flights: &'f mut [Flight<'a, O>],
+) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>))> + 'f {
+    std::future::poll_fn(move |cx| {
+        for (i, f) in flights.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(out) = f.fut.as_mut().poll(cx) {
+                return std::task::Poll::Ready((i, out));
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
+/// Whether a lost attempt ends the call, and why.
+fn stop_kind(ep: &Endpoint, lost: &Lost, deadline: Option<Instant>) -> Option<ErrorKind> {
+    if lost.stop.is_some() {
+        lost.stop
+    } else if lost.verdict == Verdict::Final {
+        Some(ErrorKind::FinalStatus)
+    } else if !may_resend(ep.idempotent, lost.delivery) {
+        Some(not_resent_kind(lost.delivery))
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
+        Some(ErrorKind::Deadline)
+    } else {
+        None
+    }
+}
+
+fn stop_detail(kind: ErrorKind, ep: &Endpoint, lost: &Lost, report: &Report) -> Option<String> {
+    match kind {
+        ErrorKind::MaybeProcessed | ErrorKind::Processed => {
+            Some(not_resent(ep, lost.delivery, lost.status, report.last()))
+        }
+        ErrorKind::Sink | ErrorKind::Body => report.last().and_then(|a| a.error.clone()),
+        _ => None,
     }
 }

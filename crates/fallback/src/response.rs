@@ -120,6 +120,15 @@ pub(crate) trait Consume: Send {
     fn reset(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         async { Ok(()) }
     }
+
+    /// A fresh consumer for a concurrent attempt, when this one keeps no
+    /// state (buffering does; a caller's sink does not fork).
+    fn fork(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Buffers the body as bytes.
@@ -127,6 +136,10 @@ pub(crate) struct Buffered;
 
 impl Consume for Buffered {
     type Output = Bytes;
+
+    fn fork(&self) -> Option<Self> {
+        Some(Buffered)
+    }
 
     async fn consume(
         &mut self,
@@ -149,6 +162,10 @@ impl<T> Typed<T> {
 
 impl<T: DeserializeOwned + Send> Consume for Typed<T> {
     type Output = T;
+
+    fn fork(&self) -> Option<Self> {
+        Some(Typed::new())
+    }
 
     async fn consume(
         &mut self,
