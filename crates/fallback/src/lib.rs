@@ -117,6 +117,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Circuit breakers
+//!
+//! Each link has a breaker, shared by every call through the chain: a link
+//! that keeps failing (half its calls over 10 s, or 5 in a row) is *skipped*
+//! at no cost for a break (5 s, growing up to 60 s while probes keep
+//! failing), then probed. When every link is open, the one whose break ends
+//! first is tried anyway. With [`ChainBuilder::sticky`], calls stay on the
+//! backup while the primary is probed in the background, and return to it
+//! once it answers. [`Chain::health`] shows each link's state and counts.
+//! See [`breaker`].
+//!
+//! ## Hedged requests
+//!
+//! With [`ChainBuilder::hedge`], a link that has not answered within the
+//! hedge delay (fixed, or a percentile of its recent latency) gets company:
+//! the next link starts too, and the first whole, valid answer wins. Losers
+//! are cancelled and reported `cancelled`. Only idempotent requests hedge,
+//! and hedges draw from the retry budget. See [`hedge`].
+//!
 //! ## Request bodies
 //!
 //! A [`Body`] is re-sent byte for byte to every link and try: bytes, JSON,
