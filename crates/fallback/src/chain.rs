@@ -19,7 +19,7 @@ use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
 use crate::hedge::{Hedge, Latencies};
-use crate::link::{parse_header, Endpoint, Link};
+use crate::link::{parse_header, Endpoint, Link, LinkInfo};
 use crate::observer::Observer;
 use crate::report::{Attempt, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
@@ -418,6 +418,16 @@ impl Chain {
     /// Whether the chain has no links (never true for a built chain).
     pub fn is_empty(&self) -> bool {
         self.inner.endpoints.is_empty()
+    }
+
+    /// The links, in order, as built (secrets redacted).
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.inner
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.info(i))
+            .collect()
     }
 
     /// Each link's breaker state and counts, in chain order (empty when

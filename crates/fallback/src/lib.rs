@@ -189,7 +189,7 @@ pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
 pub use classify::{Classifier, ClassifierParseError, Verdict};
 pub use error::{BuildError, Error, ErrorKind, Failure, LinkProblem};
 pub use hedge::Hedge;
-pub use link::Link;
+pub use link::{Link, LinkInfo};
 pub use observer::Observer;
 pub use report::{Attempt, Outcome, Report};
 pub use response::{Response, Sink};

@@ -198,6 +198,64 @@ impl Link {
     }
 }
 
+/// A read-only view of a built chain's link, from [`Chain::links`].
+///
+/// Secrets stay hidden: the URL has no userinfo, and the values of
+/// `Authorization`, `Proxy-Authorization` and cookie headers are redacted.
+///
+/// [`Chain::links`]: crate::Chain::links
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+    pub(crate) idempotent: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
+}
+
+impl LinkInfo {
+    /// The link's index, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+    /// The link's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+    /// The URL, without userinfo.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// The headers sent (chain-wide defaults merged), secrets redacted.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+    /// A short description of the body, e.g. `json, 31 bytes`.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+    /// Whether the request may be re-sent after an unknown outcome.
+    pub fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+    /// This link's own timeout, if it overrides the chain's.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// This link's own retries, if they override the chain's.
+    pub fn retries(&self) -> Option<u32> {
+        self.retries
+    }
+}
+
 /// A validated link, ready to send.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -213,6 +271,32 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    pub(crate) fn info(&self, index: usize) -> LinkInfo {
+        let body = format!("{:?}", self.body);
+        LinkInfo {
+            index,
+            name: self.name.to_string(),
+            method: self.method.to_string(),
+            url: self.url.to_string(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    let v = v.to_str().unwrap_or("<binary>");
+                    (n.to_string(), redact_header(n.as_str(), v).to_owned())
+                })
+                .collect(),
+            body: body
+                .strip_prefix("Body(")
+                .and_then(|b| b.strip_suffix(')'))
+                .unwrap_or(&body)
+                .to_owned(),
+            idempotent: self.idempotent,
+            timeout: self.timeout,
+            retries: self.retries,
+        }
+    }
+
     /// A fresh request for one attempt.
     pub(crate) async fn request(&self) -> std::io::Result<http::Request<RequestBody>> {
         let body = match self.body.ready() {

@@ -1,0 +1,82 @@
+//! The attempt report on stderr: readable text, or one JSON object.
+
+use std::time::Duration;
+
+use fallback::Report;
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// One line per attempt, then a summary.
+pub fn text(report: &Report, status: Option<u16>) -> String {
+    let mut out = String::new();
+    let width = report
+        .attempts()
+        .iter()
+        .map(|a| a.name().len())
+        .max()
+        .unwrap_or(0);
+    for a in report.attempts() {
+        let status = a
+            .status()
+            .map_or("-".to_string(), |s| s.as_u16().to_string());
+        let outcome = match a.phase() {
+            Some(p) => format!("{} ({p})", a.outcome()),
+            None => a.outcome().to_string(),
+        };
+        out.push_str(&format!(
+            "[{}] {:<width$}  try {}  {:<17} {:>3}  {:>9}",
+            a.link(),
+            a.name(),
+            a.try_number(),
+            outcome,
+            status,
+            format!("{:.1?}", a.elapsed()),
+        ));
+        if let Some(e) = a.error() {
+            out.push_str("  ");
+            out.push_str(e);
+        }
+        out.push('\n');
+    }
+    match (report.winner(), status) {
+        (Some(w), Some(s)) => out.push_str(&format!(
+            "=> {s} from link {w} in {:.1?}\n",
+            report.elapsed()
+        )),
+        _ => out.push_str(&format!(
+            "=> no link succeeded ({:.1?})\n",
+            report.elapsed()
+        )),
+    }
+    out
+}
+
+/// The one-line JSON object of `--report json`.
+pub fn json(report: &Report, status: Option<u16>) -> String {
+    let attempts: Vec<_> = report
+        .attempts()
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "endpoint": a.link(),
+                "name": a.name(),
+                "url": a.url(),
+                "try": a.try_number(),
+                "outcome": a.outcome().as_str(),
+                "status": a.status().map(|s| s.as_u16()),
+                "elapsed_ms": ms(a.elapsed()),
+                "error": a.error(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ok": report.winner().is_some(),
+        "winner": report.winner(),
+        "status": status,
+        "elapsed_ms": ms(report.elapsed()),
+        "attempts": attempts,
+    })
+    .to_string()
+}

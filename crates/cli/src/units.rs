@@ -1,0 +1,84 @@
+//! Durations (`300ms`, `2s`, `1m`) and sizes (`64KiB`, `10MiB`, `1GiB`).
+
+use std::time::Duration;
+
+/// Parses `300ms`, `2s`, `1.5s`, `1m`, `1h`; a bare number is seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad =
+        || format!("invalid duration {s:?}: expected a number with a unit, e.g. 300ms, 2s, 1m");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!(
+            "invalid duration {s:?}: must be above zero and finite"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `1000`, `64KiB`, `10MiB`, `1GiB` (also `KB`, `MB`, `GB` as
+/// powers of 1000, and `k`, `m`, `g` as powers of 1024).
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || format!("invalid size {s:?}: expected e.g. 65536, 64KiB, 10MiB, 1GiB");
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        _ => return Err(bad()),
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(duration("3").unwrap(), Duration::from_secs(3));
+        for bad in ["", "s", "2x", "-1s", "0s", "1e400s", "ms300", "2 days"] {
+            assert!(duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("64KiB").unwrap(), 65536);
+        assert_eq!(size("10MiB").unwrap(), 10 << 20);
+        assert_eq!(size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(size("1000").unwrap(), 1000);
+        assert_eq!(size("2MB").unwrap(), 2_000_000);
+        for bad in ["", "MiB", "5XB", "-1", "1e999"] {
+            assert!(size(bad).is_err(), "{bad:?}");
+        }
+    }
+}
