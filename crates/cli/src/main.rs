@@ -47,7 +47,7 @@ Examples:
   fallback send https://primary.example/api https://backup.example/api
   fallback send -X PUT -d @payload.bin -o answer.bin URL1 URL2
   fallback send --fail-on 5xx,429 --deadline 3s --report json URL1 URL2 URL3")]
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Validate a config file and print the chain it describes. Sends nothing.
     #[command(after_help = "Example:\n  fallback check --config chain.toml")]
     Check {
@@ -139,7 +139,7 @@ struct Usage(String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Send(args) => send(args),
+        Command::Send(args) => send(*args),
         Command::Check { config } => check(&config),
         Command::Demo => demo::run(),
     };
