@@ -440,7 +440,14 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
         }
     }
     if let Some(e) = &error {
-        eprintln!("fallback: {e}");
+        if e.kind() == fallback::ErrorKind::MaybeProcessed {
+            // The library's advice, in this command's terms.
+            eprintln!(
+                "fallback: {e}\nfallback: hint: pass --idempotent, or send an Idempotency-Key header, to allow re-sending"
+            );
+        } else {
+            eprintln!("fallback: {e}");
+        }
     }
     match format {
         ReportFormat::Text => eprint!("{}", report::text(&report, status)),
