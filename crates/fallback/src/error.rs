@@ -258,7 +258,8 @@ impl fmt::Display for Error {
         let n = self.inner.report.attempts.len();
         match self.inner.kind {
             ErrorKind::Exhausted => {
-                write!(f, "every link failed ({n} attempts)")?;
+                let s = if n == 1 { "" } else { "s" };
+                write!(f, "every link failed ({n} attempt{s})")?;
                 if let Some(a) = last {
                     write!(f, "; last: {a}")?;
                 }
@@ -290,7 +291,8 @@ impl fmt::Display for Error {
                 if let Some(d) = self.inner.deadline {
                     write!(f, " of {d:?}")?;
                 }
-                write!(f, " expired after {n} attempts")?;
+                let s = if n == 1 { "" } else { "s" };
+                write!(f, " expired after {n} attempt{s}")?;
                 if let Some(a) = last {
                     write!(f, "; last: {a}")?;
                 }
