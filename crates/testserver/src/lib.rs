@@ -310,6 +310,7 @@ impl Server {
         ServerBuilder {
             behavior: behavior.into(),
             threads: 1,
+            backlog: 1024,
         }
     }
 
@@ -410,6 +411,7 @@ impl Drop for Server {
 pub struct ServerBuilder {
     behavior: Behavior,
     threads: usize,
+    backlog: i32,
 }
 
 impl ServerBuilder {
@@ -420,12 +422,25 @@ impl ServerBuilder {
         self
     }
 
+    /// The listen backlog. Default: 1024, so bursts of thousands of
+    /// connections are not dropped by the kernel.
+    pub fn backlog(mut self, backlog: i32) -> ServerBuilder {
+        self.backlog = backlog.max(1);
+        self
+    }
+
     /// Binds the port and starts serving.
     ///
     /// # Panics
     /// If no loopback port can be bound or no thread can be started.
     pub fn start(self) -> Server {
-        let std_listener = StdListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("create a socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a loopback port");
+        socket.listen(self.backlog).expect("listen");
+        let std_listener: StdListener = socket.into();
         std_listener.set_nonblocking(true).expect("set nonblocking");
         let addr = std_listener.local_addr().expect("read the bound address");
         let state = Arc::new(State::default());
