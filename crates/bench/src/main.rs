@@ -72,7 +72,12 @@ fn main() {
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
     let json_out = flag("--json");
     let svg_out = flag("--svg").unwrap_or_else(|| PathBuf::from("target/bench/slow_tail.svg"));
     let only = flag("--only").map(|p| p.to_string_lossy().into_owned());
@@ -96,15 +101,25 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut rows = Vec::new();
-    let want = |s: &str| only.as_deref().is_none_or(|o| s.starts_with(o));
+    let want = |s: &str| {
+        only.as_deref()
+            .is_none_or(|o| s.starts_with(o) || o.starts_with(s))
+    };
 
     rt.block_on(async {
         if want("healthy") {
-            rows.extend(healthy(cfg).await);
+            rows.extend(healthy(cfg, &want).await);
         }
-        if want("refused_primary") || want("failing_primary_503") || want("naive") || want("blackhole") {
+        if want("refused_primary")
+            || want("failing_primary_503")
+            || want("naive")
+            || want("blackhole")
+        {
             rows.extend(failing_primaries(cfg, &want).await);
         }
         if want("slow_tail") {
@@ -249,7 +264,10 @@ fn throughput_row(scenario: &str, (ours, base): (f64, f64), goal: f64) -> Row {
         goal,
         at_least: true,
     };
-    eprintln!("  {scenario}: ours {ours:.0}/s, baseline {base:.0}/s, ratio {:.3}", row.ratio);
+    eprintln!(
+        "  {scenario}: ours {ours:.0}/s, baseline {base:.0}/s, ratio {:.3}",
+        row.ratio
+    );
     row
 }
 
@@ -265,12 +283,18 @@ fn raw_hyper() -> Client<HttpConnector, Empty<Bytes>> {
 }
 
 async fn hyper_get_json(client: &Client<HttpConnector, Empty<Bytes>>, uri: &http::Uri) -> bool {
-    let req = http::Request::get(uri.clone()).body(Empty::new()).expect("request");
-    let Ok(resp) = client.request(req).await else { return false };
+    let req = http::Request::get(uri.clone())
+        .body(Empty::new())
+        .expect("request");
+    let Ok(resp) = client.request(req).await else {
+        return false;
+    };
     if !resp.status().is_success() {
         return false;
     }
-    let Ok(body) = resp.into_body().collect().await else { return false };
+    let Ok(body) = resp.into_body().collect().await else {
+        return false;
+    };
     serde_json::from_slice::<Item>(&body.to_bytes()).is_ok()
 }
 
@@ -297,16 +321,25 @@ fn links(urls: &[String]) -> Vec<Link> {
 
 // ---------- scenarios ----------
 
-async fn healthy(cfg: Cfg) -> Vec<Row> {
+async fn healthy(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
     eprintln!("healthy: typed-JSON calls, primary healthy");
     let s = HyperServer::start(Kind::Healthy);
     let s2 = HyperServer::start(Kind::Healthy);
     let s3 = HyperServer::start(Kind::Healthy);
-    let one = Chain::builder().links(links(&[s.url()])).build().expect("chain");
-    let three = Chain::builder().links(links(&[s.url(), s2.url(), s3.url()])).build().expect("chain");
+    let one = Chain::builder()
+        .links(links(&[s.url()]))
+        .build()
+        .expect("chain");
+    let three = Chain::builder()
+        .links(links(&[s.url(), s2.url(), s3.url()]))
+        .build()
+        .expect("chain");
     let base = raw_hyper_op(&s.url());
     let mut rows = Vec::new();
     for c in [1usize, 64] {
+        if !want(&format!("healthy_c{c}")) {
+            continue;
+        }
         rows.push(throughput_row(
             &format!("healthy_c{c}"),
             interleaved(cfg, c, &chain_op(one.clone()), &base).await,
@@ -317,6 +350,9 @@ async fn healthy(cfg: Cfg) -> Vec<Row> {
             interleaved(cfg, c, &chain_op(three.clone()), &base).await,
             0.95,
         ));
+    }
+    if !want("healthy_reqwest_c64") {
+        return rows;
     }
     // The reqwest transport against raw reqwest, with the same client.
     let client = reqwest::Client::builder().build().expect("reqwest");
@@ -330,11 +366,15 @@ async fn healthy(cfg: Cfg) -> Vec<Row> {
         let client = client.clone();
         let url = url.clone();
         async move {
-            let Ok(resp) = client.get(&url).send().await else { return false };
+            let Ok(resp) = client.get(&url).send().await else {
+                return false;
+            };
             if !resp.status().is_success() {
                 return false;
             }
-            let Ok(body) = resp.bytes().await else { return false };
+            let Ok(body) = resp.bytes().await else {
+                return false;
+            };
             serde_json::from_slice::<Item>(&body).is_ok()
         }
     });
@@ -361,11 +401,18 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
             .links(links(&[refused.url("/item"), healthy.url()]))
             .build()
             .expect("chain");
-        rows.push(throughput_row("refused_primary", interleaved(cfg, c, &chain_op(chain), &direct).await, 0.95));
+        rows.push(throughput_row(
+            "refused_primary",
+            interleaved(cfg, c, &chain_op(chain), &direct).await,
+            0.95,
+        ));
     }
     if want("failing_primary_503") {
         let chain = Chain::builder()
-            .links(links(&[format!("http://{}/item", unavailable.addr), healthy.url()]))
+            .links(links(&[
+                format!("http://{}/item", unavailable.addr),
+                healthy.url(),
+            ]))
             .build()
             .expect("chain");
         rows.push(throughput_row(
@@ -381,7 +428,10 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
             .build()
             .expect("chain");
         let client = raw_hyper();
-        let uris: Arc<[http::Uri]> = Arc::from([refused.url("/item").parse().expect("uri"), healthy.url().parse().expect("uri")]);
+        let uris: Arc<[http::Uri]> = Arc::from([
+            refused.url("/item").parse().expect("uri"),
+            healthy.url().parse().expect("uri"),
+        ]);
         // The hand-written "try the next URL on error" loop.
         let naive = op(move || {
             let client = client.clone();
@@ -438,8 +488,18 @@ async fn slow_tail(cfg: Cfg, svg: &std::path::Path) -> Vec<Row> {
             }
             let chain = b.build().expect("chain");
             let before = backup.count();
-            let run = closed_loop(&chain_op(chain), c, cfg.run.max(Duration::from_millis(1500)), true).await;
-            let mut lat: Vec<f64> = run.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            let run = closed_loop(
+                &chain_op(chain),
+                c,
+                cfg.run.max(Duration::from_millis(1500)),
+                true,
+            )
+            .await;
+            let mut lat: Vec<f64> = run
+                .latencies
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect();
             lat.sort_by(|a, b| a.total_cmp(b));
             let p = lat[((lat.len() as f64 * 0.99) as usize).min(lat.len() - 1)];
             if hedged {
@@ -455,7 +515,10 @@ async fn slow_tail(cfg: Cfg, svg: &std::path::Path) -> Vec<Row> {
     }
     let (ours, base) = (median(&mut p99.0), median(&mut p99.1));
     let extra = (sent.saturating_sub(calls)) as f64 / calls as f64;
-    eprintln!("  slow_tail: p99 {ours:.2} ms hedged vs {base:.2} ms; extra requests {:.1}%", extra * 100.0);
+    eprintln!(
+        "  slow_tail: p99 {ours:.2} ms hedged vs {base:.2} ms; extra requests {:.1}%",
+        extra * 100.0
+    );
     if let Err(e) = plot(svg, &mut all_hedged, &mut all_plain) {
         eprintln!("  (no plot: {e})");
     }
@@ -482,7 +545,11 @@ async fn slow_tail(cfg: Cfg, svg: &std::path::Path) -> Vec<Row> {
 }
 
 /// The latency distribution (CDF, log time axis) with and without hedging.
-fn plot(path: &std::path::Path, hedged: &mut [f64], plain: &mut [f64]) -> Result<(), Box<dyn std::error::Error>> {
+fn plot(
+    path: &std::path::Path,
+    hedged: &mut [f64],
+    plain: &mut [f64],
+) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -491,10 +558,23 @@ fn plot(path: &std::path::Path, hedged: &mut [f64], plain: &mut [f64]) -> Result
     plain.sort_by(|a, b| a.total_cmp(b));
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let lo = hedged.first().copied().unwrap_or(0.01).min(plain.first().copied().unwrap_or(0.01)).max(0.01);
-    let hi = hedged.last().copied().unwrap_or(1.0).max(plain.last().copied().unwrap_or(1.0)) * 1.2;
+    let lo = hedged
+        .first()
+        .copied()
+        .unwrap_or(0.01)
+        .min(plain.first().copied().unwrap_or(0.01))
+        .max(0.01);
+    let hi = hedged
+        .last()
+        .copied()
+        .unwrap_or(1.0)
+        .max(plain.last().copied().unwrap_or(1.0))
+        * 1.2;
     let mut chart = ChartBuilder::on(&root)
-        .caption("slow_tail: latency CDF (5% of primary answers take 250 ms)", ("sans-serif", 20))
+        .caption(
+            "slow_tail: latency CDF (5% of primary answers take 250 ms)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
@@ -536,7 +616,10 @@ fn plot(path: &std::path::Path, hedged: &mut [f64], plain: &mut [f64]) -> Result
 // ---------- memory per in-flight call (child processes) ----------
 
 fn memory(cfg: Cfg) -> Row {
-    eprintln!("memory_inflight: {} calls in flight against a slow server", cfg.mem_calls);
+    eprintln!(
+        "memory_inflight: {} calls in flight against a slow server",
+        cfg.mem_calls
+    );
     let mut server = Command::new(std::env::current_exe().expect("exe"))
         .args(["__serve_slow", &cfg.mem_delay_ms.to_string()])
         .stdin(Stdio::piped())
@@ -554,7 +637,12 @@ fn memory(cfg: Cfg) -> Row {
             .output()
             .expect("run the memory probe");
         let text = String::from_utf8_lossy(&out.stdout);
-        text.trim().parse().unwrap_or_else(|_| panic!("memory probe said {text:?} {}", String::from_utf8_lossy(&out.stderr)))
+        text.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "memory probe said {text:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     };
     let ours = measure("ours");
     let base = measure("raw");
@@ -587,12 +675,19 @@ fn serve_slow(delay_ms: u64) {
 
 fn rss_kib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
     pages * 4.0
 }
 
 fn mem_child(who: &str, url: &str, calls: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let kib = rt.block_on(async {
         let op: Op = if who == "ours" {
             chain_op(
@@ -640,7 +735,10 @@ fn mem_child(who: &str, url: &str, calls: usize) {
 // ---------- the CLI against curl ----------
 
 fn cli_single(cfg: Cfg) -> Option<Row> {
-    eprintln!("cli_single: `fallback send URL` against `curl -s URL`, {} runs each", cfg.cli_runs);
+    eprintln!(
+        "cli_single: `fallback send URL` against `curl -s URL`, {} runs each",
+        cfg.cli_runs
+    );
     let exe = std::env::current_exe().ok()?.with_file_name("fallback");
     if !exe.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -654,7 +752,12 @@ fn cli_single(cfg: Cfg) -> Option<Row> {
             return None;
         }
     }
-    if Command::new("curl").arg("--version").stdout(Stdio::null()).status().is_err() {
+    if Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("  skipped: curl is not installed");
         return None;
     }
@@ -662,7 +765,11 @@ fn cli_single(cfg: Cfg) -> Option<Row> {
     let url = s.url();
     let time = |cmd: &mut Command| -> Duration {
         let t = Instant::now();
-        let st = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().expect("run");
+        let st = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run");
         assert!(st.success(), "{cmd:?} failed");
         t.elapsed()
     };

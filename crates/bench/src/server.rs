@@ -16,7 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// The JSON every healthy endpoint answers; the benchmarks decode it.
-pub const ITEM: &[u8] = br#"{"id":42,"name":"widget","price":9.99,"tags":["red","small"],"in_stock":true}"#;
+pub const ITEM: &[u8] =
+    br#"{"id":42,"name":"widget","price":9.99,"tags":["red","small"],"in_stock":true}"#;
 
 #[derive(serde::Deserialize, Debug)]
 #[allow(dead_code)]
@@ -51,43 +52,54 @@ impl HyperServer {
         let addr = std.local_addr().expect("addr");
         let requests = Arc::new(AtomicU64::new(0));
         let count = requests.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std).expect("listener");
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let count = count.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                            let n = count.fetch_add(1, Ordering::Relaxed);
-                            async move {
-                                let resp = match kind {
-                                    Kind::Healthy => ok(),
-                                    Kind::Unavailable => {
-                                        let mut r = Response::new(Full::new(Bytes::from_static(b"{\"error\":\"down\"}")));
-                                        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                                        r
-                                    }
-                                    Kind::SlowTail => {
-                                        if n % 20 == 19 {
-                                            tokio::time::sleep(Duration::from_millis(250)).await;
+        let thread = std::thread::Builder::new()
+            .name("bench-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(std).expect("listener");
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let count = count.clone();
+                        tokio::spawn(async move {
+                            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                                let n = count.fetch_add(1, Ordering::Relaxed);
+                                async move {
+                                    let resp = match kind {
+                                        Kind::Healthy => ok(),
+                                        Kind::Unavailable => {
+                                            let mut r = Response::new(Full::new(
+                                                Bytes::from_static(b"{\"error\":\"down\"}"),
+                                            ));
+                                            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                            r
                                         }
-                                        ok()
-                                    }
-                                };
-                                Ok::<_, Infallible>(resp)
-                            }
+                                        Kind::SlowTail => {
+                                            if n % 20 == 19 {
+                                                tokio::time::sleep(Duration::from_millis(250))
+                                                    .await;
+                                            }
+                                            ok()
+                                        }
+                                    };
+                                    Ok::<_, Infallible>(resp)
+                                }
+                            });
+                            let _ = http1::Builder::new()
+                                .keep_alive(true)
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
                         });
-                        let _ = http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
-        });
+                    }
+                });
+            })
+            .expect("spawn the server thread");
         HyperServer {
             addr,
             requests,
@@ -106,7 +118,9 @@ impl HyperServer {
 
 fn ok() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(ITEM)));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }

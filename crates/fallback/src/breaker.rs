@@ -55,6 +55,7 @@
 //! [`ChainBuilder::breaker`]: crate::ChainBuilder::breaker
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -263,6 +264,9 @@ pub(crate) enum Admit {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     state: Mutex<State>,
+    /// True while the state is not Closed: lets a closed link admit calls
+    /// without taking the lock.
+    tripped: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -286,6 +290,7 @@ impl Breaker {
     pub(crate) fn new(cfg: &BreakerConfig, epoch: Instant, link: usize) -> Breaker {
         let seed = cfg.seed.unwrap_or_else(random_seed) ^ (link as u64).wrapping_mul(0x9E37_79B9);
         Breaker {
+            tripped: AtomicBool::new(false),
             state: Mutex::new(State {
                 slot_nanos: (cfg.window.as_nanos() / SLOTS as u128).max(1),
                 cfg: cfg.clone(),
@@ -310,6 +315,9 @@ impl Breaker {
     }
 
     pub(crate) fn admit(&self, now: Instant) -> Admit {
+        if !self.tripped.load(Ordering::Acquire) {
+            return Admit::Go;
+        }
         let mut s = self.lock();
         match s.kind {
             BreakerState::Closed => Admit::Go,
@@ -328,10 +336,14 @@ impl Breaker {
         let mut s = self.lock();
         s.kind = BreakerState::HalfOpen;
         s.probing = true;
+        self.tripped.store(true, Ordering::Release);
     }
 
     /// When an open link's break ends; `None` when calls may use it now.
     pub(crate) fn blocked_until(&self, now: Instant) -> Option<Instant> {
+        if !self.tripped.load(Ordering::Acquire) {
+            return None;
+        }
         let s = self.lock();
         match s.kind {
             BreakerState::Closed => None,
@@ -364,6 +376,9 @@ impl Breaker {
             let first = s.cfg.break_duration;
             s.open(now, first);
         }
+        // Written under the lock, so it never disagrees with the state for long.
+        self.tripped
+            .store(s.kind != BreakerState::Closed, Ordering::Release);
     }
 
     /// A probe that ended without a verdict (cancelled or dropped): the next

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use crate::backoff::ExponentialBackoff;
 use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
@@ -25,7 +25,9 @@ use crate::report::{Attempt, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
-use crate::timeout::{attempt_deadline, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT};
+use crate::timeout::{
+    attempt_deadline, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+};
 use crate::transport::{HyperTransport, Transport, TransportErrorKind};
 
 /// Default limit on a response body: 16 MiB.
@@ -55,6 +57,7 @@ struct Inner {
     retry_after_cap: Duration,
     budget: RetryBudget,
     calls: AtomicU64,
+    alarms: Alarms,
     /// One per link, when breakers are on.
     breakers: Option<Box<[Breaker]>>,
     sticky: bool,
@@ -353,6 +356,7 @@ impl ChainBuilder {
                 retry_after_cap: self.retry_after_cap,
                 budget: self.budget,
                 calls: AtomicU64::new(0),
+                alarms: Alarms::new(),
                 endpoints,
                 transport,
                 classifier: self.classifier,
@@ -372,7 +376,8 @@ enum Ended<O> {
         headers: HeaderMap,
         output: O,
     },
-    Lost(Lost),
+    // Boxed: failures are rare, and a small enum is cheap to move.
+    Lost(Box<Lost>),
 }
 
 struct Lost {
@@ -486,7 +491,8 @@ impl Chain {
     async fn run<C: Consume>(&self, consumer: &mut C) -> Result<Response<C::Output>, Error> {
         if let Some(hedge) = &self.inner.hedge {
             if consumer.fork().is_some() {
-                return self.run_hedged(consumer, hedge).await;
+                // Boxed, so calls that do not hedge do not carry its state.
+                return Box::pin(self.run_hedged(consumer, hedge)).await;
             }
         }
         self.run_sequential(consumer).await
@@ -522,14 +528,16 @@ impl Chain {
             0
         };
 
-        let forced = self.panic_link(Instant::now());
+        let forced = self.panic_link(started);
+        // Clock reads cost: the first attempt starts when the call does.
+        let mut next_begin = Some(started);
 
         'links: for (index, ep) in inner.endpoints.iter().enumerate() {
             let tries = 1 + ep.retries.unwrap_or(inner.retries);
             let mut backoff = None;
             let mut try_number = 1;
             loop {
-                let begun = Instant::now();
+                let begun = next_begin.take().unwrap_or_else(Instant::now);
                 let mut probe = match self.admit(index, ep, begun, forced) {
                     Ok(probe) => probe,
                     Err(until) => {
@@ -562,8 +570,9 @@ impl Chain {
                     return Err(fail(ErrorKind::Deadline, report, last));
                 };
                 let ended = self.attempt(ep, consumer, begun, until).await;
-                let elapsed = begun.elapsed();
-                probe.settle(&ended);
+                let ended_at = Instant::now();
+                let elapsed = ended_at - begun;
+                probe.settle(&ended, ended_at);
                 let record = move |outcome, phase, status, error| Attempt {
                     link: index,
                     name: ep.name.clone(),
@@ -585,7 +594,7 @@ impl Chain {
                         self.observe(&attempt);
                         report.attempts.push(attempt);
                         report.winner = Some(index);
-                        report.elapsed = started.elapsed();
+                        report.elapsed = ended_at - started;
                         return Ok(Response {
                             status,
                             headers,
@@ -755,7 +764,7 @@ impl Chain {
                 continue;
             };
             let flight = flights.remove(i);
-            guard.settle(&ended);
+            guard.settle(&ended, Instant::now());
             let ep = &inner.endpoints[flight.index];
             let elapsed = flight.begun.elapsed();
             let mut attempt = Attempt {
@@ -965,7 +974,7 @@ impl Chain {
             let until = begun + ep.timeout.unwrap_or(inner.timeout);
             let ended = chain.attempt(ep, &mut Buffered, begun, until).await;
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
-            guard.settle(&ended);
+            guard.settle(&ended, Instant::now());
         });
         true
     }
@@ -995,7 +1004,8 @@ impl Chain {
         }
     }
 
-    /// One attempt at one link, bounded by `until`.
+    /// One attempt at one link, bounded by `until`: connect, send, head
+    /// and the whole body, under one timer.
     async fn attempt<C: Consume>(
         &self,
         ep: &Endpoint,
@@ -1005,20 +1015,23 @@ impl Chain {
     ) -> Ended<C::Output> {
         let inner = &*self.inner;
         let limit = inner.max_body;
+        let lost = |l: Lost| Ended::Lost(Box::new(l));
         let request = match ep.request().await {
             Ok(r) => r,
             Err(e) => {
-                return Ended::Lost(Lost {
+                return lost(Lost {
                     stop: Some(ErrorKind::Body),
                     ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
                 })
             }
         };
-        let resp = match timeout_at(until, inner.transport.send(request)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
+        // One (shared) alarm for both phases.
+        let alarm = inner.alarms.alarm(begun, until);
+        let resp = match within(inner.transport.send(request), &alarm).await {
+            Some(Ok(resp)) => resp,
+            Some(Err(e)) => {
                 let text = e.to_string();
-                return Ended::Lost(match e.kind() {
+                return lost(match e.kind() {
                     TransportErrorKind::Connect => {
                         Lost::new(Outcome::Connect, Delivery::NotSent, text)
                     }
@@ -1029,8 +1042,8 @@ impl Chain {
                     _ => Lost::new(Outcome::Io, Delivery::Unknown, text),
                 });
             }
-            Err(_) => {
-                return Ended::Lost(Lost {
+            None => {
+                return lost(Lost {
                     phase: Some(Phase::Head),
                     ..Lost::new(
                         Outcome::Timeout,
@@ -1054,26 +1067,25 @@ impl Chain {
             .and_then(|v| v.parse::<u64>().ok());
         let verdict = inner.classifier.classify(status);
         if verdict == Verdict::Success {
-            let result = timeout_at(until, consumer.consume(body, limit, len)).await;
-            let lost = match result {
-                Ok(Ok(output)) => {
+            let failed = match within(consumer.consume(body, limit, len), &alarm).await {
+                Some(Ok(output)) => {
                     return Ended::Won {
                         status,
                         headers: parts.headers,
                         output,
                     }
                 }
-                Ok(Err(ConsumeError::TooLarge(limit))) => Lost::new(
+                Some(Err(ConsumeError::TooLarge(limit))) => Lost::new(
                     Outcome::TooLarge,
                     Delivery::Processed,
                     format!("body larger than the limit of {limit} bytes"),
                 ),
-                Ok(Err(ConsumeError::Body(e))) => Lost::new(
+                Some(Err(ConsumeError::Body(e))) => Lost::new(
                     Outcome::Io,
                     Delivery::Processed,
                     format!("body could not be read whole: {}", chain_text(&*e)),
                 ),
-                Ok(Err(ConsumeError::Decode(e, bytes))) => Lost {
+                Some(Err(ConsumeError::Decode(e, bytes))) => Lost {
                     response: Some(LastResponse {
                         status,
                         headers: parts.headers.clone(),
@@ -1085,7 +1097,7 @@ impl Chain {
                         format!("body does not decode: {e}"),
                     )
                 },
-                Ok(Err(ConsumeError::Sink(e))) => Lost {
+                Some(Err(ConsumeError::Sink(e))) => Lost {
                     stop: Some(ErrorKind::Sink),
                     ..Lost::new(
                         Outcome::Io,
@@ -1093,7 +1105,7 @@ impl Chain {
                         format!("sink failed: {e}"),
                     )
                 },
-                Err(_) => Lost {
+                None => Lost {
                     phase: Some(Phase::Body),
                     ..Lost::new(
                         Outcome::Timeout,
@@ -1107,7 +1119,7 @@ impl Chain {
             };
             // No byte of a failed attempt may stay with the caller.
             if let Err(e) = consumer.reset().await {
-                return Ended::Lost(Lost {
+                return lost(Lost {
                     stop: Some(ErrorKind::Sink),
                     status: Some(status),
                     ..Lost::new(
@@ -1117,23 +1129,23 @@ impl Chain {
                     )
                 });
             }
-            return Ended::Lost(Lost {
+            return lost(Lost {
                 status: Some(status),
-                response: lost.response.or(Some(LastResponse {
+                response: failed.response.or(Some(LastResponse {
                     status,
                     headers: parts.headers,
                     body: None,
                 })),
-                ..lost
+                ..failed
             });
         }
         // Read the failure's body: it may be the caller's error body, and a
         // drained connection goes back to the pool.
-        let body = match timeout_at(until, collect(body, limit, len)).await {
-            Ok(Ok(b)) => Some(b),
+        let body = match within(collect(body, limit, len), &alarm).await {
+            Some(Ok(b)) => Some(b),
             _ => None,
         };
-        Ended::Lost(Lost {
+        lost(Lost {
             status: Some(status),
             verdict,
             retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
@@ -1217,7 +1229,7 @@ impl<'a> ProbeGuard<'a> {
         }
     }
 
-    fn settle<O>(&mut self, ended: &Ended<O>) {
+    fn settle<O>(&mut self, ended: &Ended<O>, now: Instant) {
         let Some(b) = self.breaker.take() else { return };
         let verdict = match ended {
             Ended::Won { .. } => Some(true),
@@ -1225,7 +1237,7 @@ impl<'a> ProbeGuard<'a> {
             Ended::Lost(l) => Some(!counts_as_failure(l.outcome, l.status)),
         };
         match verdict {
-            Some(ok) => b.record(Instant::now(), ok, self.probe),
+            Some(ok) => b.record(now, ok, self.probe),
             None if self.probe => b.release_probe(),
             None => {}
         }
@@ -1284,6 +1296,15 @@ fn first_done<'f, 'a, O>(
         }
         std::task::Poll::Pending
     })
+}
+
+/// `fut`'s output, or `None` if the alarm fires first.
+async fn within<F: Future>(fut: F, alarm: &Alarm) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        _ = alarm.wait() => None,
+    }
 }
 
 /// Whether a lost attempt ends the call, and why.
