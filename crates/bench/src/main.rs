@@ -336,6 +336,34 @@ async fn healthy(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
         .expect("chain");
     let base = raw_hyper_op(&s.url());
     let mut rows = Vec::new();
+    // Profiling aid: load one side alone for a while.
+    if let Ok(side) = std::env::var("FALLBACK_BENCH_PROFILE") {
+        let nobreak = Chain::builder()
+            .breaker(None)
+            .links(links(&[s.url()]))
+            .build()
+            .expect("chain");
+        let o = match side.as_str() {
+            "ours" => chain_op(one.clone()),
+            "nobreaker" => chain_op(nobreak),
+            "bytes" => {
+                let c = one.clone();
+                op(move || {
+                    let c = c.clone();
+                    async move {
+                        c.call()
+                            .await
+                            .map(|r| serde_json::from_slice::<Item>(r.body()).is_ok())
+                            .unwrap_or(false)
+                    }
+                })
+            }
+            _ => base.clone(),
+        };
+        let r = closed_loop(&o, 64, Duration::from_secs(8), false).await;
+        eprintln!("{side}: {:.0}/s", r.ok as f64 / r.secs);
+        return rows;
+    }
     for c in [1usize, 64] {
         if !want(&format!("healthy_c{c}")) {
             continue;
@@ -445,6 +473,16 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
                 false
             }
         });
+        if let Ok(side) = std::env::var("FALLBACK_BENCH_PROFILE") {
+            let o = if side == "ours" {
+                chain_op(chain.clone())
+            } else {
+                naive.clone()
+            };
+            let r = closed_loop(&o, c, Duration::from_secs(6), false).await;
+            eprintln!("{side}: {:.0}/s", r.ok as f64 / r.secs);
+            return rows;
+        }
         rows.push(throughput_row(
             "naive_refused_primary",
             interleaved(cfg, c, &chain_op(chain), &naive).await,

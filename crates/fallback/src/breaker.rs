@@ -274,8 +274,8 @@ struct State {
     cfg: BreakerConfig,
     kind: BreakerState,
     epoch: Instant,
-    slot_nanos: u128,
-    slot: u128,
+    slot_nanos: u64,
+    slot: u64,
     ok: [u64; SLOTS],
     bad: [u64; SLOTS],
     consecutive: u32,
@@ -292,7 +292,8 @@ impl Breaker {
         Breaker {
             tripped: AtomicBool::new(false),
             state: Mutex::new(State {
-                slot_nanos: (cfg.window.as_nanos() / SLOTS as u128).max(1),
+                slot_nanos: ((cfg.window.as_nanos() / SLOTS as u128).min(u64::MAX as u128) as u64)
+                    .max(1),
                 cfg: cfg.clone(),
                 kind: BreakerState::Closed,
                 epoch,
@@ -412,13 +413,18 @@ impl Breaker {
 
 impl State {
     fn advance(&mut self, now: Instant) {
-        let slot = now.saturating_duration_since(self.epoch).as_nanos() / self.slot_nanos;
+        let since = now.saturating_duration_since(self.epoch);
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        let slot = nanos / self.slot_nanos;
         if slot <= self.slot {
             return;
         }
-        let gone = (slot - self.slot).min(SLOTS as u128) as usize;
+        let gone = (slot - self.slot).min(SLOTS as u64) as usize;
         for k in 1..=gone {
-            let idx = ((self.slot + k as u128) % SLOTS as u128) as usize;
+            let idx = ((self.slot + k as u64) % SLOTS as u64) as usize;
             self.ok[idx] = 0;
             self.bad[idx] = 0;
         }
@@ -426,7 +432,7 @@ impl State {
     }
 
     fn current(&self) -> usize {
-        (self.slot % SLOTS as u128) as usize
+        (self.slot % SLOTS as u64) as usize
     }
 
     fn should_open(&self) -> bool {

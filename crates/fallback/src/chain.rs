@@ -21,7 +21,7 @@ use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
 use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
 use crate::observer::Observer;
-use crate::report::{Attempt, Outcome, Report};
+use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
@@ -384,7 +384,7 @@ struct Lost {
     outcome: Outcome,
     phase: Option<Phase>,
     status: Option<StatusCode>,
-    error: String,
+    error: ErrorText,
     delivery: Delivery,
     verdict: Verdict,
     response: Option<LastResponse>,
@@ -394,12 +394,12 @@ struct Lost {
 }
 
 impl Lost {
-    fn new(outcome: Outcome, delivery: Delivery, error: String) -> Lost {
+    fn new(outcome: Outcome, delivery: Delivery, error: impl Into<ErrorText>) -> Lost {
         Lost {
             outcome,
             phase: None,
             status: None,
-            error,
+            error: error.into(),
             delivery,
             verdict: Verdict::Fallback,
             response: None,
@@ -550,14 +550,7 @@ impl Chain {
                             phase: None,
                             status: None,
                             elapsed: Duration::ZERO,
-                            error: Some(if until > begun {
-                                format!(
-                                    "breaker open for another {:.1?}",
-                                    until.saturating_duration_since(begun)
-                                )
-                            } else {
-                                "breaker half-open: a probe is in flight".to_owned()
-                            }),
+                            error: Some(skip_reason(until, begun)),
                         };
                         self.observe(&attempt);
                         report.attempts.push(attempt);
@@ -622,8 +615,7 @@ impl Chain {
                     )
                 });
                 if let Some(Next::FailOver(why)) = plan {
-                    lost.error.push_str("; ");
-                    lost.error.push_str(&why.describe());
+                    lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
                 }
 
                 let attempt = record(
@@ -656,7 +648,7 @@ impl Chain {
                             Outcome::Skipped,
                             None,
                             None,
-                            Some("retry budget spent; moved on".into()),
+                            Some(ErrorText::fixed("retry budget spent; moved on")),
                         )
                     };
                     let attempt = Attempt {
@@ -858,10 +850,7 @@ impl Chain {
                         phase: None,
                         status: None,
                         elapsed: Duration::ZERO,
-                        error: Some(format!(
-                            "breaker open for another {:.1?}",
-                            until.saturating_duration_since(begun)
-                        )),
+                        error: Some(skip_reason(until, begun)),
                     };
                     self.observe(&attempt);
                     report.attempts.push(attempt);
@@ -908,7 +897,7 @@ impl Chain {
                 phase: None,
                 status: None,
                 elapsed: f.begun.elapsed(),
-                error: Some("lost the hedge race; cancelled".into()),
+                error: Some(ErrorText::fixed("lost the hedge race; cancelled")),
             };
             self.observe(&attempt);
             report.attempts.push(attempt);
@@ -995,7 +984,7 @@ impl Chain {
                 outcome = attempt.outcome.as_str(),
                 status,
                 elapsed_ms,
-                error = attempt.error.as_deref().unwrap_or(""),
+                error = attempt.error().unwrap_or(""),
                 "link failed"
             );
         }
@@ -1030,8 +1019,10 @@ impl Chain {
         let resp = match within(inner.transport.send(request), &alarm).await {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => {
-                let text = e.to_string();
-                return lost(match e.kind() {
+                let kind = e.kind();
+                // Rendered only if someone reads it.
+                let text = ErrorText::error(e);
+                return lost(match kind {
                     TransportErrorKind::Connect => {
                         Lost::new(Outcome::Connect, Delivery::NotSent, text)
                     }
@@ -1178,9 +1169,7 @@ fn not_resent(
     status: Option<StatusCode>,
     attempt: Option<&Attempt>,
 ) -> String {
-    let why = attempt
-        .and_then(|a| a.error.as_deref())
-        .unwrap_or("unknown failure");
+    let why = attempt.and_then(|a| a.error()).unwrap_or("unknown failure");
     let m = &ep.method;
     if delivery == Delivery::Processed {
         let s = status.map_or(0, |s| s.as_u16());
@@ -1298,6 +1287,14 @@ fn first_done<'f, 'a, O>(
     })
 }
 
+fn skip_reason(until: Instant, now: Instant) -> ErrorText {
+    if until > now {
+        ErrorText::breaker_open(until - now)
+    } else {
+        ErrorText::fixed("breaker half-open: a probe is in flight")
+    }
+}
+
 /// `fut`'s output, or `None` if the alarm fires first.
 async fn within<F: Future>(fut: F, alarm: &Alarm) -> Option<F::Output> {
     tokio::select! {
@@ -1327,7 +1324,9 @@ fn stop_detail(kind: ErrorKind, ep: &Endpoint, lost: &Lost, report: &Report) -> 
         ErrorKind::MaybeProcessed | ErrorKind::Processed => {
             Some(not_resent(ep, lost.delivery, lost.status, report.last()))
         }
-        ErrorKind::Sink | ErrorKind::Body => report.last().and_then(|a| a.error.clone()),
+        ErrorKind::Sink | ErrorKind::Body => {
+            report.last().and_then(|a| a.error()).map(str::to_owned)
+        }
         _ => None,
     }
 }

@@ -8,7 +8,7 @@
 //! [`Error::report`]: crate::Error::report
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -76,7 +76,62 @@ pub struct Attempt {
     pub(crate) phase: Option<Phase>,
     pub(crate) status: Option<StatusCode>,
     pub(crate) elapsed: Duration,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<ErrorText>,
+}
+
+/// An attempt's error text, rendered only when someone reads it: failed
+/// and skipped attempts are cheap on the hot path.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorText {
+    detail: Detail,
+    rendered: OnceLock<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Detail {
+    Text(String),
+    Static(&'static str),
+    BreakerOpen(Duration),
+    Error(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl ErrorText {
+    fn new(detail: Detail) -> ErrorText {
+        ErrorText {
+            detail,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn fixed(s: &'static str) -> ErrorText {
+        ErrorText::new(Detail::Static(s))
+    }
+
+    pub(crate) fn breaker_open(left: Duration) -> ErrorText {
+        ErrorText::new(Detail::BreakerOpen(left))
+    }
+
+    /// An error's `Display` text (a `TransportError` includes its causes).
+    pub(crate) fn error(e: impl std::error::Error + Send + Sync + 'static) -> ErrorText {
+        ErrorText::new(Detail::Error(Arc::new(e)))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.detail {
+            Detail::Text(s) => s,
+            Detail::Static(s) => s,
+            Detail::BreakerOpen(left) => self
+                .rendered
+                .get_or_init(|| format!("breaker open for another {left:.1?}")),
+            Detail::Error(e) => self.rendered.get_or_init(|| e.to_string()),
+        }
+    }
+}
+
+impl From<String> for ErrorText {
+    fn from(s: String) -> ErrorText {
+        ErrorText::new(Detail::Text(s))
+    }
 }
 
 impl Attempt {
@@ -122,7 +177,7 @@ impl Attempt {
 
     /// What went wrong, for any outcome but `ok`.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+        self.error.as_ref().map(ErrorText::as_str)
     }
 
     /// Whether the attempt succeeded.
@@ -142,7 +197,7 @@ impl fmt::Display for Attempt {
             write!(f, " {}", s.as_u16())?;
         }
         write!(f, " in {:.1?}", self.elapsed)?;
-        if let Some(e) = &self.error {
+        if let Some(e) = self.error() {
             write!(f, ": {e}")?;
         }
         Ok(())

@@ -114,9 +114,9 @@ impl Alarms {
 
     /// An alarm at `until` or up to a thousandth of the span later.
     pub(crate) fn alarm(&self, begun: Instant, until: Instant) -> Arc<Alarm> {
-        let span = until.saturating_duration_since(begun).as_micros().max(1) as u64;
+        let span = micros(until.saturating_duration_since(begun)).max(1);
         let width = resolution_us(span);
-        let at_us = until.saturating_duration_since(self.epoch).as_micros() as u64;
+        let at_us = micros(until.saturating_duration_since(self.epoch));
         let key = at_us.div_ceil(width) * width;
         let at = self.epoch + Duration::from_micros(key);
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -178,6 +178,13 @@ impl Alarm {
             tokio::time::sleep_until(self.at).await;
         }
     }
+}
+
+/// Whole microseconds, in u64 arithmetic (cheaper than `as_micros`' u128).
+fn micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 /// A thousandth of the span, rounded down to a power of ten microseconds,
