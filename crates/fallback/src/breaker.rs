@@ -263,6 +263,8 @@ pub(crate) enum Admit {
 /// One link's breaker. Time is passed in, so tests drive it without waiting.
 #[derive(Debug)]
 pub(crate) struct Breaker {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    link: std::sync::Arc<str>,
     state: Mutex<State>,
     /// True while the state is not Closed: lets a closed link admit calls
     /// without taking the lock.
@@ -287,9 +289,15 @@ struct State {
 }
 
 impl Breaker {
-    pub(crate) fn new(cfg: &BreakerConfig, epoch: Instant, link: usize) -> Breaker {
+    pub(crate) fn new(
+        cfg: &BreakerConfig,
+        epoch: Instant,
+        link: usize,
+        name: std::sync::Arc<str>,
+    ) -> Breaker {
         let seed = cfg.seed.unwrap_or_else(random_seed) ^ (link as u64).wrapping_mul(0x9E37_79B9);
         Breaker {
+            link: name,
             tripped: AtomicBool::new(false),
             state: Mutex::new(State {
                 slot_nanos: ((cfg.window.as_nanos() / SLOTS as u128).min(u64::MAX as u128) as u64)
@@ -326,6 +334,8 @@ impl Breaker {
             BreakerState::Open | BreakerState::HalfOpen if !s.probing => {
                 s.kind = BreakerState::HalfOpen;
                 s.probing = true;
+                #[cfg(feature = "metrics")]
+                crate::metrics::breaker_state(&self.link, BreakerState::HalfOpen);
                 Admit::Probe
             }
             _ => Admit::Skip(s.until.max(now)),
@@ -356,6 +366,8 @@ impl Breaker {
 
     pub(crate) fn record(&self, now: Instant, ok: bool, probe: bool) {
         let mut s = self.lock();
+        #[cfg(feature = "metrics")]
+        let before = s.kind;
         s.advance(now);
         let i = s.current();
         if ok {
@@ -380,6 +392,10 @@ impl Breaker {
         // Written under the lock, so it never disagrees with the state for long.
         self.tripped
             .store(s.kind != BreakerState::Closed, Ordering::Release);
+        #[cfg(feature = "metrics")]
+        if s.kind != before {
+            crate::metrics::breaker_state(&self.link, s.kind);
+        }
     }
 
     /// A probe that ended without a verdict (cancelled or dropped): the next
@@ -493,7 +509,7 @@ mod tests {
     #[test]
     fn opens_at_exactly_the_ratio_threshold() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0);
+        let b = Breaker::new(&cfg(), t0, 0, "x".into());
         // 4 failures and 5 successes: 9 calls, under the minimum.
         for i in 0..9 {
             b.record(at(t0, 1), i % 2 == 1, false);
@@ -507,7 +523,7 @@ mod tests {
     #[test]
     fn below_the_threshold_stays_closed() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0);
+        let b = Breaker::new(&cfg(), t0, 0, "x".into());
         // 4 failures in 10: 0.4.
         for i in 0..10 {
             b.record(at(t0, 1), i >= 4, false);
@@ -518,7 +534,7 @@ mod tests {
     #[test]
     fn consecutive_failures_open_with_little_traffic() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(3), t0, 0);
+        let b = Breaker::new(&cfg().with_consecutive_failures(3), t0, 0, "x".into());
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), true, false);
@@ -532,7 +548,7 @@ mod tests {
     #[test]
     fn failures_leave_the_window() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0);
+        let b = Breaker::new(&cfg(), t0, 0, "x".into());
         for _ in 0..9 {
             b.record(at(t0, 0), false, false);
         }
@@ -544,7 +560,7 @@ mod tests {
     #[test]
     fn half_open_probe_closes_or_reopens_longer() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 4_999)), Admit::Skip(at(t0, 5_000)));
         // The break is over: one probe, and only one.
@@ -574,7 +590,7 @@ mod tests {
     #[test]
     fn breaks_grow_up_to_the_cap() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         let mut now = t0;
         let mut breaks = Vec::new();
@@ -607,7 +623,7 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0);
+        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 6_000)), Admit::Probe);
         b.release_probe();
@@ -637,7 +653,7 @@ mod tests {
         #[test]
         fn ratio_rule_holds(outcomes in proptest::collection::vec(any::<bool>(), 0..200), ratio in 0.05f64..1.0, min in 1u32..50) {
             let t0 = Instant::now();
-            let b = Breaker::new(&cfg().with_failure_ratio(ratio).with_min_calls(min), t0, 0);
+            let b = Breaker::new(&cfg().with_failure_ratio(ratio).with_min_calls(min), t0, 0, "x".into());
             let (mut ok, mut bad) = (0u64, 0u64);
             for o in outcomes {
                 if b.admit(t0) != Admit::Go {

@@ -12,6 +12,7 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::backoff::ExponentialBackoff;
 use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
@@ -340,7 +341,7 @@ impl ChainBuilder {
         let epoch = Instant::now();
         let breakers = self.breaker.as_ref().map(|cfg| {
             (0..endpoints.len())
-                .map(|i| Breaker::new(cfg, epoch, i))
+                .map(|i| Breaker::new(cfg, epoch, i, endpoints[i].name.clone()))
                 .collect::<Box<[_]>>()
         });
         let latencies = endpoints.iter().map(|_| Latencies::default()).collect();
@@ -489,13 +490,16 @@ impl Chain {
     }
 
     async fn run<C: Consume>(&self, consumer: &mut C) -> Result<Response<C::Output>, Error> {
+        let span = tracing::debug_span!("fallback.call", links = self.inner.endpoints.len());
         if let Some(hedge) = &self.inner.hedge {
-            if consumer.fork().is_some() {
+            if let Some(proto) = consumer.fork() {
                 // Boxed, so calls that do not hedge do not carry its state.
-                return Box::pin(self.run_hedged(consumer, hedge)).await;
+                return Box::pin(self.run_hedged(proto, hedge))
+                    .instrument(span)
+                    .await;
             }
         }
-        self.run_sequential(consumer).await
+        self.run_sequential(consumer).instrument(span).await
     }
 
     /// Links one after another: the original package's behaviour, with
@@ -562,7 +566,11 @@ impl Chain {
                 else {
                     return Err(fail(ErrorKind::Deadline, report, last));
                 };
-                let ended = self.attempt(ep, consumer, begun, until).await;
+                let span = attempt_span(ep, try_number);
+                let ended = self
+                    .attempt(ep, consumer, begun, until)
+                    .instrument(span.clone())
+                    .await;
                 let ended_at = Instant::now();
                 let elapsed = ended_at - begun;
                 probe.settle(&ended, ended_at);
@@ -584,7 +592,7 @@ impl Chain {
                         output,
                     } => {
                         let attempt = record(Outcome::Ok, None, Some(status), None);
-                        self.observe(&attempt);
+                        span.in_scope(|| self.observe(&attempt));
                         report.attempts.push(attempt);
                         report.winner = Some(index);
                         report.elapsed = ended_at - started;
@@ -624,7 +632,7 @@ impl Chain {
                     lost.status,
                     Some(lost.error.clone()),
                 );
-                self.observe(&attempt);
+                span.in_scope(|| self.observe(&attempt));
                 report.attempts.push(attempt);
                 if let Some(r) = lost.response.take() {
                     last = Some(r);
@@ -642,6 +650,8 @@ impl Chain {
                 };
                 try_number += 1;
                 if !inner.budget.try_withdraw() {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::budget_denied();
                     let attempt = Attempt {
                         elapsed: Duration::ZERO,
                         ..record(
@@ -669,7 +679,7 @@ impl Chain {
     /// first whole, valid answer wins. Losers are cancelled.
     async fn run_hedged<C: Consume>(
         &self,
-        proto: &C,
+        proto: C,
         hedge: &Hedge,
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
@@ -707,7 +717,7 @@ impl Chain {
                     &mut next,
                     &mut flights,
                     &mut report,
-                    proto,
+                    &proto,
                     forced,
                     deadline,
                     false,
@@ -741,7 +751,7 @@ impl Chain {
                         &mut next,
                         &mut flights,
                         &mut report,
-                        proto,
+                        &proto,
                         forced,
                         deadline,
                         true,
@@ -750,6 +760,8 @@ impl Chain {
                         _ => next = n,
                     }
                 } else {
+                    #[cfg(feature = "metrics")]
+                    crate::metrics::budget_denied();
                     // A spent budget stops new hedges; those in flight run on.
                     may_hedge = false;
                 }
@@ -869,10 +881,12 @@ impl Chain {
             if hedged {
                 tracing::debug!(link = %ep.name, "hedging");
             }
+            let span = attempt_span(ep, 1);
             let fut = async move {
                 let ended = self.attempt(ep, &mut consumer, begun, until).await;
                 (guard, ended)
-            };
+            }
+            .instrument(span);
             flights.push(Flight {
                 index,
                 begun,
@@ -971,6 +985,14 @@ impl Chain {
     fn observe(&self, attempt: &Attempt) {
         let status = attempt.status.map(|s| s.as_u16());
         let elapsed_ms = attempt.elapsed.as_secs_f64() * 1e3;
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("outcome", attempt.outcome.as_str());
+            span.record("status", status);
+            span.record("elapsed_ms", elapsed_ms);
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::attempt(attempt);
         if attempt.is_ok() {
             if attempt.link == 0 && attempt.try_number == 1 {
                 tracing::debug!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded");
@@ -1285,6 +1307,20 @@ fn first_done<'f, 'a, O>(
         }
         std::task::Poll::Pending
     })
+}
+
+/// The span of one attempt; its outcome, status and time are recorded when
+/// it ends. The URL carries no userinfo and no secret query values.
+fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
+    tracing::debug_span!(
+        "fallback.attempt",
+        link = %ep.name,
+        url = %ep.url,
+        try_number,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
+        elapsed_ms = tracing::field::Empty,
+    )
 }
 
 fn skip_reason(until: Instant, now: Instant) -> ErrorText {

@@ -165,6 +165,8 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod backoff;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod body;
 pub mod breaker;
 pub mod budget;
@@ -173,6 +175,8 @@ pub mod classify;
 mod error;
 pub mod hedge;
 mod link;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod observer;
 pub mod report;
 mod response;

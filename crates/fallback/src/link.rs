@@ -431,15 +431,59 @@ pub(crate) fn redact_uri(uri: &Uri) -> String {
     redact_raw_url(&s)
 }
 
-/// Drops `user:password@` from a URL string, valid or not.
+/// Drops `user:password@` from a URL string, valid or not, and hides the
+/// values of query parameters whose names suggest a secret.
 pub(crate) fn redact_raw_url(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[start..];
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
+    let url = match rest[..end].rfind('@') {
         Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
         None => url.to_owned(),
+    };
+    redact_query(url)
+}
+
+const SECRET_PARAMS: [&str; 10] = [
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "auth",
+    "sig",
+    "credential",
+    "session",
+];
+
+fn redact_query(url: String) -> String {
+    let Some(q) = url.find('?') else { return url };
+    let (base, rest) = url.split_at(q + 1);
+    let (query, fragment) = match rest.find('#') {
+        Some(h) => rest.split_at(h),
+        None => (rest, ""),
+    };
+    let mut changed = false;
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() => {
+                let lower = name.to_ascii_lowercase();
+                if SECRET_PARAMS.iter().any(|s| lower.contains(s)) {
+                    changed = true;
+                    format!("{name}=***")
+                } else {
+                    pair.to_owned()
+                }
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    if !changed {
+        return url;
     }
+    format!("{base}{}{fragment}", parts.join("&"))
 }
 
 #[cfg(test)]

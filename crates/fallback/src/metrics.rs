@@ -1,0 +1,36 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`). Install any recorder (Prometheus, StatsD, …) and these appear:
+//!
+//! | name | kind | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `fallback_attempts_total` | counter | `link`, `outcome` | attempts, by how they ended |
+//! | `fallback_attempt_duration_seconds` | histogram | `link` | how long attempts took |
+//! | `fallback_breaker_state` | gauge | `link` | 0 closed, 1 half-open, 2 open |
+//! | `fallback_budget_denied_total` | counter | | retries and hedges the budget refused |
+//!
+//! `link` is the link's name (by default the URL's host and port): never a
+//! URL with credentials.
+
+use crate::breaker::BreakerState;
+use crate::report::Attempt;
+
+pub(crate) fn attempt(a: &Attempt) {
+    let link = a.name().to_owned();
+    metrics::counter!("fallback_attempts_total", "link" => link.clone(), "outcome" => a.outcome().as_str())
+        .increment(1);
+    metrics::histogram!("fallback_attempt_duration_seconds", "link" => link)
+        .record(a.elapsed().as_secs_f64());
+}
+
+pub(crate) fn breaker_state(link: &str, state: BreakerState) {
+    let v = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    metrics::gauge!("fallback_breaker_state", "link" => link.to_owned()).set(v);
+}
+
+pub(crate) fn budget_denied() {
+    metrics::counter!("fallback_budget_denied_total").increment(1);
+}
