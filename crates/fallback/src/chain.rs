@@ -426,6 +426,25 @@ impl Chain {
         self.inner.endpoints.is_empty()
     }
 
+    /// Sends `request` along the chain: its method, headers, body, path and
+    /// query go to every link, whose URL gives the scheme, host and path
+    /// prefix (`http://b/api` + `/orders?x=1` = `http://b/api/orders?x=1`).
+    /// The idempotency rules follow the request's method and headers.
+    pub async fn send(&self, request: http::Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let eps: Vec<Endpoint> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.with_request(&request))
+            .collect();
+        self.run(&mut Buffered, &eps).await
+    }
+
+    /// The largest response body accepted, in bytes.
+    pub fn max_body(&self) -> u64 {
+        self.inner.max_body
+    }
+
     /// The links, in order, as built (secrets redacted).
     pub fn links(&self) -> Vec<LinkInfo> {
         self.inner
@@ -454,7 +473,7 @@ impl Chain {
     /// Sends along the chain and returns the first success, its body as
     /// bytes.
     pub async fn call(&self) -> Result<Response<Bytes>, Error> {
-        self.run(&mut Buffered).await
+        self.run(&mut Buffered, &self.inner.endpoints).await
     }
 
     /// Sends along the chain and decodes the first success as `T`. A 2xx
@@ -479,27 +498,33 @@ impl Chain {
         T: DeserializeOwned + Send,
         E: DeserializeOwned,
     {
-        self.run(&mut Typed::<T>::new()).await.map_err(Failure::new)
+        self.run(&mut Typed::<T>::new(), &self.inner.endpoints)
+            .await
+            .map_err(Failure::new)
     }
 
     /// Sends along the chain and streams the first success's body into
     /// `sink`. If a body breaks mid-way the sink is reset before the chain
     /// moves on, so it only ever holds the winner's bytes.
     pub async fn call_into<S: Sink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
-        self.run(&mut ToSink(sink)).await
+        self.run(&mut ToSink(sink), &self.inner.endpoints).await
     }
 
-    async fn run<C: Consume>(&self, consumer: &mut C) -> Result<Response<C::Output>, Error> {
-        let span = tracing::debug_span!("fallback.call", links = self.inner.endpoints.len());
+    async fn run<C: Consume>(
+        &self,
+        consumer: &mut C,
+        eps: &[Endpoint],
+    ) -> Result<Response<C::Output>, Error> {
+        let span = tracing::debug_span!("fallback.call", links = eps.len());
         if let Some(hedge) = &self.inner.hedge {
             if let Some(proto) = consumer.fork() {
                 // Boxed, so calls that do not hedge do not carry its state.
-                return Box::pin(self.run_hedged(proto, hedge))
+                return Box::pin(self.run_hedged(proto, hedge, eps))
                     .instrument(span)
                     .await;
             }
         }
-        self.run_sequential(consumer).instrument(span).await
+        self.run_sequential(consumer, eps).instrument(span).await
     }
 
     /// Links one after another: the original package's behaviour, with
@@ -507,6 +532,7 @@ impl Chain {
     async fn run_sequential<C: Consume>(
         &self,
         consumer: &mut C,
+        eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
@@ -536,7 +562,7 @@ impl Chain {
         // Clock reads cost: the first attempt starts when the call does.
         let mut next_begin = Some(started);
 
-        'links: for (index, ep) in inner.endpoints.iter().enumerate() {
+        'links: for (index, ep) in eps.iter().enumerate() {
             let tries = 1 + ep.retries.unwrap_or(inner.retries);
             let mut backoff = None;
             let mut try_number = 1;
@@ -681,6 +707,7 @@ impl Chain {
         &self,
         proto: C,
         hedge: &Hedge,
+        eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
@@ -697,7 +724,7 @@ impl Chain {
         };
         inner.budget.deposit();
         let forced = self.panic_link(started);
-        let n = inner.endpoints.len();
+        let n = eps.len();
         let mut next = 0usize;
         let mut flights: Vec<Flight<'_, C::Output>> = Vec::with_capacity(hedge.max_in_flight());
         let mut may_hedge = true;
@@ -706,8 +733,8 @@ impl Chain {
         loop {
             // Fail over at once when nothing is in flight, or when a
             // failure left room and the next request is safe to overlap.
-            let overlap_ok = flights.iter().all(|f| inner.endpoints[f.index].idempotent)
-                && inner.endpoints.get(next).is_some_and(|e| e.idempotent);
+            let overlap_ok = flights.iter().all(|f| eps[f.index].idempotent)
+                && eps.get(next).is_some_and(|e| e.idempotent);
             if flights.is_empty()
                 || (flights.len() < hedge.max_in_flight()
                     && overlap_ok
@@ -721,6 +748,7 @@ impl Chain {
                     forced,
                     deadline,
                     false,
+                    eps,
                 ) {
                     Launch::Started => {
                         last_launch = Instant::now();
@@ -755,6 +783,7 @@ impl Chain {
                         forced,
                         deadline,
                         true,
+                        eps,
                     ) {
                         Launch::Started => last_launch = Instant::now(),
                         _ => next = n,
@@ -769,7 +798,7 @@ impl Chain {
             };
             let flight = flights.remove(i);
             guard.settle(&ended, Instant::now());
-            let ep = &inner.endpoints[flight.index];
+            let ep = &eps[flight.index];
             let elapsed = flight.begun.elapsed();
             let mut attempt = Attempt {
                 link: flight.index,
@@ -792,7 +821,7 @@ impl Chain {
                     attempt.status = Some(status);
                     self.observe(&attempt);
                     report.attempts.push(attempt);
-                    self.cancel_all(&mut flights, &mut report);
+                    self.cancel_all(&mut flights, &mut report, eps);
                     report.winner = Some(flight.index);
                     report.elapsed = started.elapsed();
                     return Ok(Response {
@@ -815,7 +844,7 @@ impl Chain {
                         last = Some(r);
                     }
                     if let Some(kind) = stop {
-                        self.cancel_all(&mut flights, &mut report);
+                        self.cancel_all(&mut flights, &mut report, eps);
                         let detail = stop_detail(kind, ep, &lost, &report);
                         let e = fail(kind, report, last);
                         return Err(match detail {
@@ -843,11 +872,12 @@ impl Chain {
         forced: Option<usize>,
         deadline: Option<Instant>,
         hedged: bool,
+        eps: &'a [Endpoint],
     ) -> Launch {
         let inner = &*self.inner;
-        while *next < inner.endpoints.len() {
+        while *next < eps.len() {
             let index = *next;
-            let ep = &inner.endpoints[index];
+            let ep = &eps[index];
             let begun = Instant::now();
             let guard = match self.admit(index, ep, begun, forced) {
                 Ok(g) => g,
@@ -899,9 +929,14 @@ impl Chain {
     }
 
     /// Cancels every attempt in flight and reports each as `cancelled`.
-    fn cancel_all<O>(&self, flights: &mut Vec<Flight<'_, O>>, report: &mut Report) {
+    fn cancel_all<O>(
+        &self,
+        flights: &mut Vec<Flight<'_, O>>,
+        report: &mut Report,
+        eps: &[Endpoint],
+    ) {
         for f in flights.drain(..) {
-            let ep = &self.inner.endpoints[f.index];
+            let ep = &eps[f.index];
             let attempt = Attempt {
                 link: f.index,
                 name: ep.name.clone(),
@@ -1038,7 +1073,8 @@ impl Chain {
         };
         // One (shared) alarm for both phases.
         let alarm = inner.alarms.alarm(begun, until);
-        let resp = match within(inner.transport.send(request), &alarm).await {
+        let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
+        let resp = match within(transport.send(request), &alarm).await {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => {
                 let kind = e.kind();

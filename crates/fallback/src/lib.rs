@@ -183,6 +183,8 @@ mod response;
 pub mod retry;
 pub mod safety;
 pub mod timeout;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod transport;
 
 pub use backoff::ExponentialBackoff;

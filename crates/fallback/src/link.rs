@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, Uri};
 use crate::body::Body;
 use crate::error::{BuildError, LinkProblem};
 use crate::safety;
-use crate::transport::RequestBody;
+use crate::transport::{RequestBody, Transport};
 
 /// One link of a chain: a complete request of its own.
 ///
@@ -35,6 +35,7 @@ pub struct Link {
     pub(crate) idempotent: Option<bool>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
 }
 
 impl fmt::Debug for Link {
@@ -53,6 +54,7 @@ impl fmt::Debug for Link {
             .field("idempotent", &self.idempotent)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
+            .field("own_transport", &self.transport.is_some())
             .finish()
     }
 }
@@ -69,6 +71,7 @@ impl Link {
             idempotent: None,
             timeout: None,
             retries: None,
+            transport: None,
         }
     }
 
@@ -155,6 +158,13 @@ impl Link {
         self
     }
 
+    /// Sends this link through its own transport (another client, a tower
+    /// service, …) instead of the chain's.
+    pub fn transport(mut self, transport: impl Transport) -> Link {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
     /// Checks everything and freezes the link.
     pub(crate) fn validate(
         self,
@@ -167,6 +177,9 @@ impl Link {
             problem,
         };
         let uri = parse_url(&self.url).map_err(|p| fail(&self.name, p))?;
+        // Credentials in the URL become a Basic Authorization header, and
+        // leave the URI, so no client log or pool key ever shows them.
+        let (uri, basic) = take_userinfo(uri);
         let method = parse_method(&self.method).map_err(|p| fail(&self.name, p))?;
         let mut headers = HeaderMap::new();
         for (n, v) in &self.headers {
@@ -177,6 +190,11 @@ impl Link {
         for (name, value) in defaults {
             if !headers.contains_key(name) {
                 headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(basic) = basic {
+            if !headers.contains_key(http::header::AUTHORIZATION) {
+                headers.insert(http::header::AUTHORIZATION, basic);
             }
         }
         if self.body.is_json() && !headers.contains_key(CONTENT_TYPE) {
@@ -192,8 +210,10 @@ impl Link {
             headers,
             body: self.body,
             idempotent,
+            marked: self.idempotent,
             timeout: self.timeout,
             retries: self.retries,
+            transport: self.transport,
         })
     }
 }
@@ -257,7 +277,7 @@ impl LinkInfo {
 }
 
 /// A validated link, ready to send.
-#[derive(Debug)]
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) name: Arc<str>,
     pub(crate) url: Arc<str>,
@@ -266,11 +286,52 @@ pub(crate) struct Endpoint {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Body,
     pub(crate) idempotent: bool,
+    /// The caller's own idempotency marking, if any.
+    pub(crate) marked: Option<bool>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
+    /// This link, sending `req`'s method, headers, body, path and query
+    /// instead of its own; its URL gives the scheme, host and path prefix.
+    pub(crate) fn with_request(&self, req: &http::Request<bytes::Bytes>) -> Endpoint {
+        let mut headers = self.headers.clone();
+        for name in req.headers().keys() {
+            headers.remove(name);
+        }
+        for (name, value) in req.headers() {
+            if name != http::header::HOST {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let uri = join_uri(&self.uri, req.uri());
+        let method = req.method().clone();
+        Endpoint {
+            name: self.name.clone(),
+            url: redact_uri(&uri).into(),
+            idempotent: safety::is_idempotent(&method, &headers, self.marked),
+            method,
+            uri,
+            headers,
+            body: Body::bytes(req.body().clone()),
+            marked: self.marked,
+            timeout: self.timeout,
+            retries: self.retries,
+            transport: self.transport.clone(),
+        }
+    }
     pub(crate) fn info(&self, index: usize) -> LinkInfo {
         let body = format!("{:?}", self.body);
         LinkInfo {
@@ -399,6 +460,83 @@ pub(crate) fn parse_header(
     Ok((hname, hvalue))
 }
 
+/// Removes `user:password@` from the URI, returning it as a Basic
+/// `Authorization` value (marked sensitive).
+fn take_userinfo(uri: Uri) -> (Uri, Option<HeaderValue>) {
+    let Some(auth) = uri.authority() else {
+        return (uri, None);
+    };
+    let Some((userinfo, host)) = auth.as_str().rsplit_once('@') else {
+        return (uri, None);
+    };
+    let decoded = percent_decode(userinfo);
+    let mut value = HeaderValue::from_str(&format!("Basic {}", base64(&decoded))).ok();
+    if let Some(v) = &mut value {
+        v.set_sensitive(true);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.authority = host.parse().ok();
+    match Uri::from_parts(parts) {
+        Ok(clean) => (clean, value),
+        Err(_) => (uri, None),
+    }
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | (c as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `base`'s scheme and authority, `base`'s path followed by `req`'s path,
+/// and `req`'s query (or else `base`'s).
+fn join_uri(base: &Uri, req: &Uri) -> Uri {
+    let prefix = base.path().trim_end_matches('/');
+    let path = match req.path() {
+        "" | "/" if !prefix.is_empty() => prefix.to_owned(),
+        p => format!("{prefix}{p}"),
+    };
+    let pq = match req.query().or(base.query()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = pq.parse().ok().or(parts.path_and_query);
+    Uri::from_parts(parts).unwrap_or_else(|_| base.clone())
+}
+
 fn default_name(uri: &Uri) -> String {
     let host = uri.host().unwrap_or("");
     match uri.port_u16() {
@@ -498,6 +636,18 @@ mod tests {
         );
         assert_eq!(redact_raw_url("http://h/x@y"), "http://h/x@y");
         assert_eq!(redact_raw_url("not a url@all"), "***@all");
+    }
+
+    #[test]
+    fn userinfo_becomes_basic_auth() {
+        let (uri, auth) = take_userinfo("http://Aladdin:open%20sesame@h:8/x".parse().unwrap());
+        assert_eq!(uri.to_string(), "http://h:8/x");
+        assert_eq!(auth.unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        let (uri, auth) = take_userinfo("http://h/x".parse().unwrap());
+        assert_eq!((uri.to_string(), auth), ("http://h/x".to_owned(), None));
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b""), "");
     }
 
     #[test]
