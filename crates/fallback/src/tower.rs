@@ -27,7 +27,8 @@
 //!     .build()?;
 //! let body = http_body_util::Full::new(bytes::Bytes::from("hello"));
 //! let req = http::Request::post("/orders?x=1").body(body)?;
-//! let resp = ServiceExt::<http::Request<_>>::ready(&mut svc).await?.call(req).await?;
+//! type Req = http::Request<http_body_util::Full<bytes::Bytes>>;
+//! let resp = ServiceExt::<Req>::ready(&mut svc).await?.call(req).await?;
 //! assert_eq!(resp.headers()["x-echo-path"], "/api/orders?x=1");
 //! # Ok(()) }
 //! ```
