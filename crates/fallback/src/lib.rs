@@ -160,7 +160,46 @@
 //! The default [`transport::HyperTransport`] is hyper 1.x with hyper-util's
 //! pooled client and rustls. With the feature `reqwest`,
 //! `transport::ReqwestTransport` sends through your own `reqwest::Client`.
-//! Any client can be plugged in by implementing [`transport::Transport`].
+//! Any client can be plugged in by implementing [`transport::Transport`],
+//! for the whole chain or for one link ([`Link::transport`]).
+//!
+//! ## tower (feature `tower`)
+//!
+//! A [`Chain`] is a `tower::Service<http::Request<B>>`: the incoming
+//! request's method, headers, body, path and query go to every link in turn,
+//! so a chain drops into tower stacks and axum. `tower::TowerTransport`
+//! makes any tower service a link's transport. See the `tower` module and
+//! `examples/tower.rs`.
+//!
+//! ## Blocking (feature `blocking`)
+//!
+//! `blocking::Chain` offers the same calls without an async runtime. See the
+//! `blocking` module and `examples/blocking.rs`.
+//!
+//! ## Observability
+//!
+//! - **tracing:** one `fallback.call` span per call and a `fallback.attempt`
+//!   child span per attempt, with the link's name, URL, try, outcome, status
+//!   and elapsed time. A failed attempt is a `warn` event, a success after a
+//!   failover an `info`, a first-link success a `debug`.
+//! - **metrics** (feature `metrics`): attempts by link and outcome, latency
+//!   by link, breaker state by link, budget denials. See the `metrics`
+//!   module and `examples/metrics.rs`.
+//! - **The observer hook** ([`Observer`]) is called for every attempt.
+//!
+//! Secrets stay secret: credentials in a URL are sent as a Basic
+//! `Authorization` header and removed from the URL, query values with
+//! secret-looking names (`token`, `key`, `secret`, `password`, `sig`, …) are
+//! masked, and `Authorization`, `Proxy-Authorization` and cookie values
+//! never appear in reports, spans, metrics, errors or `Debug` output.
+//!
+//! ## Examples
+//!
+//! One runnable file per topic, each offline on 127.0.0.1:
+//! `failover`, `typed_json`, `resend`, `budgets`, `breakers`, `hedging`,
+//! `tracing`, `tower`, `blocking`, `metrics`
+//! (`cargo run -p fallback --example NAME`, with `--features NAME` for the
+//! last three).
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

@@ -1,11 +1,11 @@
 //! tower integration (feature `tower`).
 //!
-//! - [`Chain`](crate::Chain) implements `tower::Service<http::Request<B>>`:
+//! - [`Chain`] implements `tower::Service<http::Request<B>>`:
 //!   each call sends the incoming request (its method, headers, body, path
 //!   and query) to every link in turn, the link's URL giving the scheme,
 //!   host and path prefix. It drops into tower stacks and axum.
 //! - [`TowerTransport`] turns any `tower::Service` over `http::Request` into
-//!   a [`Transport`](crate::transport::Transport), for the whole chain
+//!   a [`Transport`], for the whole chain
 //!   ([`ChainBuilder::transport`](crate::ChainBuilder::transport)) or one
 //!   link ([`Link::transport`](crate::Link::transport)).
 //!
