@@ -560,8 +560,16 @@ async fn slow_tail(cfg: Cfg, svg: &std::path::Path) -> Vec<Row> {
     }
     let (ours, base) = (median(&mut p99.0), median(&mut p99.1));
     let extra = (sent.saturating_sub(calls)) as f64 / calls as f64;
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
     eprintln!(
-        "  slow_tail: p99 {ours:.2} ms hedged vs {base:.2} ms; extra requests {:.1}%",
+        "  slow_tail: hedged p50 {:.2} ms, p99 {ours:.2} ms; unhedged p50 {:.2} ms, p99 {base:.2} ms; extra requests {:.1}%",
+        pct(&mut all_hedged, 0.5),
+        pct(&mut all_plain, 0.5),
         extra * 100.0
     );
     if let Err(e) = plot(svg, &mut all_hedged, &mut all_plain) {
