@@ -18,8 +18,11 @@ pub(crate) fn attempt(a: &Attempt) {
     let link = a.name().to_owned();
     metrics::counter!("fallback_attempts_total", "link" => link.clone(), "outcome" => a.outcome().as_str())
         .increment(1);
-    metrics::histogram!("fallback_attempt_duration_seconds", "link" => link)
-        .record(a.elapsed().as_secs_f64());
+    // A skipped attempt took no time: it would only drag the histogram down.
+    if a.outcome() != crate::report::Outcome::Skipped {
+        metrics::histogram!("fallback_attempt_duration_seconds", "link" => link)
+            .record(a.elapsed().as_secs_f64());
+    }
 }
 
 pub(crate) fn breaker_state(link: &str, state: BreakerState) {
