@@ -63,8 +63,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{random_seed, SplitMix64};
 use crate::error::BuildError;
-
-const SLOTS: usize = 10;
+use crate::window::{Window, MIN_WINDOW};
 
 /// The settings of the per-link breakers. See the [module docs](self).
 #[derive(Clone, Debug, PartialEq)]
@@ -153,7 +152,7 @@ impl BreakerConfig {
                 self.failure_ratio
             )));
         }
-        if self.window < Duration::from_millis(SLOTS as u64) {
+        if self.window < MIN_WINDOW {
             return Err(bad(format!(
                 "window {:?} must be at least 10ms",
                 self.window
@@ -276,10 +275,8 @@ struct State {
     cfg: BreakerConfig,
     kind: BreakerState,
     epoch: Instant,
-    slot_nanos: u64,
-    slot: u64,
-    ok: [u64; SLOTS],
-    bad: [u64; SLOTS],
+    /// Successes (a) and failures (b) over the window.
+    window: Window,
     consecutive: u32,
     opened: u64,
     break_len: Duration,
@@ -300,14 +297,10 @@ impl Breaker {
             link: name,
             tripped: AtomicBool::new(false),
             state: Mutex::new(State {
-                slot_nanos: ((cfg.window.as_nanos() / SLOTS as u128).min(u64::MAX as u128) as u64)
-                    .max(1),
+                window: Window::new(cfg.window),
                 cfg: cfg.clone(),
                 kind: BreakerState::Closed,
                 epoch,
-                slot: 0,
-                ok: [0; SLOTS],
-                bad: [0; SLOTS],
                 consecutive: 0,
                 opened: 0,
                 break_len: cfg.break_duration,
@@ -368,13 +361,12 @@ impl Breaker {
         let mut s = self.lock();
         #[cfg(feature = "metrics")]
         let before = s.kind;
-        s.advance(now);
-        let i = s.current();
+        let since = now.saturating_duration_since(s.epoch);
         if ok {
-            s.ok[i] += 1;
+            s.window.add_a(since);
             s.consecutive = 0;
         } else {
-            s.bad[i] += 1;
+            s.window.add_b(since);
             s.consecutive = s.consecutive.saturating_add(1);
         }
         if probe && s.kind == BreakerState::HalfOpen {
@@ -385,7 +377,7 @@ impl Breaker {
                 let grown = s.grown_break();
                 s.open(now, grown);
             }
-        } else if s.kind == BreakerState::Closed && !ok && s.should_open() {
+        } else if s.kind == BreakerState::Closed && !ok && s.should_open(since) {
             let first = s.cfg.break_duration;
             s.open(now, first);
         }
@@ -409,7 +401,8 @@ impl Breaker {
 
     pub(crate) fn health(&self, now: Instant, link: usize, name: &str) -> LinkHealth {
         let mut s = self.lock();
-        s.advance(now);
+        let since = now.saturating_duration_since(s.epoch);
+        let (successes, failures) = s.window.totals(since);
         let state = match s.kind {
             BreakerState::Open if now >= s.until => BreakerState::HalfOpen,
             k => k,
@@ -418,8 +411,8 @@ impl Breaker {
             link,
             name: name.to_owned(),
             state,
-            successes: s.ok.iter().sum(),
-            failures: s.bad.iter().sum(),
+            successes,
+            failures,
             consecutive_failures: s.consecutive,
             opened: s.opened,
             open_for: (state == BreakerState::Open).then(|| s.until - now),
@@ -428,36 +421,13 @@ impl Breaker {
 }
 
 impl State {
-    fn advance(&mut self, now: Instant) {
-        let since = now.saturating_duration_since(self.epoch);
-        let nanos = since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
-        let slot = nanos / self.slot_nanos;
-        if slot <= self.slot {
-            return;
-        }
-        let gone = (slot - self.slot).min(SLOTS as u64) as usize;
-        for k in 1..=gone {
-            let idx = ((self.slot + k as u64) % SLOTS as u64) as usize;
-            self.ok[idx] = 0;
-            self.bad[idx] = 0;
-        }
-        self.slot = slot;
-    }
-
-    fn current(&self) -> usize {
-        (self.slot % SLOTS as u64) as usize
-    }
-
-    fn should_open(&self) -> bool {
+    fn should_open(&mut self, since: std::time::Duration) -> bool {
         let c = self.cfg.consecutive_failures;
         if c > 0 && self.consecutive >= c {
             return true;
         }
-        let bad: u64 = self.bad.iter().sum();
-        let calls = bad + self.ok.iter().sum::<u64>();
+        let (ok, bad) = self.window.totals(since);
+        let calls = bad + ok;
         calls >= self.cfg.min_calls as u64
             && calls > 0
             && bad as f64 >= self.cfg.failure_ratio * calls as f64
@@ -474,8 +444,7 @@ impl State {
         self.kind = BreakerState::Closed;
         self.break_len = self.cfg.break_duration;
         self.consecutive = 0;
-        self.ok = [0; SLOTS];
-        self.bad = [0; SLOTS];
+        self.window.clear();
     }
 
     /// Double the last break, cap it, then jitter it into [80 %, 100 %]: the

@@ -41,8 +41,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::BuildError;
+use crate::window::{Window, MIN_WINDOW};
 
-const SLOTS: usize = 10;
 const PPM: u128 = 1_000_000;
 
 /// A retry budget shared by every clone. See the [module docs](self).
@@ -51,7 +51,7 @@ pub struct RetryBudget {
     ratio: f64,
     window: Duration,
     min_per_sec: f64,
-    state: Arc<Mutex<Window>>,
+    state: Arc<Mutex<Counts>>,
     epoch: Instant,
 }
 
@@ -87,7 +87,7 @@ impl RetryBudget {
             ratio,
             window,
             min_per_sec,
-            state: Arc::new(Mutex::new(Window::new(ratio, window, min_per_sec))),
+            state: Arc::new(Mutex::new(Counts::new(ratio, window, min_per_sec))),
             epoch: Instant::now(),
         }
     }
@@ -124,7 +124,7 @@ impl RetryBudget {
                 self.min_per_sec
             )));
         }
-        if self.window < Duration::from_millis(SLOTS as u64) {
+        if self.window < MIN_WINDOW {
             return Err(bad(format!(
                 "window {:?} must be at least 10ms",
                 self.window
@@ -152,26 +152,22 @@ impl RetryBudget {
     }
 }
 
-fn lock(m: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
+fn lock(m: &Mutex<Counts>) -> std::sync::MutexGuard<'_, Counts> {
     // The window holds plain counters: a panic elsewhere cannot break them.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Counters in `SLOTS` slots covering the window; time is a `Duration`
-/// since an epoch, so tests drive it without a clock.
+/// The budget's arithmetic: requests (a) and retries (b) over the window.
 #[derive(Debug)]
-struct Window {
+struct Counts {
     unlimited: bool,
     ratio_ppm: u128,
     reserve: u128,
-    slot_nanos: u128,
-    slot: u128,
-    deposits: [u64; SLOTS],
-    withdrawals: [u64; SLOTS],
+    window: Window,
 }
 
-impl Window {
-    fn new(ratio: f64, window: Duration, min_per_sec: f64) -> Window {
+impl Counts {
+    fn new(ratio: f64, window: Duration, min_per_sec: f64) -> Counts {
         let unlimited = ratio.is_infinite();
         let ratio_ppm = if unlimited || ratio.is_nan() || ratio < 0.0 {
             0
@@ -184,52 +180,27 @@ impl Window {
         } else {
             0
         };
-        Window {
+        Counts {
             unlimited,
             ratio_ppm,
             reserve,
-            slot_nanos: (window.as_nanos() / SLOTS as u128).max(1),
-            slot: 0,
-            deposits: [0; SLOTS],
-            withdrawals: [0; SLOTS],
+            window: Window::new(window),
         }
-    }
-
-    fn advance(&mut self, now: Duration) {
-        let slot = now.as_nanos() / self.slot_nanos;
-        if slot <= self.slot {
-            return;
-        }
-        let gone = (slot - self.slot).min(SLOTS as u128) as usize;
-        for i in 1..=gone {
-            let idx = ((self.slot + i as u128) % SLOTS as u128) as usize;
-            self.deposits[idx] = 0;
-            self.withdrawals[idx] = 0;
-        }
-        self.slot = slot;
-    }
-
-    fn current(&self) -> usize {
-        (self.slot % SLOTS as u128) as usize
     }
 
     fn deposit(&mut self, now: Duration) {
-        self.advance(now);
-        let i = self.current();
-        self.deposits[i] = self.deposits[i].saturating_add(1);
+        self.window.add_a(now);
     }
 
     fn try_withdraw(&mut self, now: Duration) -> bool {
         if self.unlimited {
             return true;
         }
-        self.advance(now);
-        let deposits: u128 = self.deposits.iter().map(|&d| d as u128).sum();
-        let withdrawals: u128 = self.withdrawals.iter().map(|&w| w as u128).sum();
+        let (deposits, withdrawals) = self.window.totals(now);
         // (withdrawals + 1) ≤ reserve + ratio × deposits, in ppm.
-        if (withdrawals + 1) * PPM <= self.reserve * PPM + self.ratio_ppm * deposits {
-            let i = self.current();
-            self.withdrawals[i] = self.withdrawals[i].saturating_add(1);
+        if (withdrawals as u128 + 1) * PPM <= self.reserve * PPM + self.ratio_ppm * deposits as u128
+        {
+            self.window.add_b(now);
             true
         } else {
             false

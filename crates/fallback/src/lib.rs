@@ -225,6 +225,7 @@ pub mod timeout;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;
+mod window;
 
 pub use backoff::ExponentialBackoff;
 pub use body::Body;

@@ -317,16 +317,7 @@ impl Server {
     /// An address where every connection is refused. The port is bound but
     /// not listening, so no other socket can take it while this lives.
     pub fn refused() -> Server {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("create a socket");
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .expect("bind a loopback port");
-        let addr = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("read the bound address");
+        let (socket, addr) = bound_socket();
         Server {
             addr,
             state: Arc::default(),
@@ -341,17 +332,8 @@ impl Server {
     /// full and never drained, so the kernel drops further handshakes and a
     /// client's connect only ends by its own timeout.
     pub fn connect_hangs() -> Server {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("create a socket");
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .expect("bind a loopback port");
+        let (socket, addr) = bound_socket();
         socket.listen(0).expect("listen");
-        let addr = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("read the bound address");
         // One completed handshake fills a backlog of 0.
         let filler = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok();
         Server {
@@ -434,11 +416,7 @@ impl ServerBuilder {
     /// # Panics
     /// If no loopback port can be bound or no thread can be started.
     pub fn start(self) -> Server {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("create a socket");
-        socket
-            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .expect("bind a loopback port");
+        let (socket, _) = bound_socket();
         socket.listen(self.backlog).expect("listen");
         let std_listener: StdListener = socket.into();
         std_listener.set_nonblocking(true).expect("set nonblocking");
@@ -474,6 +452,21 @@ impl ServerBuilder {
             _filler: None,
         }
     }
+}
+
+/// A TCP socket bound to an ephemeral loopback port, and that port.
+fn bound_socket() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("create a socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("read the bound address");
+    (socket, addr)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
