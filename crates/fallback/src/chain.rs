@@ -61,6 +61,7 @@ struct Inner {
     alarms: Alarms,
     /// One per link, when breakers are on.
     breakers: Option<Box<[Breaker]>>,
+    breaker_cfg: Option<BreakerConfig>,
     sticky: bool,
     hedge: Option<Hedge>,
     latencies: Box<[Latencies]>,
@@ -338,34 +339,77 @@ impl ChainBuilder {
         let retries_possible = endpoints
             .iter()
             .any(|e| e.retries.unwrap_or(self.retries) > 0);
+        Ok(Chain::assemble(Inner {
+            latencies: Box::default(),
+            hedge: self.hedge,
+            breakers: None,
+            breaker_cfg: self.breaker,
+            sticky: self.sticky,
+            retries: self.retries,
+            retries_possible,
+            backoff: self.backoff,
+            retry_after_cap: self.retry_after_cap,
+            budget: self.budget,
+            calls: AtomicU64::new(0),
+            alarms: Alarms::new(),
+            endpoints,
+            transport,
+            classifier: self.classifier,
+            max_body: self.max_body,
+            timeout: self.timeout,
+            deadline: self.deadline,
+            observer: self.observer,
+        }))
+    }
+}
+
+impl Chain {
+    /// Gives `inner` fresh per-link state (breakers, latencies).
+    fn assemble(mut inner: Inner) -> Chain {
         let epoch = Instant::now();
-        let breakers = self.breaker.as_ref().map(|cfg| {
-            (0..endpoints.len())
-                .map(|i| Breaker::new(cfg, epoch, i, endpoints[i].name.clone()))
-                .collect::<Box<[_]>>()
+        inner.breakers = inner.breaker_cfg.as_ref().map(|cfg| {
+            inner
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Breaker::new(cfg, epoch, i, e.name.clone()))
+                .collect()
         });
-        let latencies = endpoints.iter().map(|_| Latencies::default()).collect();
-        Ok(Chain {
-            inner: Arc::new(Inner {
-                latencies,
-                hedge: self.hedge,
-                breakers,
-                sticky: self.sticky,
-                retries: self.retries,
-                retries_possible,
-                backoff: self.backoff,
-                retry_after_cap: self.retry_after_cap,
-                budget: self.budget,
-                calls: AtomicU64::new(0),
-                alarms: Alarms::new(),
-                endpoints,
-                transport,
-                classifier: self.classifier,
-                max_body: self.max_body,
-                timeout: self.timeout,
-                deadline: self.deadline,
-                observer: self.observer,
-            }),
+        inner.latencies = inner
+            .endpoints
+            .iter()
+            .map(|_| Latencies::default())
+            .collect();
+        Chain {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same chain over another transport, with breakers and latency
+    /// records of its own (the retry budget stays shared). Links with a
+    /// transport of their own keep it. Used by the tower layer.
+    pub fn with_transport(&self, transport: impl Transport) -> Chain {
+        let i = &*self.inner;
+        Chain::assemble(Inner {
+            endpoints: i.endpoints.clone(),
+            transport: Arc::new(transport),
+            classifier: i.classifier.clone(),
+            max_body: i.max_body,
+            timeout: i.timeout,
+            deadline: i.deadline,
+            observer: i.observer.clone(),
+            retries: i.retries,
+            retries_possible: i.retries_possible,
+            backoff: i.backoff.clone(),
+            retry_after_cap: i.retry_after_cap,
+            budget: i.budget.clone(),
+            calls: AtomicU64::new(0),
+            alarms: Alarms::new(),
+            breakers: None,
+            breaker_cfg: i.breaker_cfg.clone(),
+            sticky: i.sticky,
+            hedge: i.hedge.clone(),
+            latencies: Box::default(),
         })
     }
 }

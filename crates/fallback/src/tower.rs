@@ -4,6 +4,8 @@
 //!   each call sends the incoming request (its method, headers, body, path
 //!   and query) to every link in turn, the link's URL giving the scheme,
 //!   host and path prefix. It drops into tower stacks and axum.
+//! - [`FallbackLayer`] is a `tower::Layer`: it wraps a service in a chain
+//!   whose links all go through it.
 //! - [`TowerTransport`] turns any `tower::Service` over `http::Request` into
 //!   a [`Transport`], for the whole chain
 //!   ([`ChainBuilder::transport`](crate::ChainBuilder::transport)) or one
@@ -142,5 +144,58 @@ where
             *out.headers_mut() = resp.headers().clone();
             Ok(out)
         })
+    }
+}
+
+/// A `tower::Layer` that wraps a service in a chain: every link is sent
+/// through the inner service, with the chain's failover, breakers, retries,
+/// timeouts and hedging around it.
+///
+/// ```
+/// use fallback::tower::FallbackLayer;
+/// use fallback::transport::RequestBody;
+/// use fallback::{Chain, Link};
+/// use tower::Layer;
+///
+/// let template = Chain::builder()
+///     .link(Link::get("http://primary.internal/api"))
+///     .link(Link::get("http://backup.internal/api"))
+///     .build()?;
+/// let inner = tower::service_fn(|_req: http::Request<RequestBody>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("ok"))))
+/// });
+/// let chain: Chain = FallbackLayer::new(template).layer(inner);
+/// # drop(chain);
+/// # Ok::<(), fallback::BuildError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct FallbackLayer {
+    template: Chain,
+}
+
+impl FallbackLayer {
+    /// A layer that builds chains like `template` (already validated) over
+    /// the service it wraps.
+    pub fn new(template: Chain) -> FallbackLayer {
+        FallbackLayer { template }
+    }
+}
+
+impl<S, B> tower_layer::Layer<S> for FallbackLayer
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Service = Chain;
+
+    fn layer(&self, inner: S) -> Chain {
+        self.template.with_transport(TowerTransport::new(inner))
     }
 }

@@ -191,4 +191,28 @@ mod tower_tests {
         assert_eq!(a.outcome(), Outcome::Io);
         assert!(a.error().unwrap().contains("backend exploded"));
     }
+
+    #[tokio::test]
+    async fn the_layer_wraps_a_service_in_a_chain() {
+        use fallback::tower::FallbackLayer;
+        use fallback::transport::RequestBody;
+        use tower::Layer;
+        // One inner service for every link: it fails for the primary host.
+        let inner = tower::service_fn(|req: http::Request<RequestBody>| async move {
+            if req.uri().host() == Some("primary.internal") {
+                return Err(std::io::Error::other("primary is down"));
+            }
+            let body = format!("{} answered", req.uri().host().unwrap_or("?"));
+            Ok(http::Response::new(Full::new(Bytes::from(body))))
+        });
+        let template = Chain::builder()
+            .link(Link::get("http://primary.internal/x"))
+            .link(Link::get("http://backup.internal/x"))
+            .build()
+            .unwrap();
+        let chain = FallbackLayer::new(template).layer(inner);
+        let resp = chain.call().await.unwrap();
+        assert_eq!(&resp.body()[..], b"backup.internal answered");
+        assert_eq!(resp.report().attempts()[0].outcome(), Outcome::Io);
+    }
 }
