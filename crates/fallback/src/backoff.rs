@@ -149,7 +149,7 @@ impl ExponentialBackoff {
         let cap = self.cap.as_secs_f64();
         let raw = self.base.as_secs_f64() * self.factor.powi(n.min(i32::MAX as u32) as i32);
         if raw.is_finite() && raw < cap {
-            Duration::from_secs_f64(raw)
+            Duration::try_from_secs_f64(raw).unwrap_or(self.cap)
         } else {
             self.cap
         }

@@ -436,7 +436,7 @@ impl State {
     fn open(&mut self, now: Instant, len: Duration) {
         self.kind = BreakerState::Open;
         self.break_len = len;
-        self.until = now + len;
+        self.until = crate::timeout::later(now, len);
         self.opened += 1;
     }
 

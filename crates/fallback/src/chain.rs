@@ -27,7 +27,7 @@ use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, 
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
 use crate::timeout::{
-    attempt_deadline, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
 use crate::transport::{HyperTransport, Transport, TransportErrorKind};
 
@@ -580,7 +580,7 @@ impl Chain {
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
-        let deadline = inner.deadline.map(|d| started + d);
+        let deadline = inner.deadline.map(|d| later(started, d));
         let mut report = Report {
             attempts: Vec::with_capacity(1),
             ..Report::default()
@@ -755,7 +755,7 @@ impl Chain {
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let started = Instant::now();
-        let deadline = inner.deadline.map(|d| started + d);
+        let deadline = inner.deadline.map(|d| later(started, d));
         let mut report = Report::default();
         let mut last: Option<LastResponse> = None;
         let fail = |kind, mut report: Report, last| {
@@ -811,7 +811,7 @@ impl Chain {
             let newest = flights.last().map_or(0, |f| f.index);
             let can_hedge =
                 may_hedge && next < n && flights.len() < hedge.max_in_flight() && overlap_ok;
-            let hedge_at = last_launch + hedge.delay(&inner.latencies[newest]);
+            let hedge_at = later(last_launch, hedge.delay(&inner.latencies[newest]));
             let done = tokio::select! {
                 biased;
                 d = first_done(&mut flights) => Some(d),
@@ -1053,7 +1053,7 @@ impl Chain {
             };
             let begun = Instant::now();
             let mut guard = ProbeGuard::new(&breakers[index], true);
-            let until = begun + ep.timeout.unwrap_or(inner.timeout);
+            let until = later(begun, ep.timeout.unwrap_or(inner.timeout));
             let ended = chain.attempt(ep, &mut Buffered, begun, until).await;
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
             guard.settle(&ended, Instant::now());

@@ -63,6 +63,14 @@ impl fmt::Display for Phase {
     }
 }
 
+/// `t + d`, or a far future instead of overflowing (a caller may well ask
+/// for `Duration::MAX`).
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(t)
+}
+
 /// When an attempt must end: its own timeout, cut to the call's deadline.
 ///
 /// Returns `None` when the deadline has already passed.
@@ -71,7 +79,7 @@ pub(crate) fn attempt_deadline(
     attempt_timeout: Duration,
     call_deadline: Option<Instant>,
 ) -> Option<Instant> {
-    let own = now + attempt_timeout;
+    let own = later(now, attempt_timeout);
     match call_deadline {
         Some(d) if d <= now => None,
         Some(d) => Some(own.min(d)),
@@ -117,8 +125,8 @@ impl Alarms {
         let span = micros(until.saturating_duration_since(begun)).max(1);
         let width = resolution_us(span);
         let at_us = micros(until.saturating_duration_since(self.epoch));
-        let key = at_us.div_ceil(width) * width;
-        let at = self.epoch + Duration::from_micros(key);
+        let key = at_us.div_ceil(width).saturating_mul(width);
+        let at = later(self.epoch, Duration::from_micros(key));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         for (k, alarm) in recent.slots.iter().flatten() {
             if *k == key
@@ -188,11 +196,12 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// A thousandth of the span, rounded down to a power of ten microseconds,
-/// between 100 µs and 1 s.
+/// at least 100 µs. Never capped above: then at most about a thousand timer
+/// tasks are alive per timeout value, however long the timeout.
 fn resolution_us(span_us: u64) -> u64 {
-    let target = (span_us / 1000).clamp(100, 1_000_000);
-    let mut w = 100;
-    while w * 10 <= target {
+    let target = (span_us / 1000).max(100);
+    let mut w: u64 = 100;
+    while w <= u64::MAX / 10 && w * 10 <= target {
         w *= 10;
     }
     w
@@ -208,7 +217,8 @@ mod tests {
         assert_eq!(resolution_us(5_000_000), 1_000);
         assert_eq!(resolution_us(300_000), 100);
         assert_eq!(resolution_us(10_000), 100);
-        assert_eq!(resolution_us(u64::MAX), 1_000_000);
+        assert_eq!(resolution_us(86_400_000_000), 10_000_000);
+        assert!(resolution_us(u64::MAX) <= u64::MAX / 1000 + 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -242,6 +252,15 @@ mod tests {
             .unwrap();
         rt.block_on(a.wait());
         assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let now = Instant::now();
+        assert!(attempt_deadline(now, Duration::MAX, None).unwrap() > now);
+        let alarms = Alarms::new();
+        let a = alarms.alarm(now, later(now, Duration::MAX));
+        assert!(a.at > now);
     }
 
     #[test]

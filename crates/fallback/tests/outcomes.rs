@@ -469,3 +469,31 @@ async fn head_with_a_large_content_length_is_not_too_large() {
     assert!(resp.body().is_empty());
     assert_eq!(resp.headers()["content-length"], "4096");
 }
+
+#[tokio::test]
+async fn huge_durations_are_accepted_without_overflow() {
+    let down = Server::start(Behavior::status(503));
+    let up = Server::start(Behavior::ok("fine"));
+    let chain = Chain::builder()
+        .timeout(Duration::MAX)
+        .deadline(Duration::MAX)
+        .retry_after_cap(Duration::MAX)
+        .breaker(
+            fallback::BreakerConfig::new()
+                .with_consecutive_failures(1)
+                .with_break(Duration::MAX)
+                .with_max_break(Duration::MAX),
+        )
+        .link(Link::get(down.url("/")))
+        .link(Link::get(up.url("/")))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(&chain.call().await.unwrap().body()[..], b"fine");
+    }
+    assert_eq!(
+        down.request_count(),
+        1,
+        "the breaker opened for a very long time"
+    );
+}
