@@ -615,19 +615,16 @@ impl Chain {
                 let mut probe = match self.admit(index, ep, begun, forced) {
                     Ok(probe) => probe,
                     Err(until) => {
-                        let attempt = Attempt {
-                            link: index,
-                            name: ep.name.clone(),
-                            url: ep.url.clone(),
+                        let why = skip_reason(until, begun);
+                        let attempt = unanswered(
+                            index,
+                            ep,
                             try_number,
-                            outcome: Outcome::Skipped,
-                            phase: None,
-                            status: None,
-                            elapsed: Duration::ZERO,
-                            error: Some(skip_reason(until, begun)),
-                        };
-                        self.observe(&attempt);
-                        report.attempts.push(attempt);
+                            Outcome::Skipped,
+                            Duration::ZERO,
+                            why,
+                        );
+                        self.note(&mut report, attempt);
                         continue 'links;
                     }
                 };
@@ -722,21 +719,10 @@ impl Chain {
                 if !inner.budget.try_withdraw() {
                     #[cfg(feature = "metrics")]
                     crate::metrics::budget_denied();
-                    let attempt = Attempt {
-                        elapsed: Duration::ZERO,
-                        ..record(
-                            Outcome::Skipped,
-                            None,
-                            None,
-                            Some(ErrorText::fixed("retry budget spent; moved on")),
-                        )
-                    };
-                    let attempt = Attempt {
-                        try_number,
-                        ..attempt
-                    };
-                    self.observe(&attempt);
-                    report.attempts.push(attempt);
+                    let why = ErrorText::fixed("retry budget spent; moved on");
+                    let attempt =
+                        unanswered(index, ep, try_number, Outcome::Skipped, Duration::ZERO, why);
+                    self.note(&mut report, attempt);
                     break;
                 }
                 tokio::time::sleep(wait).await;
@@ -927,19 +913,11 @@ impl Chain {
                 Ok(g) => g,
                 Err(until) => {
                     *next += 1;
-                    let attempt = Attempt {
-                        link: index,
-                        name: ep.name.clone(),
-                        url: ep.url.clone(),
-                        try_number: 1,
-                        outcome: Outcome::Skipped,
-                        phase: None,
-                        status: None,
-                        elapsed: Duration::ZERO,
-                        error: Some(skip_reason(until, begun)),
-                    };
-                    self.observe(&attempt);
-                    report.attempts.push(attempt);
+                    let why = skip_reason(until, begun);
+                    self.note(
+                        report,
+                        unanswered(index, ep, 1, Outcome::Skipped, Duration::ZERO, why),
+                    );
                     continue;
                 }
             };
@@ -980,20 +958,12 @@ impl Chain {
         eps: &[Endpoint],
     ) {
         for f in flights.drain(..) {
-            let ep = &eps[f.index];
-            let attempt = Attempt {
-                link: f.index,
-                name: ep.name.clone(),
-                url: ep.url.clone(),
-                try_number: 1,
-                outcome: Outcome::Cancelled,
-                phase: None,
-                status: None,
-                elapsed: f.begun.elapsed(),
-                error: Some(ErrorText::fixed("lost the hedge race; cancelled")),
-            };
-            self.observe(&attempt);
-            report.attempts.push(attempt);
+            let why = ErrorText::fixed("lost the hedge race; cancelled");
+            let elapsed = f.begun.elapsed();
+            self.note(
+                report,
+                unanswered(f.index, &eps[f.index], 1, Outcome::Cancelled, elapsed, why),
+            );
             // Dropping the future drops its connection and frees any probe.
             drop(f);
         }
@@ -1059,6 +1029,12 @@ impl Chain {
             guard.settle(&ended, Instant::now());
         });
         true
+    }
+
+    /// Observes an attempt and adds it to the report.
+    fn note(&self, report: &mut Report, attempt: Attempt) {
+        self.observe(&attempt);
+        report.attempts.push(attempt);
     }
 
     fn observe(&self, attempt: &Attempt) {
@@ -1401,6 +1377,28 @@ fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
         status = tracing::field::Empty,
         elapsed_ms = tracing::field::Empty,
     )
+}
+
+/// An attempt that got no answer: skipped, or cancelled as a hedge loser.
+fn unanswered(
+    index: usize,
+    ep: &Endpoint,
+    try_number: u32,
+    outcome: Outcome,
+    elapsed: Duration,
+    why: ErrorText,
+) -> Attempt {
+    Attempt {
+        link: index,
+        name: ep.name.clone(),
+        url: ep.url.clone(),
+        try_number,
+        outcome,
+        phase: None,
+        status: None,
+        elapsed,
+        error: Some(why),
+    }
 }
 
 fn skip_reason(until: Instant, now: Instant) -> ErrorText {
