@@ -29,7 +29,7 @@ use crate::safety::{may_resend, Delivery};
 use crate::timeout::{
     attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
-use crate::transport::{HyperTransport, Transport, TransportErrorKind};
+use crate::transport::{error_chain, HyperTransport, Transport, TransportErrorKind};
 
 /// Default limit on a response body: 16 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -586,14 +586,7 @@ impl Chain {
             ..Report::default()
         };
         let mut last: Option<LastResponse> = None;
-        let fail = |kind, mut report: Report, last| {
-            report.elapsed = started.elapsed();
-            let e = Error::new(kind, report, last);
-            match inner.deadline {
-                Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
-                _ => e,
-            }
-        };
+        let fail = |kind, report, last| self.failure(kind, report, last, started);
         // Only chains that can retry pay for the budget's bookkeeping.
         let call_no = if inner.retries_possible {
             inner.budget.deposit();
@@ -744,14 +737,7 @@ impl Chain {
         let deadline = inner.deadline.map(|d| later(started, d));
         let mut report = Report::default();
         let mut last: Option<LastResponse> = None;
-        let fail = |kind, mut report: Report, last| {
-            report.elapsed = started.elapsed();
-            let e = Error::new(kind, report, last);
-            match inner.deadline {
-                Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
-                _ => e,
-            }
-        };
+        let fail = |kind, report, last| self.failure(kind, report, last, started);
         inner.budget.deposit();
         let forced = self.panic_link(started);
         let n = eps.len();
@@ -1031,6 +1017,22 @@ impl Chain {
         true
     }
 
+    /// The error ending a call that started at `started`.
+    fn failure(
+        &self,
+        kind: ErrorKind,
+        mut report: Report,
+        last: Option<LastResponse>,
+        started: Instant,
+    ) -> Error {
+        report.elapsed = started.elapsed();
+        let e = Error::new(kind, report, last);
+        match self.inner.deadline {
+            Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
+            _ => e,
+        }
+    }
+
     /// Observes an attempt and adds it to the report.
     fn note(&self, report: &mut Report, attempt: Attempt) {
         self.observe(&attempt);
@@ -1152,7 +1154,7 @@ impl Chain {
                 Some(Err(ConsumeError::Body(e))) => Lost::new(
                     Outcome::Io,
                     Delivery::Processed,
-                    format!("body could not be read whole: {}", chain_text(&*e)),
+                    format!("body could not be read whole: {}", error_chain(&*e)),
                 ),
                 Some(Err(ConsumeError::Decode(e, bytes))) => Lost {
                     response: Some(LastResponse {
@@ -1261,17 +1263,6 @@ fn not_resent(
              Mark the link idempotent or send an Idempotency-Key header to allow re-sending"
         )
     }
-}
-
-fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Feeds one attempt's result to its link's breaker. Dropped without a

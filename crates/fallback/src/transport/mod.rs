@@ -85,6 +85,18 @@ pub enum TransportErrorKind {
     Other,
 }
 
+/// An error and its causes, joined with ": ".
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 /// A failure of [`Transport::send`].
 pub struct TransportError {
     kind: TransportErrorKind,
@@ -126,13 +138,7 @@ impl fmt::Debug for TransportError {
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Error chains from hyper are terse at the top; the causes say why.
-        write!(f, "{}", self.source)?;
-        let mut cause = self.source.source();
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
+        f.write_str(&error_chain(&*self.source))
     }
 }
 
