@@ -7,15 +7,16 @@ use std::time::Duration;
 use fallback::{BreakerConfig, Chain, Hedge, Link};
 use fallback_testserver::{Behavior, Reply, Server};
 
+use crate::print::outln;
 use crate::{report, runtime, Usage};
 
 fn title(n: usize, text: &str) {
-    println!("\n{n}. {text}");
+    outln!("\n{n}. {text}");
 }
 
 fn show(r: &fallback::Report, status: Option<u16>) {
     for line in report::text(r, status).lines() {
-        println!("   {line}");
+        outln!("   {line}");
     }
 }
 
@@ -30,7 +31,7 @@ pub fn run() -> Result<ExitCode, Usage> {
         Reply::json(200, r#"{"from": "slow primary"}"#).delay(Duration::from_secs(2)),
     );
     let healthy = Server::start(Behavior::ok_json(r#"{"id": 42, "status": "shipped"}"#));
-    println!("Servers on 127.0.0.1: refused :{}, black hole :{}, 503 :{}, bad JSON :{}, slow :{}, healthy :{}",
+    outln!("Servers on 127.0.0.1: refused :{}, black hole :{}, 503 :{}, bad JSON :{}, slow :{}, healthy :{}",
         refused.addr().port(), black_hole.addr().port(), unavailable.addr().port(),
         garbage.addr().port(), slow.addr().port(), healthy.addr().port());
 
@@ -56,7 +57,7 @@ pub fn run() -> Result<ExitCode, Usage> {
         {
             Ok(resp) => {
                 show(resp.report(), Some(resp.status().as_u16()));
-                println!("   body: {}", resp.body());
+                outln!("   body: {}", resp.body());
             }
             Err(f) => show(f.report(), None),
         }
@@ -87,7 +88,7 @@ pub fn run() -> Result<ExitCode, Usage> {
         )?;
         for call in 1..=3 {
             if let Ok(resp) = chain.call().await {
-                println!("   call {call}:");
+                outln!("   call {call}:");
                 show(resp.report(), Some(resp.status().as_u16()));
             }
         }
@@ -103,8 +104,8 @@ pub fn run() -> Result<ExitCode, Usage> {
         )?;
         if let Err(e) = chain.call().await {
             show(e.report(), None);
-            println!("   error: {e}");
-            println!(
+            outln!("   error: {e}");
+            outln!(
                 "   last body: {}",
                 String::from_utf8_lossy(e.body().map(|b| &b[..]).unwrap_or(b""))
             );
@@ -131,14 +132,14 @@ pub fn run() -> Result<ExitCode, Usage> {
         )?;
         if let Err(e) = chain.call().await {
             show(e.report(), None);
-            println!("   error: {e}");
+            outln!("   error: {e}");
         }
         let posts = healthy
             .requests()
             .iter()
             .filter(|r| r.method == "POST")
             .count();
-        println!("   backup-1 received {posts} POST(s)");
+        outln!("   backup-1 received {posts} POST(s)");
         Ok(ExitCode::SUCCESS)
     })
 }

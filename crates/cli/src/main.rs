@@ -6,6 +6,7 @@
 mod config;
 mod demo;
 mod output;
+mod print;
 mod report;
 mod units;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use fallback::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
 use indicatif::{ProgressBar, ProgressStyle};
+use print::{err, errln, outln};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -41,7 +43,8 @@ enum Command {
     /// Send one request along the chain: config links first, then the URLs
     /// given here, in order. Exit 0: a link succeeded; 1: every link failed,
     /// a final status came back or the deadline expired; 2: invalid input
-    /// (nothing was sent).
+    /// (nothing was sent). A reader that goes away (`| head`) ends the output
+    /// quietly and leaves the exit status as it would have been.
     #[command(after_help = "\
 Examples:
   fallback send https://primary.example/api https://backup.example/api
@@ -146,7 +149,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(Usage(msg)) => {
-            eprintln!("fallback: {msg}");
+            errln!("fallback: {msg}");
             ExitCode::from(2)
         }
     }
@@ -197,8 +200,11 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
 fn split_header(h: &str) -> Result<(String, String), Usage> {
     match h.split_once(':') {
         Some((n, v)) if !n.trim().is_empty() => Ok((n.trim().to_owned(), v.trim().to_owned())),
+        // Only the first word is echoed: without the colon, the rest may be
+        // a secret value.
         _ => Err(Usage(format!(
-            "invalid header {h:?}: expected 'Name: value'"
+            "invalid header {:?}: expected 'Name: value'",
+            h.split_whitespace().next().unwrap_or("")
         ))),
     }
 }
@@ -416,7 +422,7 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
         BodyOut::Spool(s) => s.copy_to(&mut stdout),
         BodyOut::Bytes(b) => stdout.write_all(&b).and_then(|_| stdout.flush()),
         BodyOut::Committed(Err(e)) => {
-            eprintln!(
+            errln!(
                 "fallback: cannot write {}: {e}",
                 args.output
                     .as_deref()
@@ -435,23 +441,23 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
     if let Err(e) = written {
         // A closed pipe (`| head`) is the reader's choice, not a failure.
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("fallback: cannot write to stdout: {e}");
+            errln!("fallback: cannot write to stdout: {e}");
             code = 1;
         }
     }
     if let Some(e) = &error {
         if e.kind() == fallback::ErrorKind::MaybeProcessed {
             // The library's advice, in this command's terms.
-            eprintln!(
+            errln!(
                 "fallback: {e}\nfallback: hint: pass --idempotent, or send an Idempotency-Key header, to allow re-sending"
             );
         } else {
-            eprintln!("fallback: {e}");
+            errln!("fallback: {e}");
         }
     }
     match format {
-        ReportFormat::Text => eprint!("{}", report::text(&report, status)),
-        ReportFormat::Json => eprintln!("{}", report::json(&report, status)),
+        ReportFormat::Text => err!("{}", report::text(&report, status)),
+        ReportFormat::Json => errln!("{}", report::json(&report, status)),
         ReportFormat::None => {}
     }
     Ok(ExitCode::from(code))
@@ -474,23 +480,23 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     }
     let args = SendArgs::parse_from(["send"]);
     let chain = build_chain(&args, &cfg)?;
-    println!("{}: {} link(s), nothing sent", path.display(), chain.len());
+    outln!("{}: {} link(s), nothing sent", path.display(), chain.len());
     for l in chain.links() {
-        println!("[{}] {}  {} {}", l.index(), l.name(), l.method(), l.url());
+        outln!("[{}] {}  {} {}", l.index(), l.name(), l.method(), l.url());
         for (n, v) in l.headers() {
-            println!("      {n}: {v}");
+            outln!("      {n}: {v}");
         }
-        println!("      body: {}  idempotent: {}", l.body(), l.idempotent());
+        outln!("      body: {}  idempotent: {}", l.body(), l.idempotent());
         if let Some(t) = l.timeout() {
-            println!("      timeout: {t:?}");
+            outln!("      timeout: {t:?}");
         }
         if let Some(r) = l.retries() {
-            println!("      retries: {r}");
+            outln!("      retries: {r}");
         }
     }
     let show = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            println!("{k}: {v}");
+            outln!("{k}: {v}");
         }
     };
     show("timeout", cfg.timeout.map(|d| format!("{d:?}")));

@@ -483,6 +483,24 @@ fn invalid_input_exits_2_naming_the_culprit() {
     assert_eq!(s.request_count(), 0, "nothing was sent");
 }
 
+#[test]
+fn ports_outside_1_to_65535_exit_2() {
+    // Before, these quietly went to port 80.
+    for port in ["99999", "65536", "0"] {
+        let url = format!("http://127.0.0.1:{port}/x");
+        let o = run(&["send", &url]);
+        assert_usage(&o, &format!("port {port} is out of range"));
+        assert!(stderr(&o).contains("link 0"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_header_without_a_colon_is_not_echoed_whole() {
+    let o = run(&["send", "-H", "X-Api-Key s3cret-value", "http://127.0.0.1:1/"]);
+    assert_usage(&o, "X-Api-Key");
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+}
+
 // ---- the config file ----
 
 #[test]
@@ -730,4 +748,86 @@ fn demo_runs_on_loopback() {
     for word in ["connect", "timeout", "503", "cancelled", "skipped", "ok"] {
         assert!(out.contains(word), "{word} missing from the demo:\n{out}");
     }
+}
+
+// ---- a reader that goes away ----
+
+/// Runs `args` with stdout and stderr piped, hands the child to `reader`
+/// (which closes one of them early, as `| head` does), and returns the exit
+/// status with whatever stderr said.
+fn run_closing(args: &[&str], reader: impl FnOnce(&mut std::process::Child)) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fallback");
+    reader(&mut child);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    let status = o.status.code().unwrap_or_else(|| panic!("killed: {:?}", o.status));
+    (status, err)
+}
+
+fn big_config(dir: &Path, links: usize, url: &str) -> String {
+    let mut cfg = String::new();
+    for i in 0..links {
+        cfg.push_str(&format!(
+            "[[endpoint]]\nname = \"link-{i}\"\nurl = \"{url}\"\nheaders = {{ X-Trace = \"{i}\" }}\n"
+        ));
+    }
+    write(dir, "big.toml", cfg.as_bytes())
+}
+
+#[test]
+fn check_piped_into_head_stops_quietly() {
+    // `fallback check -c big.toml | head -1`: far more than a pipe's 64 KiB
+    // buffer, so the reader is certainly gone before the end is written.
+    let dir = tempfile::tempdir().unwrap();
+    let p = big_config(dir.path(), 2000, "http://127.0.0.1:1/x");
+    let (status, _) = run_closing(&["check", "-c", &p], |child| {
+        use std::io::BufRead;
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("2000 link(s)"), "{first}");
+        // Dropping the reader closes the pipe, as `head -1` does.
+    });
+    assert_eq!(status, 0, "the exit status is the command's own");
+}
+
+#[test]
+fn send_with_stdout_closed_stops_quietly() {
+    let s = Server::start(Behavior::Huge {
+        status: 200,
+        len: 1 << 20,
+        chunked: false,
+    });
+    let (status, err) = run_closing(&["send", "--report", "text", &s.url("/big")], |child| {
+        drop(child.stdout.take());
+    });
+    assert_eq!(status, 0, "the call succeeded: {err}");
+    assert!(err.contains("=> 200 from link 0"), "the report still goes to stderr: {err}");
+}
+
+#[test]
+fn send_with_stderr_closed_stops_quietly() {
+    // `fallback send ... --report json 2>&1 >/dev/null | head -c 10`: 400
+    // refused links make a report far larger than a pipe's buffer.
+    let refused = Server::refused();
+    let url = refused.url("/x");
+    let mut args = vec!["send", "--report", "json"];
+    args.extend(std::iter::repeat_n(url.as_str(), 400));
+    let (status, _) = run_closing(&args, |child| {
+        use std::io::Read;
+        let mut head = [0u8; 10];
+        child.stderr.as_mut().unwrap().read_exact(&mut head).unwrap();
+        drop(child.stderr.take());
+    });
+    assert_eq!(status, 1, "every link failed, so 1");
 }

@@ -409,10 +409,33 @@ fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
         Some(h) if !h.is_empty() => {}
         _ => return Err(problem("missing host")),
     }
-    if uri.port().is_some_and(|p| p.as_u16() == 0) {
-        return Err(problem("port 0"));
+    // `Uri` keeps a port that does not fit in 16 bits, and clients then
+    // quietly use the scheme's default port instead.
+    if let Some(port) = uri.authority().and_then(|a| raw_port(a.as_str())) {
+        match port.parse::<u32>() {
+            Ok(1..=65535) => {}
+            _ => {
+                return Err(problem(&format!(
+                    "port {port} is out of range: ports are 1 to 65535"
+                )))
+            }
+        }
     }
     Ok(uri)
+}
+
+/// The port as written in an authority (`user@host:port`, `[::1]:port`),
+/// if there is a non-empty one.
+fn raw_port(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match host_port.rfind(']') {
+        Some(i) => &host_port[i + 1..],
+        None => host_port,
+    };
+    after_host
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
 }
 
 pub(crate) fn parse_method(method: &str) -> Result<Method, LinkProblem> {
@@ -648,6 +671,23 @@ mod tests {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn ports_as_written() {
+        assert_eq!(raw_port("h:8080"), Some("8080"));
+        assert_eq!(raw_port("u:p@h:99999"), Some("99999"));
+        assert_eq!(raw_port("[::1]:65536"), Some("65536"));
+        assert_eq!(raw_port("[::1]"), None);
+        assert_eq!(raw_port("u:p@h"), None);
+        assert_eq!(raw_port("h:"), None);
+        for url in ["http://h:99999/", "http://h:65536/", "http://h:0/", "http://[::1]:70000/"] {
+            let e = parse_url(url).unwrap_err().to_string();
+            assert!(e.contains("out of range"), "{url}: {e}");
+        }
+        for url in ["http://h:1/", "http://h:65535/", "http://[::1]:8080/", "http://h/"] {
+            assert!(parse_url(url).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -58,6 +58,23 @@ fn bad_urls() {
 }
 
 #[test]
+fn ports_outside_1_to_65535_are_refused() {
+    // `Uri` accepts these, and a client would then quietly connect to
+    // port 80 instead.
+    for (url, port) in [
+        ("http://127.0.0.1:99999/x", "99999"),
+        ("http://127.0.0.1:65536/x", "65536"),
+        ("http://127.0.0.1:0/x", "0"),
+        ("https://u:p@[::1]:70000/x", "70000"),
+    ] {
+        let (e, msg) = refused(|_| Link::get(url).name("bad-port"));
+        assert!(matches!(problem(&e), LinkProblem::Url { .. }), "{url}: {msg}");
+        assert!(msg.contains("link 1 (bad-port)"), "{msg}");
+        assert!(msg.contains(&format!("port {port} is out of range")), "{msg}");
+    }
+}
+
+#[test]
 fn userinfo_never_appears_in_errors() {
     let (_, msg) = refused(|_| Link::get("ftp://user:hunter2@example.com/"));
     assert!(!msg.contains("hunter2"), "{msg}");
