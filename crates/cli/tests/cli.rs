@@ -496,7 +496,12 @@ fn ports_outside_1_to_65535_exit_2() {
 
 #[test]
 fn a_header_without_a_colon_is_not_echoed_whole() {
-    let o = run(&["send", "-H", "X-Api-Key s3cret-value", "http://127.0.0.1:1/"]);
+    let o = run(&[
+        "send",
+        "-H",
+        "X-Api-Key s3cret-value",
+        "http://127.0.0.1:1/",
+    ]);
     assert_usage(&o, "X-Api-Key");
     assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
 }
@@ -770,7 +775,10 @@ fn run_closing(args: &[&str], reader: impl FnOnce(&mut std::process::Child)) -> 
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "{err}"
     );
-    let status = o.status.code().unwrap_or_else(|| panic!("killed: {:?}", o.status));
+    let status = o
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("killed: {:?}", o.status));
     (status, err)
 }
 
@@ -812,7 +820,10 @@ fn send_with_stdout_closed_stops_quietly() {
         drop(child.stdout.take());
     });
     assert_eq!(status, 0, "the call succeeded: {err}");
-    assert!(err.contains("=> 200 from link 0"), "the report still goes to stderr: {err}");
+    assert!(
+        err.contains("=> 200 from link 0"),
+        "the report still goes to stderr: {err}"
+    );
 }
 
 #[test]
@@ -826,7 +837,12 @@ fn send_with_stderr_closed_stops_quietly() {
     let (status, _) = run_closing(&args, |child| {
         use std::io::Read;
         let mut head = [0u8; 10];
-        child.stderr.as_mut().unwrap().read_exact(&mut head).unwrap();
+        child
+            .stderr
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
         drop(child.stderr.take());
     });
     assert_eq!(status, 1, "every link failed, so 1");

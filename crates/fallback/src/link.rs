@@ -681,11 +681,21 @@ mod tests {
         assert_eq!(raw_port("[::1]"), None);
         assert_eq!(raw_port("u:p@h"), None);
         assert_eq!(raw_port("h:"), None);
-        for url in ["http://h:99999/", "http://h:65536/", "http://h:0/", "http://[::1]:70000/"] {
+        for url in [
+            "http://h:99999/",
+            "http://h:65536/",
+            "http://h:0/",
+            "http://[::1]:70000/",
+        ] {
             let e = parse_url(url).unwrap_err().to_string();
             assert!(e.contains("out of range"), "{url}: {e}");
         }
-        for url in ["http://h:1/", "http://h:65535/", "http://[::1]:8080/", "http://h/"] {
+        for url in [
+            "http://h:1/",
+            "http://h:65535/",
+            "http://[::1]:8080/",
+            "http://h/",
+        ] {
             assert!(parse_url(url).is_ok(), "{url}");
         }
     }

@@ -68,9 +68,15 @@ fn ports_outside_1_to_65535_are_refused() {
         ("https://u:p@[::1]:70000/x", "70000"),
     ] {
         let (e, msg) = refused(|_| Link::get(url).name("bad-port"));
-        assert!(matches!(problem(&e), LinkProblem::Url { .. }), "{url}: {msg}");
+        assert!(
+            matches!(problem(&e), LinkProblem::Url { .. }),
+            "{url}: {msg}"
+        );
         assert!(msg.contains("link 1 (bad-port)"), "{msg}");
-        assert!(msg.contains(&format!("port {port} is out of range")), "{msg}");
+        assert!(
+            msg.contains(&format!("port {port} is out of range")),
+            "{msg}"
+        );
     }
 }
 
