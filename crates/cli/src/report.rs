@@ -65,6 +65,7 @@ pub fn json(report: &Report, status: Option<u16>) -> String {
                 "url": a.url(),
                 "try": a.try_number(),
                 "outcome": a.outcome().as_str(),
+                "phase": a.phase().map(|p| p.as_str()),
                 "status": a.status().map(|s| s.as_u16()),
                 "elapsed_ms": ms(a.elapsed()),
                 "error": a.error(),

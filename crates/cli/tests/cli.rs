@@ -204,6 +204,54 @@ fn timeout_moves_on_from_a_black_hole() {
 }
 
 #[test]
+fn a_timeout_during_the_connect_lets_a_post_fail_over() {
+    // `fallback send --timeout 300ms -d hello P B` with a primary that never
+    // completes the handshake: nothing was sent, so the POST fails over.
+    let primary = Server::connect_hangs();
+    let backup = Server::start(Behavior::Echo);
+    let o = run(&[
+        "send",
+        "--timeout",
+        "300ms",
+        "--report",
+        "json",
+        "-d",
+        "hello",
+        &primary.url("/x"),
+        &backup.url("/x"),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout, b"hello");
+    let r = report(&o);
+    assert_eq!(r["attempts"][0]["outcome"], "timeout");
+    assert_eq!(r["attempts"][0]["phase"], "connect");
+    assert_eq!(backup.request_count(), 1);
+}
+
+#[test]
+fn a_deadline_during_the_connect_is_not_an_unknown_outcome() {
+    let primary = Server::connect_hangs();
+    let backup = Server::start(Behavior::Echo);
+    let o = run(&[
+        "send",
+        "--deadline",
+        "300ms",
+        "--report",
+        "json",
+        "-d",
+        "hello",
+        &primary.url("/x"),
+        &backup.url("/x"),
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("deadline"), "{err}");
+    assert!(!err.contains("may have been processed"), "{err}");
+    let r = report(&o);
+    assert_eq!(r["attempts"][0]["phase"], "connect");
+}
+
+#[test]
 fn retries_try_the_same_link_again() {
     let flaky = Server::start(Behavior::fail_first(
         1,

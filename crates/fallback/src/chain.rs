@@ -29,7 +29,9 @@ use crate::safety::{may_resend, Delivery};
 use crate::timeout::{
     attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
 };
-use crate::transport::{error_chain, HyperTransport, Transport, TransportErrorKind};
+use crate::transport::{
+    error_chain, FreshConnection, Handoff, HyperTransport, Transport, TransportErrorKind,
+};
 
 /// Default limit on a response body: 16 MiB.
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -425,6 +427,13 @@ enum Ended<O> {
     Lost(Box<Lost>),
 }
 
+/// A request re-sent within one attempt because its pooled connection was
+/// stale; it becomes a `stale` line of the report.
+struct Resent {
+    elapsed: Duration,
+    error: ErrorText,
+}
+
 struct Lost {
     outcome: Outcome,
     phase: Option<Phase>,
@@ -627,10 +636,16 @@ impl Chain {
                     return Err(fail(ErrorKind::Deadline, report, last));
                 };
                 let span = attempt_span(ep, try_number);
+                let mut resent = None;
                 let ended = self
-                    .attempt(ep, consumer, begun, until)
+                    .attempt(ep, consumer, begun, until, &mut resent)
                     .instrument(span.clone())
                     .await;
+                if let Some(r) = resent {
+                    let attempt =
+                        unanswered(index, ep, try_number, Outcome::Stale, r.elapsed, r.error);
+                    span.in_scope(|| self.note(&mut report, attempt));
+                }
                 let ended_at = Instant::now();
                 let elapsed = ended_at - begun;
                 probe.settle(&ended, ended_at);
@@ -789,7 +804,7 @@ impl Chain {
                 d = first_done(&mut flights) => Some(d),
                 _ = tokio::time::sleep_until(hedge_at), if can_hedge => None,
             };
-            let Some((i, (mut guard, ended))) = done else {
+            let Some((i, (mut guard, ended, resent))) = done else {
                 if inner.budget.try_withdraw() {
                     match self.launch(
                         &mut next,
@@ -815,6 +830,10 @@ impl Chain {
             let flight = flights.remove(i);
             guard.settle(&ended, Instant::now());
             let ep = &eps[flight.index];
+            if let Some(r) = resent {
+                let attempt = unanswered(flight.index, ep, 1, Outcome::Stale, r.elapsed, r.error);
+                self.note(&mut report, attempt);
+            }
             let elapsed = flight.begun.elapsed();
             let mut attempt = Attempt {
                 link: flight.index,
@@ -921,8 +940,11 @@ impl Chain {
             }
             let span = attempt_span(ep, 1);
             let fut = async move {
-                let ended = self.attempt(ep, &mut consumer, begun, until).await;
-                (guard, ended)
+                let mut resent = None;
+                let ended = self
+                    .attempt(ep, &mut consumer, begun, until, &mut resent)
+                    .await;
+                (guard, ended, resent)
             }
             .instrument(span);
             flights.push(Flight {
@@ -1010,7 +1032,9 @@ impl Chain {
             let begun = Instant::now();
             let mut guard = ProbeGuard::new(&breakers[index], true);
             let until = later(begun, ep.timeout.unwrap_or(inner.timeout));
-            let ended = chain.attempt(ep, &mut Buffered, begun, until).await;
+            let ended = chain
+                .attempt(ep, &mut Buffered, begun, until, &mut None)
+                .await;
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
             guard.settle(&ended, Instant::now());
         });
@@ -1056,6 +1080,8 @@ impl Chain {
             } else {
                 tracing::info!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded after failover");
             }
+        } else if attempt.outcome == Outcome::Stale {
+            tracing::debug!(link = %attempt.name, try_number = attempt.try_number, "stale pooled connection; re-sent");
         } else {
             tracing::warn!(
                 link = %attempt.name,
@@ -1074,54 +1100,106 @@ impl Chain {
 
     /// One attempt at one link, bounded by `until`: connect, send, head
     /// and the whole body, under one timer.
+    ///
+    /// `resent` is set when a stale pooled connection made the request go
+    /// out a second time within the attempt.
     async fn attempt<C: Consume>(
         &self,
         ep: &Endpoint,
         consumer: &mut C,
         begun: Instant,
         until: Instant,
+        resent: &mut Option<Resent>,
     ) -> Ended<C::Output> {
         let inner = &*self.inner;
         let limit = inner.max_body;
         let lost = |l: Lost| Ended::Lost(Box::new(l));
-        let request = match ep.request().await {
-            Ok(r) => r,
-            Err(e) => {
-                return lost(Lost {
-                    stop: Some(ErrorKind::Body),
-                    ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
-                })
-            }
+        let body_failed = |e: std::io::Error| {
+            lost(Lost {
+                stop: Some(ErrorKind::Body),
+                ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
+            })
         };
+        let mut request = match ep.request().await {
+            Ok(r) => r,
+            Err(e) => return body_failed(e),
+        };
+        let mut handoff = Handoff::new();
+        request.extensions_mut().insert(handoff.clone());
         // One (shared) alarm for both phases.
         let alarm = inner.alarms.alarm(begun, until);
         let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
-        let resp = match within(transport.send(request), &alarm).await {
-            Some(Ok(resp)) => resp,
-            Some(Err(e)) => {
-                let kind = e.kind();
-                // Rendered only if someone reads it.
-                let text = ErrorText::error(e);
-                return lost(match kind {
-                    TransportErrorKind::Connect => {
-                        Lost::new(Outcome::Connect, Delivery::NotSent, text)
-                    }
-                    TransportErrorKind::ConnectTimeout => Lost {
+        let resp = loop {
+            match within(transport.send(request), &alarm).await {
+                Some(Ok(resp)) => break resp,
+                Some(Err(e))
+                    if e.kind() == TransportErrorKind::StaleConnection
+                        && ep.idempotent
+                        && resent.is_none() =>
+                {
+                    // Go's net/http rule: the server closed a pooled
+                    // connection under the request; send it once more, on
+                    // a new connection, as the same try.
+                    *resent = Some(Resent {
+                        elapsed: begun.elapsed(),
+                        error: format!(
+                            "{e}: the pooled connection had been closed by the server; \
+                             re-sent at once on a new connection"
+                        )
+                        .into(),
+                    });
+                    request = match ep.request().await {
+                        Ok(r) => r,
+                        Err(e) => return body_failed(e),
+                    };
+                    handoff = Handoff::new();
+                    request.extensions_mut().insert(handoff.clone());
+                    request.extensions_mut().insert(FreshConnection);
+                }
+                Some(Err(e)) => {
+                    let kind = e.kind();
+                    return lost(match kind {
+                        // Rendered only if someone reads it.
+                        TransportErrorKind::Connect => {
+                            Lost::new(Outcome::Connect, Delivery::NotSent, ErrorText::error(e))
+                        }
+                        TransportErrorKind::ConnectTimeout => Lost {
+                            phase: Some(Phase::Connect),
+                            ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
+                        },
+                        TransportErrorKind::StaleConnection => Lost::new(
+                            Outcome::Io,
+                            Delivery::Unknown,
+                            format!(
+                                "{e}: a reused connection failed before any answer \
+                                 (the server may have closed it while idle)"
+                            ),
+                        ),
+                        _ => Lost::new(Outcome::Io, Delivery::Unknown, ErrorText::error(e)),
+                    });
+                }
+                // The timer fired before the transport handed the request
+                // to a connection: nothing was sent.
+                None if handoff.never_left() => {
+                    return lost(Lost {
                         phase: Some(Phase::Connect),
-                        ..Lost::new(Outcome::Timeout, Delivery::NotSent, text)
-                    },
-                    _ => Lost::new(Outcome::Io, Delivery::Unknown, text),
-                });
-            }
-            None => {
-                return lost(Lost {
-                    phase: Some(Phase::Head),
-                    ..Lost::new(
-                        Outcome::Timeout,
-                        Delivery::Unknown,
-                        format!("no response head within {:?}", until.duration_since(begun)),
-                    )
-                })
+                        ..Lost::new(
+                            Outcome::Timeout,
+                            Delivery::NotSent,
+                            format!("no connection within {:?}", until.duration_since(begun)),
+                        )
+                    })
+                }
+                None => {
+                    return lost(Lost {
+                        phase: Some(Phase::Head),
+                        ..Lost::new(
+                            Outcome::Timeout,
+                            Delivery::Unknown,
+                            format!("no response head within {:?}", until.duration_since(begun)),
+                        )
+                    })
+                }
             }
         };
         let (parts, body) = resp.into_parts();
@@ -1319,12 +1397,13 @@ fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
                 || s == StatusCode::REQUEST_TIMEOUT
                 || s == StatusCode::TOO_MANY_REQUESTS
         }),
-        Outcome::Skipped | Outcome::Cancelled | Outcome::Ok => false,
+        Outcome::Skipped | Outcome::Cancelled | Outcome::Ok | Outcome::Stale => false,
         _ => true,
     }
 }
 
-type FlightFuture<'a, O> = Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>)> + Send + 'a>>;
+type FlightFuture<'a, O> =
+    Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>, Option<Resent>)> + Send + 'a>>;
 
 /// One attempt in flight in a hedged call.
 struct Flight<'a, O> {
@@ -1345,7 +1424,7 @@ enum Launch {
 /// The first attempt in flight to finish, and its position.
 fn first_done<'f, 'a, O>(
     flights: &'f mut [Flight<'a, O>],
-) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>))> + 'f {
+) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>, Option<Resent>))> + 'f {
     std::future::poll_fn(move |cx| {
         for (i, f) in flights.iter_mut().enumerate() {
             if let std::task::Poll::Ready(out) = f.fut.as_mut().poll(cx) {
@@ -1370,7 +1449,8 @@ fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
     )
 }
 
-/// An attempt that got no answer: skipped, or cancelled as a hedge loser.
+/// An attempt that got no answer: skipped, cancelled as a hedge loser, or
+/// lost to a stale connection.
 fn unanswered(
     index: usize,
     ep: &Endpoint,

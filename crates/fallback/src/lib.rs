@@ -60,7 +60,8 @@
 //!
 //! | the failed attempt | idempotent | POST, PATCH, other |
 //! | --- | --- | --- |
-//! | no connection: refused, DNS, TLS handshake, connect timeout (nothing was sent) | re-sent | re-sent |
+//! | no connection: refused, DNS, TLS handshake, connect timeout, or an attempt timeout or deadline that fired while still connecting (nothing was sent) | re-sent | re-sent |
+//! | a pooled keep-alive connection the server had closed, found before any byte of the answer | re-sent once, at once, on a new connection: reported `stale`, not a try, not from the budget | **not re-sent**: [`ErrorKind::MaybeProcessed`] |
 //! | an answer with a status that falls back (4xx, 5xx by default) | re-sent | re-sent |
 //! | a timeout after sending, a reset after sending, a truncated answer (outcome unknown) | re-sent | **not re-sent**: [`ErrorKind::MaybeProcessed`] |
 //! | a 2xx whose body is unusable: too large, truncated, not decodable (processed) | re-sent | **not re-sent**: [`ErrorKind::Processed`] |

@@ -39,11 +39,16 @@ pub enum Outcome {
     Skipped,
     /// A hedged attempt that lost.
     Cancelled,
+    /// A pooled keep-alive connection turned out to be closed by the
+    /// server: the request was re-sent at once on a new connection, as the
+    /// same try. Only idempotent requests are re-sent this way; this is not
+    /// a failure of the link, and draws nothing from the retry budget.
+    Stale,
 }
 
 impl Outcome {
     /// The outcome's stable name: `ok`, `status`, `connect`, `timeout`,
-    /// `io`, `too_large`, `decode`, `skipped` or `cancelled`.
+    /// `io`, `too_large`, `decode`, `skipped`, `cancelled` or `stale`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -55,6 +60,7 @@ impl Outcome {
             Outcome::Decode => "decode",
             Outcome::Skipped => "skipped",
             Outcome::Cancelled => "cancelled",
+            Outcome::Stale => "stale",
         }
     }
 }

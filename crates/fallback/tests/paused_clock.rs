@@ -302,3 +302,35 @@ async fn final_and_non_retryable_statuses_are_not_retried_on_the_same_link() {
         [(0, 1, Outcome::Status), (1, 1, Outcome::Ok)]
     );
 }
+
+/// The handoff contract for any transport: a timer that fires while the
+/// transport still reports "connecting" means nothing was sent, so a POST
+/// fails over; handed over, or never tracked, means the outcome is unknown.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_before_the_handoff_is_the_connect_phase() {
+    use fallback::Phase;
+    for (step, phase, fails_over) in [
+        (Step::HangConnecting, Phase::Connect, true),
+        (Step::HangHandedOver, Phase::Head, false),
+        (Step::Hang, Phase::Head, false),
+    ] {
+        let s = Script::new(&[("a", vec![step]), ("b", vec![ok()])]);
+        let c = chain(&s, vec![Link::post("http://a/"), Link::post("http://b/")])
+            .timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let t = Instant::now();
+        let result = c.call().await;
+        assert_eq!(t.elapsed(), Duration::from_secs(1));
+        let report = match &result {
+            Ok(r) => r.report(),
+            Err(e) => e.report(),
+        };
+        let first = &report.attempts()[0];
+        assert_eq!(first.phase(), Some(phase));
+        assert_eq!(result.is_ok(), fails_over, "{phase}");
+        if let Err(e) = result {
+            assert_eq!(e.kind(), ErrorKind::MaybeProcessed);
+        }
+    }
+}

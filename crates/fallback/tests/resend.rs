@@ -37,6 +37,111 @@ async fn connect_timeout_is_the_connect_phase_and_a_post_fails_over() {
     assert_eq!(backup.request_count(), 1);
 }
 
+/// The attempt's own timeout (shorter than the 2 s connect timeout) fires
+/// while the connection is still being made: nothing was sent, so even a
+/// POST fails over. (It used to be reported as `timeout (head)`, an
+/// unknown outcome, and the POST stopped there.)
+#[tokio::test]
+async fn an_attempt_timeout_during_the_connect_lets_a_post_fail_over() {
+    let primary = Server::connect_hangs();
+    let backup = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .timeout(Duration::from_millis(300))
+        .link(Link::post(primary.url("/")).body("order"))
+        .link(Link::post(backup.url("/")).body("order"))
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    let a = &resp.report().attempts()[0];
+    assert_eq!(
+        (a.outcome(), a.phase()),
+        (Outcome::Timeout, Some(Phase::Connect)),
+        "{a}"
+    );
+    assert!(a.error().unwrap().contains("no connection within"), "{a}");
+    assert_eq!(&resp.body()[..], b"order");
+    assert_eq!(backup.request_count(), 1);
+}
+
+/// The call's deadline expires during the connect: the call ends (the
+/// deadline leaves no time for a backup), but as a deadline, with the
+/// attempt in the connect phase, never as "may have been processed".
+#[tokio::test]
+async fn a_deadline_during_the_connect_is_the_connect_phase() {
+    let primary = Server::connect_hangs();
+    let backup = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .deadline(Duration::from_millis(300))
+        .link(Link::post(primary.url("/")).body("order"))
+        .link(Link::post(backup.url("/")).body("order"))
+        .build()
+        .unwrap();
+    let e = chain.call().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deadline, "{e}");
+    assert!(!e.may_have_been_processed());
+    let a = e.last_attempt().unwrap();
+    assert_eq!(
+        (a.outcome(), a.phase()),
+        (Outcome::Timeout, Some(Phase::Connect)),
+        "{e}"
+    );
+
+    // With room left after the attempt's timeout, the POST fails over.
+    let chain = Chain::builder()
+        .timeout(Duration::from_millis(200))
+        .deadline(Duration::from_secs(5))
+        .link(Link::post(primary.url("/")).body("order"))
+        .link(Link::post(backup.url("/")).body("order"))
+        .build()
+        .unwrap();
+    let resp = chain.call().await.unwrap();
+    assert_eq!(resp.winner(), 1);
+    assert_eq!(backup.request_count(), 1);
+}
+
+/// The converse: a server that accepts and reads the request but never
+/// answers may have processed it, so the POST is not re-sent, on a new
+/// connection or on a pooled one.
+#[tokio::test]
+async fn a_timeout_after_the_request_left_keeps_a_post_unsent_to_the_backup() {
+    let primary = Server::start(Behavior::fail_first(
+        1,
+        Behavior::ok("warm"),
+        Behavior::BlackHole,
+    ));
+    let backup = Server::start(Behavior::Echo);
+    let transport = fallback::transport::HyperTransport::new();
+    let post = |body: &str| {
+        Chain::builder()
+            .transport(transport.clone())
+            .timeout(Duration::from_millis(300))
+            .link(Link::post(primary.url("/")).body(body.to_owned()))
+            .link(Link::post(backup.url("/")).body(body.to_owned()))
+            .build()
+            .unwrap()
+    };
+    // The first POST leaves a pooled connection behind; the second is sent
+    // on it and never answered.
+    post("first").call().await.unwrap();
+    let e = post("second").call().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MaybeProcessed, "{e}");
+    let a = e.last_attempt().unwrap();
+    assert_eq!(
+        (a.outcome(), a.phase()),
+        (Outcome::Timeout, Some(Phase::Head))
+    );
+    // And on a new connection.
+    let chain = Chain::builder()
+        .timeout(Duration::from_millis(300))
+        .link(Link::post(primary.url("/")).body("third"))
+        .link(Link::post(backup.url("/")).body("third"))
+        .build()
+        .unwrap();
+    let e = chain.call().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MaybeProcessed, "{e}");
+    assert_eq!(backup.request_count(), 0);
+}
+
 #[tokio::test]
 async fn retries_on_the_same_link_before_moving_on() {
     let flaky = Server::start(Behavior::fail_first(

@@ -58,6 +58,8 @@ pub enum Behavior {
     NeverRead,
     /// Read the request, then reset the connection (TCP RST).
     Reset,
+    /// Read the request, then close the connection (FIN) without answering.
+    Close,
     /// Send a `Content-Length` larger than the body actually sent, then close.
     Truncate {
         /// Status of the response head.
@@ -104,6 +106,7 @@ impl fmt::Debug for Behavior {
             Behavior::BlackHole => f.write_str("BlackHole"),
             Behavior::NeverRead => f.write_str("NeverRead"),
             Behavior::Reset => f.write_str("Reset"),
+            Behavior::Close => f.write_str("Close"),
             Behavior::Truncate {
                 status,
                 declared,
@@ -165,6 +168,22 @@ impl Behavior {
     /// Decide per request; `f` gets the request and its index from 0.
     pub fn custom(f: impl Fn(&Recorded, usize) -> Behavior + Send + Sync + 'static) -> Behavior {
         Behavior::Custom(Arc::new(f))
+    }
+
+    /// The first request on each connection gets `first`; every later
+    /// request on the same (kept-alive) connection gets `reused`. With
+    /// [`Behavior::Close`] or [`Behavior::Reset`] as `reused`, this is what a
+    /// client sees when it sends on a pooled connection that the server
+    /// closed at that very moment, deterministically.
+    pub fn on_reused(reused: Behavior, first: Behavior) -> Behavior {
+        let seen = Mutex::new(std::collections::HashSet::new());
+        Behavior::custom(move |req, _| {
+            if lock(&seen).insert(req.connection) {
+                first.clone()
+            } else {
+                reused.clone()
+            }
+        })
     }
 
     fn resolve(&self, req: &Recorded, index: usize) -> Behavior {
@@ -311,6 +330,7 @@ impl Server {
             behavior: behavior.into(),
             threads: 1,
             backlog: 1024,
+            idle_timeout: None,
         }
     }
 
@@ -394,6 +414,7 @@ pub struct ServerBuilder {
     behavior: Behavior,
     threads: usize,
     backlog: i32,
+    idle_timeout: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -411,6 +432,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Closes a kept-alive connection when no new request has begun to
+    /// arrive within `idle` of the last answer, as gunicorn (2 s), Node.js
+    /// (5 s) and nginx (75 s) do. A request racing that close is lost with
+    /// the connection, unread. Default: connections stay open.
+    pub fn idle_timeout(mut self, idle: Duration) -> ServerBuilder {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
     /// Binds the port and starts serving.
     ///
     /// # Panics
@@ -424,6 +454,7 @@ impl ServerBuilder {
         let state = Arc::new(State::default());
         let (tx, rx) = oneshot::channel();
         let behavior = Arc::new(self.behavior);
+        let idle = self.idle_timeout;
         let st = state.clone();
         let threads = self.threads;
         let thread = std::thread::Builder::new()
@@ -440,7 +471,7 @@ impl ServerBuilder {
                         .build()
                 }
                 .expect("build the server runtime");
-                rt.block_on(serve(std_listener, behavior, st, rx));
+                rt.block_on(serve(std_listener, behavior, idle, st, rx));
             })
             .expect("spawn the server thread");
         Server {
@@ -477,6 +508,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn serve(
     listener: StdListener,
     behavior: Arc<Behavior>,
+    idle: Option<Duration>,
     state: Arc<State>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
@@ -490,16 +522,31 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let id = state.connections.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(connection(stream, id, behavior.clone(), state.clone()));
+                conns.spawn(connection(stream, id, behavior.clone(), idle, state.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
 }
 
-async fn connection(mut stream: TcpStream, id: usize, behavior: Arc<Behavior>, state: Arc<State>) {
+async fn connection(
+    mut stream: TcpStream,
+    id: usize,
+    behavior: Arc<Behavior>,
+    idle: Option<Duration>,
+    state: Arc<State>,
+) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut served = 0usize;
     loop {
+        if let Some(idle) = idle.filter(|_| served > 0 && buf.is_empty()) {
+            // Dropping the stream closes it; bytes that arrived meanwhile
+            // stay unread, so the kernel answers them with a reset.
+            if tokio::time::timeout(idle, stream.readable()).await.is_err() {
+                return;
+            }
+        }
+        served += 1;
         if behavior.never_reads(state.turns.load(Ordering::SeqCst)) {
             state.turns.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;
@@ -553,6 +600,10 @@ async fn respond(
         Behavior::Reset => {
             // SO_LINGER 0 turns the close into a RST.
             let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
+            Ok(false)
+        }
+        Behavior::Close => {
+            stream.shutdown().await?;
             Ok(false)
         }
         Behavior::Truncate {

@@ -21,6 +21,8 @@ pub use self::reqwest::ReqwestTransport;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -72,6 +74,87 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     }
 }
 
+/// Whether a request was handed to a connection: what the chain needs to
+/// know when its timer cuts an attempt short.
+///
+/// The chain puts a `Handoff` in the extensions of every request it gives a
+/// transport. A transport that can tell when a request goes onto a
+/// connection calls [`connecting`](Handoff::connecting) when it starts, and
+/// [`handed_over`](Handoff::handed_over) once the request is given to a
+/// connection (pooled or new), before any byte of it is written. If the
+/// attempt's timeout or the call's deadline then fires while the handoff
+/// is still *connecting*, nothing was sent: the attempt is a `timeout` in
+/// the `connect` phase and even a `POST` fails over.
+///
+/// A transport that never calls `connecting` leaves the chain to assume the
+/// worst: a request cut short may have reached the server. [`HyperTransport`]
+/// reports handoffs; `ReqwestTransport` and tower services do not.
+///
+/// ```
+/// use fallback::transport::Handoff;
+///
+/// let handoff = Handoff::new();
+/// let seen_by_the_chain = handoff.clone(); // clones share their state
+/// assert!(!seen_by_the_chain.never_left()); // untracked: assume the worst
+/// handoff.connecting();
+/// assert!(seen_by_the_chain.never_left());
+/// handoff.handed_over();
+/// assert!(!seen_by_the_chain.never_left());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Handoff {
+    state: Arc<AtomicU8>,
+}
+
+const UNTRACKED: u8 = 0;
+const CONNECTING: u8 = 1;
+const HANDED_OVER: u8 = 2;
+
+impl Handoff {
+    /// A handoff nobody has reported on yet.
+    pub fn new() -> Handoff {
+        Handoff::default()
+    }
+
+    /// The handoff in `request`'s extensions, if the chain put one there.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&Handoff> {
+        request.extensions().get::<Handoff>()
+    }
+
+    /// The transport is finding a connection for the request; nothing of
+    /// it has been written. Has no effect once the request was handed over.
+    pub fn connecting(&self) {
+        let _ = self.state.compare_exchange(
+            UNTRACKED,
+            CONNECTING,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The request was given to a connection: from now on it may reach the
+    /// server.
+    pub fn handed_over(&self) {
+        self.state.store(HANDED_OVER, Ordering::Release);
+    }
+
+    /// Whether the request certainly never left: the transport said it was
+    /// connecting and never that it handed the request over.
+    pub fn never_left(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CONNECTING
+    }
+}
+
+/// Asks a transport to send a request on a new connection rather than a
+/// pooled one.
+///
+/// The chain sets it in a request's extensions when it re-sends an
+/// idempotent request whose pooled connection turned out to be stale
+/// ([`TransportErrorKind::StaleConnection`]). [`HyperTransport`] honours
+/// it; a transport without a pool may ignore it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreshConnection;
+
 /// Why a transport could not produce a response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -81,6 +164,12 @@ pub enum TransportErrorKind {
     Connect,
     /// Connecting took longer than the connect timeout: nothing was sent.
     ConnectTimeout,
+    /// A keep-alive connection taken from the pool failed before any byte
+    /// of the response arrived: most likely the server closed it while it
+    /// sat idle, as servers do after a few seconds. The request may have
+    /// reached the server, but usually did not; the chain re-sends an
+    /// idempotent request once, at once, on a fresh connection.
+    StaleConnection,
     /// Anything else. The request may or may not have reached the server.
     Other,
 }

@@ -55,7 +55,8 @@ impl Transport for ReqwestTransport {
                         (true, false) => TransportErrorKind::Connect,
                         _ => TransportErrorKind::Other,
                     };
-                    Err(TransportError::new(kind, e))
+                    // reqwest's message carries the URL, query secrets and all.
+                    Err(TransportError::new(kind, e.without_url()))
                 }
             }
         })

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use fallback::transport::{
-    RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
+    Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
 };
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
@@ -17,6 +17,10 @@ pub enum Step {
     Answer(u16, Option<String>, &'static str),
     Refuse,
     Hang,
+    /// Reports a [`Handoff`] that stays connecting, then hangs.
+    HangConnecting,
+    /// Reports a [`Handoff`] handed over, then hangs.
+    HangHandedOver,
 }
 
 /// Answers each host from its own script; the last step repeats.
@@ -73,6 +77,16 @@ impl Transport for Script {
                 q.front().cloned().unwrap()
             }
         };
+        if let Some(h) = Handoff::of(&req) {
+            match step {
+                Step::HangConnecting => h.connecting(),
+                Step::HangHandedOver => {
+                    h.connecting();
+                    h.handed_over();
+                }
+                _ => {}
+            }
+        }
         Box::pin(async move {
             match step {
                 Step::Answer(status, retry_after, body) => {
@@ -89,7 +103,9 @@ impl Transport for Script {
                     TransportErrorKind::Connect,
                     "connection refused",
                 )),
-                Step::Hang => std::future::pending().await,
+                Step::Hang | Step::HangConnecting | Step::HangHandedOver => {
+                    std::future::pending().await
+                }
             }
         })
     }
