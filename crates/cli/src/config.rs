@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! timeout = "2s"          # chain-wide: timeout, deadline, retries, hedge, fail_on, idempotent, max_body
+//! secret_headers = ["X-Tenant"]  # values never printed, beyond the built-in rule (X-Api-Key, ...)
 //! [[endpoint]]
 //! name = "primary"        # optional
 //! url = "https://primary.example/api/orders"   # required
@@ -37,6 +38,9 @@ pub struct Config {
     pub idempotent: Option<bool>,
     #[serde(default, deserialize_with = "opt_size")]
     pub max_body: Option<u64>,
+    /// Header names whose values are secrets, beyond the built-in rule.
+    #[serde(default)]
+    pub secret_headers: Vec<String>,
     #[serde(default)]
     pub endpoint: Vec<Endpoint>,
 }
@@ -61,8 +65,22 @@ pub struct Endpoint {
 pub fn load(path: &Path) -> Result<Config, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    let cfg: Config =
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let cfg: Config = toml::from_str(&text).map_err(|e| {
+        // toml's own message quotes the offending line, which may hold a
+        // secret; say where, and what, without it.
+        let at = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        });
+        format!(
+            "config {}: {}{}",
+            path.display(),
+            at.unwrap_or_default(),
+            e.message().trim_end()
+        )
+    })?;
     for (i, ep) in cfg.endpoint.iter().enumerate() {
         if ep.json.is_some() && ep.body.is_some() {
             let name = ep.name.as_deref().unwrap_or(&ep.url);

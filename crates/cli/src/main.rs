@@ -234,6 +234,9 @@ fn build_chain(args: &SendArgs, cfg: &config::Config) -> Result<Chain, Usage> {
         let (n, v) = split_header(h)?;
         b = b.header(n, v);
     }
+    for name in &cfg.secret_headers {
+        b = b.secret_header(name.clone());
+    }
     let idempotent = args.idempotent || cfg.idempotent.unwrap_or(false);
 
     for ep in &cfg.endpoint {
@@ -506,5 +509,8 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     show("fail_on", cfg.fail_on.clone());
     show("idempotent", cfg.idempotent.map(|b| b.to_string()));
     show("max_body", cfg.max_body.map(|b| format!("{b} bytes")));
+    if !cfg.secret_headers.is_empty() {
+        show("secret_headers", Some(cfg.secret_headers.join(", ")));
+    }
     Ok(ExitCode::SUCCESS)
 }

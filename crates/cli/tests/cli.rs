@@ -761,6 +761,69 @@ fn check_prints_the_chain_and_sends_nothing() {
 }
 
 #[test]
+fn secrets_never_print_in_check_send_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Server::start(
+        Reply::new(200)
+            .header("set-cookie", "sid=SECRET-set-cookie")
+            .body("fine"),
+    );
+    let refused = Server::refused();
+    let with_secrets = |url: String| {
+        url.replace("http://", "http://admin:SECRET-userinfo@")
+            + "?code=SECRET-code&jwt=SECRET-jwt&sig=SECRET-sig&access_token=SECRET-at"
+    };
+    let cfg = format!(
+        "secret_headers = [\"X-Tenant\"]\n\
+         [[endpoint]]\nurl = \"{}\"\nheaders = {{ X-Api-Key = \"SECRET-key\", X-Auth-Token = \"SECRET-token\", Cookie = \"SECRET-cookie\", X-Tenant = \"SECRET-tenant\", X-Session = \"SECRET-session\" }}\n\
+         [[endpoint]]\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer SECRET-bearer\", X-Client-Secret = \"SECRET-client\" }}\n",
+        with_secrets(refused.url("/a")),
+        with_secrets(up.url("/b")),
+    );
+    let p = write(dir.path(), "chain.toml", cfg.as_bytes());
+    let clean = |what: &str, text: &str| {
+        assert!(!text.contains("SECRET-"), "{what} leaks a secret:\n{text}");
+    };
+
+    let o = run(&["check", "-c", &p]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("x-api-key: <redacted>"), "{out}");
+    assert!(out.contains("x-tenant: <redacted>"), "{out}");
+    clean("check", &out);
+
+    for format in ["text", "json"] {
+        let o = run(&[
+            "send",
+            "-c",
+            &p,
+            "-H",
+            "X-Password: SECRET-cli",
+            "--report",
+            format,
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        clean(format, &stderr(&o));
+        assert_eq!(o.stdout, b"fine");
+    }
+    // Every link fails: the error and the report on stderr.
+    let o = run(&["send", "-c", &p, "--max-body", "1", "--report", "json"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    clean("failure", &stderr(&o));
+    // A config error never quotes the offending line.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        b"[[endpoint]]\nurl = \"http://127.0.0.1:1/\"\nheaders = { X-Api-Key = \"SECRET-typo\", oops }\n",
+    );
+    let o = run(&["check", "-c", &bad]);
+    assert_usage(&o, "line 3");
+    clean("config error", &stderr(&o));
+    // check sent nothing; each send reached the server once.
+    assert_eq!(up.request_count(), 3);
+}
+
+#[test]
 fn help_explains_every_option() {
     let o = run(&["send", "--help"]);
     assert_eq!(code(&o), 0);

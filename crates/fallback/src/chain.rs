@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -22,6 +22,7 @@ use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
 use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
 use crate::observer::Observer;
+use crate::redact;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
@@ -126,12 +127,40 @@ pub struct ChainBuilder {
     breaker: Option<BreakerConfig>,
     sticky: bool,
     hedge: Option<Hedge>,
+    secret_headers: Vec<String>,
 }
 
 impl fmt::Debug for ChainBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Links<'a>(&'a [Link], &'a [String]);
+        impl fmt::Debug for Links<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                struct One<'a>(&'a Link, &'a [String]);
+                impl fmt::Debug for One<'_> {
+                    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        self.0.fmt_with(f, self.1)
+                    }
+                }
+                f.debug_list()
+                    .entries(self.0.iter().map(|l| One(l, self.1)))
+                    .finish()
+            }
+        }
+        let headers: Vec<_> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let secret = redact::is_secret_header(n)
+                    || self
+                        .secret_headers
+                        .iter()
+                        .any(|m| m.trim().eq_ignore_ascii_case(n.trim()));
+                (n.as_str(), if secret { redact::REDACTED } else { v })
+            })
+            .collect();
         f.debug_struct("ChainBuilder")
-            .field("links", &self.links)
+            .field("links", &Links(&self.links, &self.secret_headers))
+            .field("headers", &headers)
             .field("classifier", &self.classifier)
             .field("max_body", &self.max_body)
             .field("timeout", &self.timeout)
@@ -159,6 +188,7 @@ impl Default for ChainBuilder {
             breaker: Some(BreakerConfig::default()),
             sticky: false,
             hedge: None,
+            secret_headers: Vec::new(),
         }
     }
 }
@@ -185,6 +215,15 @@ impl ChainBuilder {
     /// replaces it.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Treats header `name` as a secret on every link and in every
+    /// response, beyond the built-in rule of [`crate::redact`]: its value
+    /// never appears in `Debug`, reports, errors, tracing or
+    /// [`Chain::links`], and is marked sensitive in the headers of responses.
+    pub fn secret_header(mut self, name: impl Into<String>) -> Self {
+        self.secret_headers.push(name.into());
         self
     }
 
@@ -314,6 +353,16 @@ impl ChainBuilder {
         if let Some(h) = &self.hedge {
             h.validate()?;
         }
+        let secrets = self
+            .secret_headers
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| BuildError::Setting {
+                    setting: "secret_header",
+                    reason: format!("{n:?} is not a valid header name"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
             let (name, value) = parse_header(n, v).map_err(BuildError::DefaultHeader)?;
@@ -327,7 +376,7 @@ impl ChainBuilder {
                 if let Some(t) = l.timeout {
                     nonzero("link timeout", t)?;
                 }
-                l.validate(i, &defaults)
+                l.validate(i, &defaults, &secrets)
             })
             .collect::<Result<Box<[_]>, _>>()?;
         let transport = match self.transport {
@@ -1202,7 +1251,10 @@ impl Chain {
                 }
             }
         };
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        if !ep.secrets.is_empty() {
+            redact::mark(&mut parts.headers, &ep.secrets);
+        }
         let status = parts.status;
         // A HEAD answer's Content-Length describes a body that never comes.
         let bodiless = ep.method == http::Method::HEAD

@@ -137,6 +137,16 @@
 //! are cancelled and reported `cancelled`. Only idempotent requests hedge,
 //! and hedges draw from the retry budget. See [`hedge`].
 //!
+//! ## Secrets never print
+//!
+//! Reports, errors, `Debug` output, tracing, metrics and [`Chain::links`]
+//! never show a secret: credential headers (`Authorization`, cookies, and
+//! any name containing `key`, `token`, `secret`, `password`, `auth`,
+//! `session`, …), userinfo, and secret query values (`code`, `jwt`, `sig`,
+//! `access_token`, …) are redacted. Mark any other header with
+//! [`ChainBuilder::secret_header`] or [`Link::secret_header`]. The rule is
+//! written out in [`redact`].
+//!
 //! ## Request bodies
 //!
 //! A [`Body`] is re-sent byte for byte to every link and try: bytes, JSON,
@@ -218,6 +228,7 @@ mod link;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod observer;
+pub mod redact;
 pub mod report;
 mod response;
 pub mod retry;

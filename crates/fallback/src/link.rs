@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, Uri};
 
 use crate::body::Body;
 use crate::error::{BuildError, LinkProblem};
+use crate::redact;
 use crate::safety;
 use crate::transport::{RequestBody, Transport};
 
@@ -36,19 +37,36 @@ pub struct Link {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) secret_headers: Vec<String>,
 }
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_with(f, &[])
+    }
+}
+
+impl Link {
+    /// `Debug`, hiding the values of the built-in secret headers, of this
+    /// link's marked ones and of `marked` (the chain's).
+    pub(crate) fn fmt_with(&self, f: &mut fmt::Formatter<'_>, marked: &[String]) -> fmt::Result {
+        let secret = |n: &str| {
+            redact::is_secret_header(n)
+                || self
+                    .secret_headers
+                    .iter()
+                    .chain(marked)
+                    .any(|m| m.trim().eq_ignore_ascii_case(n.trim()))
+        };
         let headers: Vec<_> = self
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str(), redact_header(n, v)))
+            .map(|(n, v)| (n.as_str(), if secret(n) { redact::REDACTED } else { v }))
             .collect();
         f.debug_struct("Link")
             .field("name", &self.name)
             .field("method", &self.method)
-            .field("url", &redact_raw_url(&self.url))
+            .field("url", &redact::raw_url(&self.url))
             .field("headers", &headers)
             .field("body", &self.body)
             .field("idempotent", &self.idempotent)
@@ -72,6 +90,7 @@ impl Link {
             timeout: None,
             retries: None,
             transport: None,
+            secret_headers: Vec::new(),
         }
     }
 
@@ -124,6 +143,14 @@ impl Link {
         self
     }
 
+    /// Treats header `name` as a secret on this link, beyond the built-in
+    /// rule of [`crate::redact`]: its value never appears in `Debug`,
+    /// reports, errors, tracing or [`Chain::links`](crate::Chain::links).
+    pub fn secret_header(mut self, name: impl Into<String>) -> Link {
+        self.secret_headers.push(name.into());
+        self
+    }
+
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Body>) -> Link {
         self.body = body.into();
@@ -170,10 +197,11 @@ impl Link {
         self,
         index: usize,
         defaults: &HeaderMap,
+        chain_secrets: &[HeaderName],
     ) -> Result<Endpoint, BuildError> {
         let fail = |name: &Option<String>, problem: LinkProblem| BuildError::Link {
             index,
-            name: name.clone().unwrap_or_else(|| redact_raw_url(&self.url)),
+            name: name.clone().unwrap_or_else(|| redact::raw_url(&self.url)),
             problem,
         };
         let uri = parse_url(&self.url).map_err(|p| fail(&self.name, p))?;
@@ -185,6 +213,12 @@ impl Link {
         for (n, v) in &self.headers {
             let (name, value) = parse_header(n, v).map_err(|p| fail(&self.name, p))?;
             headers.append(name, value);
+        }
+        let mut secrets = chain_secrets.to_vec();
+        for n in &self.secret_headers {
+            let name = HeaderName::from_bytes(n.trim().as_bytes())
+                .map_err(|_| fail(&self.name, LinkProblem::HeaderName { name: n.clone() }))?;
+            secrets.push(name);
         }
         self.body.check().map_err(|p| fail(&self.name, p))?;
         for (name, value) in defaults {
@@ -200,11 +234,12 @@ impl Link {
         if self.body.is_json() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
+        redact::mark(&mut headers, &secrets);
         let name = self.name.unwrap_or_else(|| default_name(&uri));
         let idempotent = safety::is_idempotent(&method, &headers, self.idempotent);
         Ok(Endpoint {
             name: name.into(),
-            url: redact_uri(&uri).into(),
+            url: redact::uri(&uri).into(),
             method,
             uri,
             headers,
@@ -214,14 +249,15 @@ impl Link {
             timeout: self.timeout,
             retries: self.retries,
             transport: self.transport,
+            secrets: secrets.into(),
         })
     }
 }
 
 /// A read-only view of a built chain's link, from [`Chain::links`].
 ///
-/// Secrets stay hidden: the URL has no userinfo, and the values of
-/// `Authorization`, `Proxy-Authorization` and cookie headers are redacted.
+/// Secrets stay hidden: the URL has no userinfo or secret query values,
+/// and the values of secret headers are redacted (see [`crate::redact`]).
 ///
 /// [`Chain::links`]: crate::Chain::links
 #[derive(Clone, Debug)]
@@ -291,6 +327,8 @@ pub(crate) struct Endpoint {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
+    /// Header names marked secret (the chain's and the link's own).
+    pub(crate) secrets: Arc<[HeaderName]>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -316,11 +354,12 @@ impl Endpoint {
                 headers.append(name.clone(), value.clone());
             }
         }
+        redact::mark(&mut headers, &self.secrets);
         let uri = join_uri(&self.uri, req.uri());
         let method = req.method().clone();
         Endpoint {
             name: self.name.clone(),
-            url: redact_uri(&uri).into(),
+            url: redact::uri(&uri).into(),
             idempotent: safety::is_idempotent(&method, &headers, self.marked),
             method,
             uri,
@@ -330,6 +369,7 @@ impl Endpoint {
             timeout: self.timeout,
             retries: self.retries,
             transport: self.transport.clone(),
+            secrets: self.secrets.clone(),
         }
     }
     pub(crate) fn info(&self, index: usize) -> LinkInfo {
@@ -343,8 +383,13 @@ impl Endpoint {
                 .headers
                 .iter()
                 .map(|(n, v)| {
-                    let v = v.to_str().unwrap_or("<binary>");
-                    (n.to_string(), redact_header(n.as_str(), v).to_owned())
+                    let shown = if v.is_sensitive() {
+                        redact::REDACTED
+                    } else {
+                        let v = v.to_str().unwrap_or("<binary>");
+                        redact::header_value(n.as_str(), v, &self.secrets)
+                    };
+                    (n.to_string(), shown.to_owned())
                 })
                 .collect(),
             body: body
@@ -374,7 +419,7 @@ impl Endpoint {
 
 fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
     let problem = |reason: &str| LinkProblem::Url {
-        url: redact_raw_url(url),
+        url: redact::raw_url(url),
         reason: reason.to_owned(),
     };
     let url_t = url.trim();
@@ -389,7 +434,7 @@ fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
             && !scheme.eq_ignore_ascii_case("https")
         {
             return Err(LinkProblem::Scheme {
-                url: redact_raw_url(url),
+                url: redact::raw_url(url),
             });
         }
     }
@@ -400,7 +445,7 @@ fn parse_url(url: &str) -> Result<Uri, LinkProblem> {
         Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
         Some(_) => {
             return Err(LinkProblem::Scheme {
-                url: redact_raw_url(url),
+                url: redact::raw_url(url),
             })
         }
         None => return Err(problem("missing scheme: expected http:// or https://")),
@@ -568,98 +613,9 @@ fn default_name(uri: &Uri) -> String {
     }
 }
 
-const SENSITIVE: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
-
-fn redact_header<'a>(name: &str, value: &'a str) -> &'a str {
-    if SENSITIVE
-        .iter()
-        .any(|s| name.trim().eq_ignore_ascii_case(s))
-    {
-        "<redacted>"
-    } else {
-        value
-    }
-}
-
-/// The URL without userinfo, for reports and errors.
-pub(crate) fn redact_uri(uri: &Uri) -> String {
-    let s = uri.to_string();
-    redact_raw_url(&s)
-}
-
-/// Drops `user:password@` from a URL string, valid or not, and hides the
-/// values of query parameters whose names suggest a secret.
-pub(crate) fn redact_raw_url(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let url = match rest[..end].rfind('@') {
-        Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
-        None => url.to_owned(),
-    };
-    redact_query(url)
-}
-
-const SECRET_PARAMS: [&str; 10] = [
-    "token",
-    "key",
-    "secret",
-    "password",
-    "passwd",
-    "pwd",
-    "auth",
-    "sig",
-    "credential",
-    "session",
-];
-
-fn redact_query(url: String) -> String {
-    let Some(q) = url.find('?') else { return url };
-    let (base, rest) = url.split_at(q + 1);
-    let (query, fragment) = match rest.find('#') {
-        Some(h) => rest.split_at(h),
-        None => (rest, ""),
-    };
-    let mut changed = false;
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, value)) if !value.is_empty() => {
-                let lower = name.to_ascii_lowercase();
-                if SECRET_PARAMS.iter().any(|s| lower.contains(s)) {
-                    changed = true;
-                    format!("{name}=***")
-                } else {
-                    pair.to_owned()
-                }
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    if !changed {
-        return url;
-    }
-    format!("{base}{}{fragment}", parts.join("&"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_raw_url("http://u:p@h:1/x?a@b"),
-            "http://***@h:1/x?a@b"
-        );
-        assert_eq!(redact_raw_url("http://h/x@y"), "http://h/x@y");
-        assert_eq!(redact_raw_url("not a url@all"), "***@all");
-    }
 
     #[test]
     fn userinfo_becomes_basic_auth() {

@@ -21,13 +21,25 @@ use crate::transport::{BoxError, ResponseBody};
 /// [`Chain::call`]: crate::Chain::call
 /// [`Chain::call_json`]: crate::Chain::call_json
 /// [`Chain::call_into`]: crate::Chain::call_into
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Response<T = Bytes> {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: T,
     pub(crate) winner: usize,
     pub(crate) report: Report,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Response<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &crate::redact::Headers(&self.headers))
+            .field("body", &self.body)
+            .field("winner", &self.winner)
+            .field("report", &self.report)
+            .finish()
+    }
 }
 
 impl<T> Response<T> {
