@@ -1174,7 +1174,7 @@ impl Chain {
             Err(e) => return body_failed(e),
         };
         let mut handoff = Handoff::new();
-        request.extensions_mut().insert(handoff.clone());
+        request.body_mut().set_handoff(handoff.clone());
         // One (shared) alarm for both phases.
         let alarm = inner.alarms.alarm(begun, until);
         let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
@@ -1202,7 +1202,7 @@ impl Chain {
                         Err(e) => return body_failed(e),
                     };
                     handoff = Handoff::new();
-                    request.extensions_mut().insert(handoff.clone());
+                    request.body_mut().set_handoff(handoff.clone());
                     request.extensions_mut().insert(FreshConnection);
                 }
                 Some(Err(e)) => {

@@ -5,9 +5,9 @@
 //! One test in this binary, so its scoped tracing subscriber never races
 //! another test for tracing's callsite cache.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::Buf;
 use fallback::{BuildError, Chain, Link};
 use fallback_testserver::{Reply, Server};
 
@@ -61,26 +61,6 @@ fn builder(urls: &[String]) -> fallback::ChainBuilder {
         .secret_header("x-tenant")
         .header(DEFAULT_HEADER.0, DEFAULT_HEADER.1)
         .links(urls.iter().cloned().map(link))
-}
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
-    type Writer = Buf;
-    fn make_writer(&'a self) -> Buf {
-        self.clone()
-    }
 }
 
 async fn every_output(refused: &Server, down: &Server, up: &Server) {
@@ -194,7 +174,7 @@ fn secrets_never_print() {
     #[cfg(not(feature = "metrics"))]
     run();
 
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let out = buf.text();
     assert!(
         out.contains("fallback.attempt"),
         "spans are emitted:\n{out}"

@@ -1,6 +1,6 @@
 //! The default transport: hyper-util's pooled client over rustls.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,9 +10,7 @@ use std::time::Duration;
 use http::Uri;
 use http_body_util::BodyExt;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{
-    capture_connection, Connected, Connection, HttpConnector,
-};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,8 +31,8 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// `HyperTransport` shares its pool, so several chains can share one too.
 ///
 /// It tells the chain what it needs to fail over safely:
-/// - when a request was handed to a connection (a [`Handoff`]), so a timer
-///   that fires while still connecting counts as "nothing sent";
+/// - whether a request was handed to a connection (a [`Handoff`]), so a
+///   timer that fires while still connecting counts as "nothing sent";
 /// - when a pooled connection turned out to be stale
 ///   ([`TransportErrorKind::StaleConnection`]): an HTTP/1 connection that
 ///   had served earlier requests failed before any byte of the response
@@ -158,31 +156,20 @@ impl HyperTransportBuilder {
 }
 
 impl Transport for HyperTransport {
-    fn send(&self, mut request: http::Request<RequestBody>) -> SendFuture {
+    fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
         let client = if request.extensions().get::<FreshConnection>().is_some() {
             &self.fresh
         } else {
             &self.pooled
         };
-        // hyper-util fills the capture when it hands the request to a
-        // connection, before writing a byte of it.
-        let handoff = Handoff::of(&request).cloned().map(|h| {
+        // hyper first looks at the body (which marks the handoff) when it
+        // takes the request onto a connection, before writing a byte of it.
+        if let Some(h) = Handoff::of(&request) {
             h.connecting();
-            (h, capture_connection(&mut request))
-        });
-        let mut fut = client.request(request);
+        }
+        let fut = client.request(request);
         Box::pin(async move {
-            let result = poll_fn(|cx| {
-                let polled = Pin::new(&mut fut).poll(cx);
-                if let Some((h, capture)) = &handoff {
-                    if capture.connection_metadata().is_some() {
-                        h.handed_over();
-                    }
-                }
-                polled
-            })
-            .await;
-            match result {
+            match fut.await {
                 Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
                 Err(e) => {
                     let kind = if e.is_connect() {

@@ -77,14 +77,20 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 /// Whether a request was handed to a connection: what the chain needs to
 /// know when its timer cuts an attempt short.
 ///
-/// The chain puts a `Handoff` in the extensions of every request it gives a
-/// transport. A transport that can tell when a request goes onto a
-/// connection calls [`connecting`](Handoff::connecting) when it starts, and
-/// [`handed_over`](Handoff::handed_over) once the request is given to a
-/// connection (pooled or new), before any byte of it is written. If the
-/// attempt's timeout or the call's deadline then fires while the handoff
-/// is still *connecting*, nothing was sent: the attempt is a `timeout` in
-/// the `connect` phase and even a `POST` fails over.
+/// The chain attaches a `Handoff` to the [`RequestBody`] of every request it
+/// gives a transport. A transport that can tell when a request goes onto a
+/// connection calls [`connecting`](Handoff::connecting) before it starts,
+/// and the request is *handed over* once it is given to a connection. If the
+/// attempt's timeout or the call's deadline then fires while the handoff is
+/// still *connecting*, nothing was sent: the attempt is a `timeout` in the
+/// `connect` phase and even a `POST` fails over.
+///
+/// The body marks the handover itself: the first time anything asks it
+/// about its content (`is_end_stream`, `size_hint`, a frame, or
+/// [`RequestBody::as_bytes`]). An HTTP client has to ask before it can frame
+/// the request head, and hyper asks only once the request is on a
+/// connection. A transport may also call [`handed_over`](Handoff::handed_over)
+/// itself.
 ///
 /// A transport that never calls `connecting` leaves the chain to assume the
 /// worst: a request cut short may have reached the server. [`HyperTransport`]
@@ -116,9 +122,9 @@ impl Handoff {
         Handoff::default()
     }
 
-    /// The handoff in `request`'s extensions, if the chain put one there.
-    pub fn of<B>(request: &http::Request<B>) -> Option<&Handoff> {
-        request.extensions().get::<Handoff>()
+    /// The handoff of `request`'s body, if the chain attached one.
+    pub fn of(request: &http::Request<RequestBody>) -> Option<&Handoff> {
+        request.body().handoff.as_ref()
     }
 
     /// The transport is finding a connection for the request; nothing of
@@ -135,7 +141,9 @@ impl Handoff {
     /// The request was given to a connection: from now on it may reach the
     /// server.
     pub fn handed_over(&self) {
-        self.state.store(HANDED_OVER, Ordering::Release);
+        if self.state.load(Ordering::Relaxed) != HANDED_OVER {
+            self.state.store(HANDED_OVER, Ordering::Release);
+        }
     }
 
     /// Whether the request certainly never left: the transport said it was
@@ -242,6 +250,7 @@ impl std::error::Error for TransportError {
 /// Bytes are sent with a `Content-Length`; streams are sent as they come.
 pub struct RequestBody {
     inner: ReqInner,
+    handoff: Option<Handoff>,
 }
 
 enum ReqInner {
@@ -254,6 +263,7 @@ impl RequestBody {
     pub fn empty() -> RequestBody {
         RequestBody {
             inner: ReqInner::Full(None),
+            handoff: None,
         }
     }
 
@@ -261,6 +271,7 @@ impl RequestBody {
     pub fn full(bytes: Bytes) -> RequestBody {
         RequestBody {
             inner: ReqInner::Full((!bytes.is_empty()).then_some(bytes)),
+            handoff: None,
         }
     }
 
@@ -273,12 +284,28 @@ impl RequestBody {
         use http_body_util::BodyExt;
         RequestBody {
             inner: ReqInner::Stream(body.map_err(Into::into).boxed()),
+            handoff: None,
+        }
+    }
+
+    /// Attaches `handoff`, which the body marks handed over when it is
+    /// first asked about its content.
+    pub(crate) fn set_handoff(&mut self, handoff: Handoff) {
+        self.handoff = Some(handoff);
+    }
+
+    fn touched(&self) {
+        if let Some(h) = &self.handoff {
+            h.handed_over();
         }
     }
 
     /// The bytes of a body that is not a stream (empty for an empty body).
+    /// Like any look at the content, this marks the body's [`Handoff`]
+    /// handed over.
     pub fn as_bytes(&self) -> Option<&Bytes> {
         static EMPTY: Bytes = Bytes::new();
+        self.touched();
         match &self.inner {
             ReqInner::Full(Some(b)) => Some(b),
             ReqInner::Full(None) => Some(&EMPTY),
@@ -306,6 +333,7 @@ impl HttpBody for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.touched();
         match &mut self.inner {
             ReqInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqInner::Stream(s) => Pin::new(s).poll_frame(cx),
@@ -313,6 +341,7 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        self.touched();
         match &self.inner {
             ReqInner::Full(b) => b.is_none(),
             ReqInner::Stream(s) => s.is_end_stream(),
@@ -320,6 +349,7 @@ impl HttpBody for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        self.touched();
         match &self.inner {
             ReqInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ReqInner::Stream(s) => s.size_hint(),

@@ -114,3 +114,30 @@ impl Transport for Script {
 pub fn ok() -> Step {
     Step::Answer(200, None, "ok")
 }
+
+/// A tracing writer into a shared buffer.
+#[derive(Clone, Default)]
+pub struct Buf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Buf {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
+    type Writer = Buf;
+    fn make_writer(&'a self) -> Buf {
+        self.clone()
+    }
+}
