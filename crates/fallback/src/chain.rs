@@ -27,11 +27,9 @@ use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
-use crate::timeout::{
-    attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-};
+use crate::timeout::{attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::{
-    error_chain, FreshConnection, Handoff, HyperTransport, Transport, TransportErrorKind,
+    error_chain, FreshConnection, Handoff, HyperTransportBuilder, Transport, TransportErrorKind,
 };
 
 /// Default limit on a response body: 16 MiB.
@@ -101,6 +99,8 @@ impl fmt::Debug for Chain {
 /// | [`max_body`](Self::max_body) | 16 MiB |
 /// | [`timeout`](Self::timeout) (per attempt) | 10 s |
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
+/// | [`transport_options`](Self::transport_options) | [`HyperTransportBuilder::default`]: the system's trust store, proxies from the environment |
+/// | [`http2_prior_knowledge`](Self::http2_prior_knowledge) | off |
 /// | [`deadline`](Self::deadline) (whole call) | none |
 /// | [`retries`](Self::retries) (extra tries per link) | 0 |
 /// | [`backoff`](Self::backoff) | exponential, full jitter, 50 ms × 2ⁿ up to 2 s |
@@ -109,14 +109,16 @@ impl fmt::Debug for Chain {
 /// | [`breaker`](Self::breaker) | on, with [`BreakerConfig::default`] |
 /// | [`sticky`](Self::sticky) | off |
 /// | [`hedge`](Self::hedge) | off |
-/// | [`transport`](Self::transport) | [`HyperTransport`] |
+/// | [`transport`](Self::transport) | [`HyperTransport`](crate::transport::HyperTransport) |
 pub struct ChainBuilder {
     links: Vec<Link>,
     headers: Vec<(String, String)>,
     classifier: Classifier,
     max_body: u64,
     timeout: Duration,
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
+    transport_options: Option<HyperTransportBuilder>,
+    http2_prior_knowledge: bool,
     deadline: Option<Duration>,
     observer: Option<Arc<dyn Observer>>,
     transport: Option<Arc<dyn Transport>>,
@@ -177,7 +179,9 @@ impl Default for ChainBuilder {
             classifier: Classifier::default(),
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
+            transport_options: None,
+            http2_prior_knowledge: false,
             deadline: None,
             observer: None,
             transport: None,
@@ -250,7 +254,36 @@ impl ChainBuilder {
     /// The connect timeout of the default transport. A transport passed to
     /// [`transport`](Self::transport) keeps its own.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Options of the default transport: trusted roots, a client
+    /// certificate, proxies, the pool. [`build`](Self::build) builds it and
+    /// reports its errors. A transport passed to
+    /// [`transport`](Self::transport) replaces it.
+    ///
+    /// ```
+    /// use fallback::transport::HyperTransport;
+    /// # fn main() -> Result<(), fallback::BuildError> {
+    /// # let ca_pem = fallback_testserver::tls::TestCa::new().cert_pem();
+    /// let chain = fallback::Chain::builder()
+    ///     .transport_options(HyperTransport::builder().add_root_certificate_pem(ca_pem))
+    ///     .link(fallback::Link::get("https://orders.internal/api"))
+    ///     .build()?;
+    /// # let _ = chain; Ok(()) }
+    /// ```
+    pub fn transport_options(mut self, options: HyperTransportBuilder) -> Self {
+        self.transport_options = Some(options);
+        self
+    }
+
+    /// Sends `http://` links as HTTP/2 without upgrade (h2c, "prior
+    /// knowledge"), unless a link says otherwise with
+    /// [`Link::http2_prior_knowledge`]. `https://` links negotiate the
+    /// version by ALPN either way.
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.http2_prior_knowledge = on;
         self
     }
 
@@ -267,7 +300,7 @@ impl ChainBuilder {
         self
     }
 
-    /// Sends through `transport` instead of the default [`HyperTransport`].
+    /// Sends through `transport` instead of the default [`HyperTransport`](crate::transport::HyperTransport).
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transport = Some(Arc::new(transport));
         self
@@ -341,7 +374,9 @@ impl ChainBuilder {
             }
         };
         nonzero("timeout", self.timeout)?;
-        nonzero("connect_timeout", self.connect_timeout)?;
+        if let Some(t) = self.connect_timeout {
+            nonzero("connect_timeout", t)?;
+        }
         if let Some(d) = self.deadline {
             nonzero("deadline", d)?;
         }
@@ -376,17 +411,28 @@ impl ChainBuilder {
                 if let Some(t) = l.timeout {
                     nonzero("link timeout", t)?;
                 }
-                l.validate(i, &defaults, &secrets)
+                l.validate(i, &defaults, &secrets, self.http2_prior_knowledge)
             })
             .collect::<Result<Box<[_]>, _>>()?;
-        let transport = match self.transport {
+        let transport: Arc<dyn Transport> = match self.transport {
             Some(t) => t,
-            None => Arc::new(
-                HyperTransport::builder()
-                    .connect_timeout(Some(self.connect_timeout))
-                    .build(),
-            ),
+            None => {
+                let mut options = self.transport_options.unwrap_or_default();
+                if let Some(t) = self.connect_timeout {
+                    options = options.connect_timeout(Some(t));
+                }
+                Arc::new(options.build()?)
+            }
         };
+        let mut endpoints = endpoints;
+        for ep in endpoints.iter_mut() {
+            let t = ep.transport.as_ref().unwrap_or(&transport);
+            ep.insecure = ep.uri.scheme() == Some(&http::uri::Scheme::HTTPS)
+                && t.danger_accepts_invalid_certs();
+            if ep.insecure {
+                tracing::warn!(link = %ep.name, "TLS certificate verification is off for this link");
+            }
+        }
         let retries_possible = endpoints
             .iter()
             .any(|e| e.retries.unwrap_or(self.retries) > 0);
@@ -708,6 +754,7 @@ impl Chain {
                     status,
                     elapsed,
                     error,
+                    insecure: ep.insecure,
                 };
                 let mut lost = match ended {
                     Ended::Won {
@@ -749,6 +796,7 @@ impl Chain {
                 if let Some(Next::FailOver(why)) = plan {
                     lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
                 }
+                mark_insecure(ep, &mut lost);
 
                 let attempt = record(
                     lost.outcome,
@@ -894,6 +942,7 @@ impl Chain {
                 status: None,
                 elapsed,
                 error: None,
+                insecure: ep.insecure,
             };
             match ended {
                 Ended::Won {
@@ -917,6 +966,7 @@ impl Chain {
                     });
                 }
                 Ended::Lost(mut lost) => {
+                    mark_insecure(ep, &mut lost);
                     let stop = stop_kind(ep, &lost, deadline);
                     attempt.outcome = lost.outcome;
                     attempt.phase = lost.phase;
@@ -1364,6 +1414,18 @@ impl Chain {
     }
 }
 
+/// Says in a failed attempt's error text that its certificate was not
+/// verified.
+fn mark_insecure(ep: &Endpoint, lost: &mut Lost) {
+    if ep.insecure {
+        lost.error = format!(
+            "{} (TLS certificate verification was off)",
+            lost.error.as_str()
+        )
+        .into();
+    }
+}
+
 fn not_resent_kind(delivery: Delivery) -> ErrorKind {
     if delivery == Delivery::Processed {
         ErrorKind::Processed
@@ -1495,6 +1557,7 @@ fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
         link = %ep.name,
         url = %ep.url,
         try_number,
+        insecure = ep.insecure,
         outcome = tracing::field::Empty,
         status = tracing::field::Empty,
         elapsed_ms = tracing::field::Empty,
@@ -1521,6 +1584,7 @@ fn unanswered(
         status: None,
         elapsed,
         error: Some(why),
+        insecure: ep.insecure,
     }
 }
 

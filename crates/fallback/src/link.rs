@@ -38,6 +38,7 @@ pub struct Link {
     pub(crate) retries: Option<u32>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) secret_headers: Vec<String>,
+    pub(crate) http2_prior_knowledge: Option<bool>,
 }
 
 impl fmt::Debug for Link {
@@ -91,6 +92,7 @@ impl Link {
             retries: None,
             transport: None,
             secret_headers: Vec::new(),
+            http2_prior_knowledge: None,
         }
     }
 
@@ -151,6 +153,16 @@ impl Link {
         self
     }
 
+    /// Sends this link as HTTP/2 without upgrade (h2c) when its URL is
+    /// `http://`, overriding [`ChainBuilder::http2_prior_knowledge`]. An
+    /// `https://` link negotiates the version by ALPN either way.
+    ///
+    /// [`ChainBuilder::http2_prior_knowledge`]: crate::ChainBuilder::http2_prior_knowledge
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Link {
+        self.http2_prior_knowledge = Some(on);
+        self
+    }
+
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Body>) -> Link {
         self.body = body.into();
@@ -198,6 +210,7 @@ impl Link {
         index: usize,
         defaults: &HeaderMap,
         chain_secrets: &[HeaderName],
+        chain_h2c: bool,
     ) -> Result<Endpoint, BuildError> {
         let fail = |name: &Option<String>, problem: LinkProblem| BuildError::Link {
             index,
@@ -237,7 +250,15 @@ impl Link {
         redact::mark(&mut headers, &secrets);
         let name = self.name.unwrap_or_else(|| default_name(&uri));
         let idempotent = safety::is_idempotent(&method, &headers, self.idempotent);
+        let h2c = self.http2_prior_knowledge.unwrap_or(chain_h2c)
+            && uri.scheme() == Some(&http::uri::Scheme::HTTP);
         Ok(Endpoint {
+            version: if h2c {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            },
+            insecure: false,
             name: name.into(),
             url: redact::uri(&uri).into(),
             method,
@@ -329,6 +350,10 @@ pub(crate) struct Endpoint {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     /// Header names marked secret (the chain's and the link's own).
     pub(crate) secrets: Arc<[HeaderName]>,
+    /// HTTP/2 for h2c links, else HTTP/1.1 (TLS links negotiate).
+    pub(crate) version: http::Version,
+    /// TLS without certificate verification.
+    pub(crate) insecure: bool,
 }
 
 impl fmt::Debug for Endpoint {
@@ -370,6 +395,8 @@ impl Endpoint {
             retries: self.retries,
             transport: self.transport.clone(),
             secrets: self.secrets.clone(),
+            version: self.version,
+            insecure: self.insecure,
         }
     }
     pub(crate) fn info(&self, index: usize) -> LinkInfo {
@@ -411,6 +438,7 @@ impl Endpoint {
         };
         let mut req = http::Request::new(body);
         *req.method_mut() = self.method.clone();
+        *req.version_mut() = self.version;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         Ok(req)

@@ -83,6 +83,7 @@ pub struct Attempt {
     pub(crate) status: Option<StatusCode>,
     pub(crate) elapsed: Duration,
     pub(crate) error: Option<ErrorText>,
+    pub(crate) insecure: bool,
 }
 
 /// An attempt's error text, rendered only when someone reads it: failed
@@ -186,6 +187,14 @@ impl Attempt {
         self.error.as_ref().map(ErrorText::as_str)
     }
 
+    /// Whether the attempt went over TLS without verifying the server's
+    /// certificate ([`danger_accept_invalid_certs`]).
+    ///
+    /// [`danger_accept_invalid_certs`]: crate::transport::HyperTransportBuilder::danger_accept_invalid_certs
+    pub fn insecure(&self) -> bool {
+        self.insecure
+    }
+
     /// Whether the attempt succeeded.
     pub fn is_ok(&self) -> bool {
         self.outcome == Outcome::Ok
@@ -205,6 +214,9 @@ impl fmt::Display for Attempt {
         write!(f, " in {:.1?}", self.elapsed)?;
         if let Some(e) = self.error() {
             write!(f, ": {e}")?;
+        }
+        if self.insecure {
+            f.write_str(" [TLS certificate not verified]")?;
         }
         Ok(())
     }

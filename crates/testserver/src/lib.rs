@@ -29,6 +29,10 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
+
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};

@@ -1,30 +1,31 @@
 //! The default transport: hyper-util's pooled client over rustls.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::fmt;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use http::header::PROXY_AUTHORIZATION;
+use http::Version;
 use http_body_util::BodyExt;
-use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::connector::{Connector, Usage};
+use super::proxy::{self, Proxies};
+use super::tls::Tls;
 use super::{
     BoxError, FreshConnection, Handoff, RequestBody, SendFuture, Transport, TransportError,
     TransportErrorKind,
 };
+use crate::error::BuildError;
 
 /// Default idle timeout of pooled connections: 4 s.
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// hyper 1.x with hyper-util's pooled client, rustls (ring) and the webpki
-/// root certificates; HTTP/1.1 and HTTP/2 (by ALPN).
+/// hyper 1.x with hyper-util's pooled client and rustls (ring): HTTP/1.1,
+/// HTTP/2 over TLS by ALPN, and h2c for requests whose version is HTTP/2
+/// (see [`Link::http2_prior_knowledge`](crate::Link::http2_prior_knowledge)).
 ///
 /// One pool serves every link of a chain and every clone of it, so
 /// keep-alive connections are reused across calls. Cloning a
@@ -37,16 +38,57 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 ///   ([`TransportErrorKind::StaleConnection`]): an HTTP/1 connection that
 ///   had served earlier requests failed before any byte of the response
 ///   came back. It honours [`FreshConnection`] for the re-send.
-#[derive(Clone, Debug)]
+///
+/// ```
+/// use fallback::transport::HyperTransport;
+/// # fn main() -> Result<(), fallback::BuildError> {
+/// # let ca_pem = fallback_testserver::tls::TestCa::new().cert_pem();
+/// let transport = HyperTransport::builder()
+///     .add_root_certificate_pem(ca_pem) // a private CA, besides the system's
+///     .proxy("http://proxy.internal:3128")
+///     .no_proxy("localhost,.internal")
+///     .build()?;
+/// let chain = fallback::Chain::builder()
+///     .transport(transport)
+///     .link(fallback::Link::get("https://orders.internal/api"))
+///     .build()?;
+/// # let _ = chain; Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct HyperTransport {
-    pooled: Client<Tracking, RequestBody>,
+    pooled: Client<Connector, RequestBody>,
     /// Keeps no idle connections, so every request gets a new one.
-    fresh: Client<Tracking, RequestBody>,
+    fresh: Client<Connector, RequestBody>,
+    /// HTTP/2 with prior knowledge, for `http://` requests of version 2.
+    h2c: Client<Connector, RequestBody>,
+    proxies: Option<Arc<Proxies>>,
+    insecure: bool,
+}
+
+impl fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport")
+            .field("proxies", &self.proxies)
+            .field("danger_accept_invalid_certs", &self.insecure)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for HyperTransport {
+    /// The defaults of [`HyperTransportBuilder`]. Proxy variables that do
+    /// not parse are ignored here (with a warning in tracing); use
+    /// [`HyperTransport::builder`] to have them refused.
     fn default() -> Self {
-        HyperTransport::builder().build()
+        match HyperTransport::builder().build() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the proxy environment");
+                HyperTransport::builder()
+                    .proxy_from_env(false)
+                    .build()
+                    .expect("the defaults without proxies always build")
+            }
+        }
     }
 }
 
@@ -62,13 +104,21 @@ impl HyperTransport {
     }
 }
 
-/// Options of a [`HyperTransport`].
+/// Options of a [`HyperTransport`]. Setters never fail;
+/// [`build`](Self::build) checks every certificate, key and proxy URL.
 ///
 /// | option | default |
 /// | --- | --- |
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
 /// | [`pool_idle_timeout`](Self::pool_idle_timeout) | 4 s |
 /// | [`pool_max_idle_per_host`](Self::pool_max_idle_per_host) | unbounded |
+/// | [`add_root_certificate_pem`](Self::add_root_certificate_pem) | none |
+/// | [`tls_built_in_root_certs`](Self::tls_built_in_root_certs) | on: the system's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured), or the bundled webpki roots where it is empty |
+/// | [`identity_pem`](Self::identity_pem) | none |
+/// | [`danger_accept_invalid_certs`](Self::danger_accept_invalid_certs) | off |
+/// | [`proxy`](Self::proxy) | none |
+/// | [`no_proxy`](Self::no_proxy) | `NO_PROXY` |
+/// | [`proxy_from_env`](Self::proxy_from_env) | on |
 ///
 /// Why 4 s for idle connections: servers close keep-alive connections
 /// that sit idle, gunicorn after 2 s, Node.js and Apache httpd after 5 s,
@@ -78,20 +128,60 @@ impl HyperTransport {
 /// connections before the common 5 s keeps that race rare, and a
 /// connection busy at least every 4 s is still reused. (reqwest and Go use
 /// 90 s, longer than most servers keep a connection.)
-#[derive(Clone, Debug)]
+///
+/// Why `rustls-native-certs` for the system's trust store: on Linux it
+/// reads the same CA bundle as OpenSSL and curl (and honours
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`), so a CA added to the system is
+/// trusted here too, while the roots stay an ordinary set that extra roots
+/// join and that the webpki roots can stand in for.
+/// `rustls-platform-verifier` would hand verification to the platform,
+/// which suits macOS and Windows enterprise policies but leaves no such
+/// set to extend or replace.
+#[derive(Clone)]
 #[must_use]
 pub struct HyperTransportBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    roots: Vec<Vec<u8>>,
+    built_in_roots: bool,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    insecure: bool,
+    proxy: Option<String>,
+    no_proxy: Option<String>,
+    proxy_from_env: bool,
+}
+
+impl fmt::Debug for HyperTransportBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransportBuilder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("roots", &self.roots.len())
+            .field("built_in_roots", &self.built_in_roots)
+            .field("identity", &self.identity.is_some())
+            .field("danger_accept_invalid_certs", &self.insecure)
+            .field("proxy", &self.proxy.as_deref().map(crate::redact::raw_url))
+            .field("no_proxy", &self.no_proxy)
+            .field("proxy_from_env", &self.proxy_from_env)
+            .finish()
+    }
 }
 
 impl Default for HyperTransportBuilder {
     fn default() -> Self {
         HyperTransportBuilder {
-            connect_timeout: Some(Duration::from_secs(2)),
+            connect_timeout: Some(crate::timeout::DEFAULT_CONNECT_TIMEOUT),
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle_per_host: usize::MAX,
+            roots: Vec::new(),
+            built_in_roots: true,
+            identity: None,
+            insecure: false,
+            proxy: None,
+            no_proxy: None,
+            proxy_from_env: true,
         }
     }
 }
@@ -117,51 +207,133 @@ impl HyperTransportBuilder {
         self
     }
 
-    /// Builds the transport. It needs a tokio runtime only when used.
-    pub fn build(self) -> HyperTransport {
+    /// Also trusts the CA certificates in `pem` (one or many). Call it
+    /// again to add more.
+    pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
+    /// Whether the system's trust store (or the bundled webpki roots where
+    /// it is empty) is trusted; `false` trusts only the roots added with
+    /// [`add_root_certificate_pem`](Self::add_root_certificate_pem).
+    pub fn tls_built_in_root_certs(mut self, on: bool) -> Self {
+        self.built_in_roots = on;
+        self
+    }
+
+    /// A client certificate for mutual TLS: `cert_pem` holds the leaf and
+    /// any intermediates, `key_pem` its private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub fn identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// **Dangerous.** Accepts any server certificate, expired, self-signed
+    /// or for another name, as curl's `--insecure` does. Every attempt made
+    /// through such a transport says so in its report and in tracing.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.insecure = accept;
+        self
+    }
+
+    /// Sends every request through the `http://` proxy at `url`
+    /// (`http://user:password@host:port`; the credentials go in
+    /// `Proxy-Authorization`). It replaces the proxy variables.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// Hosts that bypass the proxy, as in `NO_PROXY`: comma-separated
+    /// names (a name also covers its subdomains), IP addresses, CIDR
+    /// ranges, or `*`. It replaces `NO_PROXY`.
+    pub fn no_proxy(mut self, list: impl Into<String>) -> Self {
+        self.no_proxy = Some(list.into());
+        self
+    }
+
+    /// Whether `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
+    /// (and their lower-case forms) are honoured.
+    pub fn proxy_from_env(mut self, on: bool) -> Self {
+        self.proxy_from_env = on;
+        self
+    }
+
+    /// Checks the certificates, key and proxy settings and builds the
+    /// transport. It needs a tokio runtime only when used; the system's
+    /// trust store is read on the first HTTPS connection.
+    pub fn build(self) -> Result<HyperTransport, BuildError> {
+        let tls = Tls::new(
+            &self.roots,
+            self.built_in_roots,
+            self.identity.as_ref(),
+            self.insecure,
+        )?;
+        let proxies = Proxies::new(
+            self.proxy.as_deref(),
+            self.no_proxy.as_deref(),
+            self.proxy_from_env,
+        )?
+        .map(Arc::new);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(self.connect_timeout);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        // ring supports every default version, so this cannot fail.
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let connector = Tracking { inner: https };
-        let client = |max_idle: usize| {
+        let connector = Connector {
+            http,
+            tls: Arc::new(tls),
+            proxies: proxies.clone(),
+        };
+        let client = |max_idle: usize, h2c: bool| {
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(self.pool_idle_timeout)
                 .pool_max_idle_per_host(max_idle)
+                .http2_only(h2c)
                 .build(connector.clone())
         };
-        HyperTransport {
-            pooled: client(self.pool_max_idle_per_host),
-            fresh: client(0),
-        }
+        Ok(HyperTransport {
+            pooled: client(self.pool_max_idle_per_host, false),
+            fresh: client(0, false),
+            h2c: client(self.pool_max_idle_per_host, true),
+            proxies,
+            insecure: self.insecure,
+        })
     }
 }
 
 impl Transport for HyperTransport {
-    fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
-        let client = if request.extensions().get::<FreshConnection>().is_some() {
+    fn send(&self, mut request: http::Request<RequestBody>) -> SendFuture {
+        let cleartext = request.uri().scheme() == Some(&http::uri::Scheme::HTTP);
+        let client = if cleartext && request.version() == Version::HTTP_2 {
+            &self.h2c
+        } else if request.extensions().get::<FreshConnection>().is_some() {
             &self.fresh
         } else {
             &self.pooled
         };
+        if !cleartext && request.version() == Version::HTTP_2 {
+            // Over TLS, ALPN picks the version; left at 2, hyper would
+            // refuse a server that chose HTTP/1.1.
+            *request.version_mut() = Version::HTTP_11;
+        }
+        // A plain request to a proxy carries the proxy's credentials; a
+        // tunnel carries them in its CONNECT.
+        if let Some(p) = self.proxies.as_ref().filter(|_| cleartext) {
+            if let Some(auth) = p.intercept(request.uri()).as_ref().and_then(proxy::auth) {
+                request
+                    .headers_mut()
+                    .entry(PROXY_AUTHORIZATION)
+                    .or_insert(auth);
+            }
+        }
         // hyper first looks at the body (which marks the handoff) when it
         // takes the request onto a connection, before writing a byte of it.
         if let Some(h) = Handoff::of(&request) {
@@ -172,7 +344,7 @@ impl Transport for HyperTransport {
             match fut.await {
                 Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
                 Err(e) => {
-                    let kind = if e.is_connect() {
+                    let kind = if e.is_connect() || never_left(&e) {
                         if timed_out(&e) {
                             TransportErrorKind::ConnectTimeout
                         } else {
@@ -188,6 +360,58 @@ impl Transport for HyperTransport {
             }
         })
     }
+
+    fn danger_accepts_invalid_certs(&self) -> bool {
+        self.insecure
+    }
+}
+
+/// Errors that prove the request never left, though hyper-util does not
+/// call them connect errors:
+/// - its `Canceled` kind: the connection closed before the request was
+///   written, and hyper handed the request back (hyper-util has no
+///   accessor for the kind, only its `Display`);
+/// - a TLS alert about certificates: the server refused the session (for
+///   TLS 1.3 client certificates, after the client's side of the
+///   handshake was done), so it never took application data.
+fn never_left(e: &hyper_util::client::legacy::Error) -> bool {
+    use rustls::AlertDescription as A;
+    const REFUSALS: [A; 9] = [
+        A::CertificateRequired,
+        A::BadCertificate,
+        A::UnsupportedCertificate,
+        A::CertificateRevoked,
+        A::CertificateExpired,
+        A::CertificateUnknown,
+        A::UnknownCA,
+        A::AccessDenied,
+        A::HandshakeFailure,
+    ];
+    if e.to_string().starts_with("client error (Canceled)") {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let inner = io.get_ref();
+            if let Some(rustls::Error::AlertReceived(alert)) =
+                inner.and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                return REFUSALS.contains(alert);
+            }
+            // rustls reports an alert to a reader as text:
+            // "received fatal alert: CertificateRequired".
+            if let Some(name) = inner
+                .map(ToString::to_string)
+                .as_deref()
+                .and_then(|t| t.strip_prefix("received fatal alert: "))
+            {
+                return REFUSALS.iter().any(|a| format!("{a:?}") == name);
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -238,171 +462,4 @@ fn is_stale(e: &hyper_util::client::legacy::Error) -> bool {
         cur = err.source();
     }
     false
-}
-
-/// How a connection has been used, seen from its plaintext bytes.
-///
-/// hyper writes a request and then reads its answer, never pipelining on
-/// HTTP/1, so a write that follows a read starts the next exchange.
-#[derive(Debug)]
-struct UsageState {
-    exchanges: AtomicU32,
-    /// Bytes read since the current exchange's first write.
-    answered: AtomicU64,
-    /// The last operation was a read (true before the first write).
-    reading: AtomicBool,
-}
-
-#[derive(Clone, Debug)]
-struct Usage(Arc<UsageState>);
-
-impl UsageState {
-    fn on_write(&self) {
-        if self.reading.swap(false, Ordering::Relaxed) {
-            self.exchanges.fetch_add(1, Ordering::Relaxed);
-            self.answered.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn on_read(&self, n: usize) {
-        if n > 0 {
-            self.answered.fetch_add(n as u64, Ordering::Relaxed);
-            self.reading.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// The connection served an earlier exchange, and nothing of the
-    /// current one's answer has arrived.
-    fn reused_without_answer(&self) -> bool {
-        self.exchanges.load(Ordering::Relaxed) >= 2 && self.answered.load(Ordering::Relaxed) == 0
-    }
-}
-
-type Inner = HttpsConnector<HttpConnector>;
-type InnerIo = TokioIo<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>;
-
-/// The connector: hyper-rustls over hyper-util's `HttpConnector`, each
-/// connection wrapped to record its [`Usage`] (above TLS, so handshakes do
-/// not count).
-#[derive(Clone, Debug)]
-struct Tracking {
-    inner: Inner,
-}
-
-impl tower_service::Service<Uri> for Tracking {
-    type Response = TokioIo<Tracked>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<Tracked>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let connecting = tower_service::Service::call(&mut self.inner, dst);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(TokioIo::new(Tracked {
-                io: TokioIo::new(io),
-                usage: Usage(Arc::new(UsageState {
-                    exchanges: AtomicU32::new(0),
-                    answered: AtomicU64::new(0),
-                    reading: AtomicBool::new(true),
-                })),
-            }))
-        })
-    }
-}
-
-/// A connection that records its [`Usage`].
-#[derive(Debug)]
-struct Tracked {
-    io: InnerIo,
-    usage: Usage,
-}
-
-impl Connection for Tracked {
-    fn connected(&self) -> Connected {
-        self.io.connected().extra(self.usage.clone())
-    }
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            self.usage.0.on_read(buf.filled().len() - before);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.usage.0.on_write();
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.usage.0.on_write();
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state() -> UsageState {
-        UsageState {
-            exchanges: AtomicU32::new(0),
-            answered: AtomicU64::new(0),
-            reading: AtomicBool::new(true),
-        }
-    }
-
-    #[test]
-    fn a_fresh_connection_is_never_stale() {
-        let u = state();
-        u.on_write();
-        u.on_write();
-        assert!(!u.reused_without_answer(), "first exchange");
-    }
-
-    #[test]
-    fn a_reused_connection_without_an_answer_is_stale() {
-        let u = state();
-        u.on_write();
-        u.on_read(100);
-        u.on_read(0); // EOF counts as nothing
-        u.on_write();
-        assert!(u.reused_without_answer());
-        u.on_read(1);
-        assert!(!u.reused_without_answer(), "part of an answer arrived");
-    }
 }

@@ -6,13 +6,17 @@
 //! be plugged in by implementing a single method.
 //!
 //! - [`HyperTransport`] is the default: hyper 1.x with hyper-util's pooled
-//!   client and rustls.
+//!   client and rustls, the system's trust store, proxies from the
+//!   environment, HTTP/2 by ALPN and h2c.
 //! - `ReqwestTransport` (feature `reqwest`) wraps a caller-configured
 //!   `reqwest::Client`, with its proxies, cookies and whatever else.
 
+mod connector;
 mod hyper;
+mod proxy;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
 #[cfg(feature = "reqwest")]
@@ -66,11 +70,23 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends `request` (its URI is absolute) and resolves once the response
     /// head has arrived.
     fn send(&self, request: http::Request<RequestBody>) -> SendFuture;
+
+    /// Whether this transport accepts any server certificate
+    /// ([`HyperTransportBuilder::danger_accept_invalid_certs`]). The chain
+    /// marks every HTTPS attempt made through such a transport in its
+    /// report and in tracing. Default: `false`.
+    fn danger_accepts_invalid_certs(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
         (**self).send(request)
+    }
+
+    fn danger_accepts_invalid_certs(&self) -> bool {
+        (**self).danger_accepts_invalid_certs()
     }
 }
 

@@ -1,0 +1,220 @@
+//! The default transport's connector: TCP, then a proxy or a `CONNECT`
+//! tunnel when one applies, then TLS for `https://`; and each connection
+//! wrapped to record how it has been used, which is how a stale pooled
+//! connection is told apart from a broken one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tower_service::Service;
+
+use super::proxy::{self, Proxies};
+use super::tls::Tls;
+use super::BoxError;
+
+type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+
+/// TCP (hyper-util's `HttpConnector`), proxies, and rustls.
+#[derive(Clone, Debug)]
+pub(crate) struct Connector {
+    pub(crate) http: HttpConnector,
+    pub(crate) tls: Arc<Tls>,
+    pub(crate) proxies: Option<Arc<Proxies>>,
+}
+
+impl Service<Uri> for Connector {
+    type Response = TokioIo<Tracked>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<Tracked>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let intercept = self.proxies.as_ref().and_then(|p| p.intercept(&dst));
+        let https = dst.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let mut http = self.http.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let (io, proxied): (Io, bool) = match (https, intercept) {
+                (false, None) => (MaybeHttpsStream::Http(http.call(dst).await?), false),
+                // hyper-util sends the request in absolute form to a
+                // connection marked proxied.
+                (false, Some(p)) => (
+                    MaybeHttpsStream::Http(http.call(p.uri().clone()).await?),
+                    true,
+                ),
+                (true, None) => (
+                    HttpsConnector::from((http, tls.config())).call(dst).await?,
+                    false,
+                ),
+                (true, Some(p)) => {
+                    let mut tunnel = Tunnel::new(p.uri().clone(), http);
+                    if let Some(auth) = proxy::auth(&p) {
+                        tunnel = tunnel.with_auth(auth);
+                    }
+                    let io = HttpsConnector::from((tunnel, tls.config()))
+                        .call(dst)
+                        .await?;
+                    (io, false)
+                }
+            };
+            Ok(TokioIo::new(Tracked {
+                io: TokioIo::new(io),
+                proxied,
+                usage: Usage(Arc::new(UsageState {
+                    exchanges: AtomicU32::new(0),
+                    answered: AtomicU64::new(0),
+                    reading: AtomicBool::new(true),
+                })),
+            }))
+        })
+    }
+}
+
+/// How a connection has been used, seen from its plaintext bytes.
+///
+/// hyper writes a request and then reads its answer, never pipelining on
+/// HTTP/1, so a write that follows a read starts the next exchange.
+#[derive(Debug)]
+pub(crate) struct UsageState {
+    exchanges: AtomicU32,
+    /// Bytes read since the current exchange's first write.
+    answered: AtomicU64,
+    /// The last operation was a read (true before the first write).
+    reading: AtomicBool,
+}
+
+/// A connection's [`UsageState`], as an extra of its `Connected`.
+#[derive(Clone, Debug)]
+pub(crate) struct Usage(pub(crate) Arc<UsageState>);
+
+impl UsageState {
+    fn on_write(&self) {
+        if self.reading.swap(false, Ordering::Relaxed) {
+            self.exchanges.fetch_add(1, Ordering::Relaxed);
+            self.answered.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn on_read(&self, n: usize) {
+        if n > 0 {
+            self.answered.fetch_add(n as u64, Ordering::Relaxed);
+            self.reading.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection served an earlier exchange, and nothing of the
+    /// current one's answer has arrived.
+    pub(crate) fn reused_without_answer(&self) -> bool {
+        self.exchanges.load(Ordering::Relaxed) >= 2 && self.answered.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// A connection that records its [`Usage`] (above TLS, so handshakes do
+/// not count).
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    io: TokioIo<Io>,
+    proxied: bool,
+    usage: Usage,
+}
+
+impl Connection for Tracked {
+    fn connected(&self) -> Connected {
+        self.io
+            .connected()
+            .proxy(self.proxied)
+            .extra(self.usage.clone())
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            self.usage.0.on_read(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.usage.0.on_write();
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.usage.0.on_write();
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> UsageState {
+        UsageState {
+            exchanges: AtomicU32::new(0),
+            answered: AtomicU64::new(0),
+            reading: AtomicBool::new(true),
+        }
+    }
+
+    #[test]
+    fn a_fresh_connection_is_never_stale() {
+        let u = state();
+        u.on_write();
+        u.on_write();
+        assert!(!u.reused_without_answer(), "first exchange");
+    }
+
+    #[test]
+    fn a_reused_connection_without_an_answer_is_stale() {
+        let u = state();
+        u.on_write();
+        u.on_read(100);
+        u.on_read(0); // EOF counts as nothing
+        u.on_write();
+        assert!(u.reused_without_answer());
+        u.on_read(1);
+        assert!(!u.reused_without_answer(), "part of an answer arrived");
+    }
+}
