@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode, Uri};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -23,6 +23,7 @@ use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
 use crate::observer::Observer;
 use crate::redact;
+use crate::redirect;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
@@ -55,6 +56,7 @@ struct Inner {
     observer: Option<Arc<dyn Observer>>,
     retries: u32,
     retries_possible: bool,
+    max_redirects: u32,
     backoff: ExponentialBackoff,
     retry_after_cap: Duration,
     budget: RetryBudget,
@@ -101,6 +103,7 @@ impl fmt::Debug for Chain {
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
 /// | [`transport_options`](Self::transport_options) | [`HyperTransportBuilder::default`]: the system's trust store, proxies from the environment |
 /// | [`http2_prior_knowledge`](Self::http2_prior_knowledge) | off |
+/// | [`follow_redirects`](Self::follow_redirects) | 0: a 3xx falls back |
 /// | [`deadline`](Self::deadline) (whole call) | none |
 /// | [`retries`](Self::retries) (extra tries per link) | 0 |
 /// | [`backoff`](Self::backoff) | exponential, full jitter, 50 ms × 2ⁿ up to 2 s |
@@ -119,6 +122,7 @@ pub struct ChainBuilder {
     connect_timeout: Option<Duration>,
     transport_options: Option<HyperTransportBuilder>,
     http2_prior_knowledge: bool,
+    follow_redirects: u32,
     deadline: Option<Duration>,
     observer: Option<Arc<dyn Observer>>,
     transport: Option<Arc<dyn Transport>>,
@@ -182,6 +186,7 @@ impl Default for ChainBuilder {
             connect_timeout: None,
             transport_options: None,
             http2_prior_knowledge: false,
+            follow_redirects: 0,
             deadline: None,
             observer: None,
             transport: None,
@@ -275,6 +280,14 @@ impl ChainBuilder {
     /// ```
     pub fn transport_options(mut self, options: HyperTransportBuilder) -> Self {
         self.transport_options = Some(options);
+        self
+    }
+
+    /// Follows up to `max_hops` redirects within each link (0, the
+    /// default, follows none: a 3xx falls back like any non-2xx status).
+    /// See [`crate::redirect`].
+    pub fn follow_redirects(mut self, max_hops: u32) -> Self {
+        self.follow_redirects = max_hops;
         self
     }
 
@@ -444,6 +457,7 @@ impl ChainBuilder {
             sticky: self.sticky,
             retries: self.retries,
             retries_possible,
+            max_redirects: self.follow_redirects,
             backoff: self.backoff,
             retry_after_cap: self.retry_after_cap,
             budget: self.budget,
@@ -497,6 +511,7 @@ impl Chain {
             observer: i.observer.clone(),
             retries: i.retries,
             retries_possible: i.retries_possible,
+            max_redirects: i.max_redirects,
             backoff: i.backoff.clone(),
             retry_after_cap: i.retry_after_cap,
             budget: i.budget.clone(),
@@ -522,11 +537,123 @@ enum Ended<O> {
     Lost(Box<Lost>),
 }
 
-/// A request re-sent within one attempt because its pooled connection was
-/// stale; it becomes a `stale` line of the report.
-struct Resent {
+/// A request that went out within an attempt before its last one: a
+/// re-send after a stale pooled connection, or a followed redirect. Each
+/// becomes a line of the report.
+struct Hop {
+    outcome: Outcome,
+    status: Option<StatusCode>,
+    url: Arc<str>,
     elapsed: Duration,
     error: ErrorText,
+}
+
+/// The request for one hop of an attempt: the link's own, or where a
+/// redirect led.
+async fn hop_request(
+    ep: &Endpoint,
+    follow: Option<&redirect::Follow>,
+) -> std::io::Result<http::Request<crate::transport::RequestBody>> {
+    let Some(f) = follow else {
+        return ep.request().await;
+    };
+    let mut request = if f.to_get {
+        let mut r = http::Request::new(crate::transport::RequestBody::empty());
+        *r.method_mut() = if ep.method == http::Method::HEAD {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        *r.version_mut() = ep.version;
+        *r.headers_mut() = ep.headers.clone();
+        r
+    } else {
+        ep.request().await?
+    };
+    let cross_origin = !redirect::same_origin(&ep.uri, &f.uri);
+    redirect::headers(request.headers_mut(), f.to_get, cross_origin, &ep.secrets);
+    *request.uri_mut() = f.uri.clone();
+    Ok(request)
+}
+
+fn hop_url(ep: &Endpoint, follow: Option<&redirect::Follow>) -> Arc<str> {
+    match follow {
+        Some(f) => redirect::shown(&f.uri).into(),
+        None => ep.url.clone(),
+    }
+}
+
+/// A transport error, as a lost attempt.
+fn transport_lost(e: crate::transport::TransportError) -> Lost {
+    match e.kind() {
+        // Rendered only if someone reads it.
+        TransportErrorKind::Connect => {
+            Lost::new(Outcome::Connect, Delivery::NotSent, ErrorText::error(e))
+        }
+        TransportErrorKind::ConnectTimeout => Lost {
+            phase: Some(Phase::Connect),
+            ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
+        },
+        TransportErrorKind::StaleConnection => Lost::new(
+            Outcome::Io,
+            Delivery::Unknown,
+            format!(
+                "{e}: a reused connection failed before any answer \
+                 (the server may have closed it while idle)"
+            ),
+        ),
+        _ => Lost::new(Outcome::Io, Delivery::Unknown, ErrorText::error(e)),
+    }
+}
+
+/// The attempt's timer fired before a response head arrived.
+fn timer_lost(handoff: &Handoff, begun: Instant, until: Instant) -> Lost {
+    let limit = until.duration_since(begun);
+    if handoff.never_left() {
+        // Before the transport handed the request to a connection: nothing
+        // was sent.
+        Lost {
+            phase: Some(Phase::Connect),
+            ..Lost::new(
+                Outcome::Timeout,
+                Delivery::NotSent,
+                format!("no connection within {limit:?}"),
+            )
+        }
+    } else {
+        Lost {
+            phase: Some(Phase::Head),
+            ..Lost::new(
+                Outcome::Timeout,
+                Delivery::Unknown,
+                format!("no response head within {limit:?}"),
+            )
+        }
+    }
+}
+
+/// A redirect that is not followed (a loop, too many hops, a bad
+/// `Location`): the link failed with that answer.
+async fn redirect_lost(
+    resp: http::Response<crate::transport::ResponseBody>,
+    why: String,
+    alarm: &Alarm,
+    limit: u64,
+) -> Lost {
+    let (parts, body) = resp.into_parts();
+    let body = match within(collect(body, limit, None), alarm).await {
+        Some(Ok(b)) => Some(b),
+        _ => None,
+    };
+    Lost {
+        status: Some(parts.status),
+        response: Some(LastResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }),
+        ..Lost::new(Outcome::Status, Delivery::Rejected, why)
+    }
 }
 
 struct Lost {
@@ -731,14 +858,13 @@ impl Chain {
                     return Err(fail(ErrorKind::Deadline, report, last));
                 };
                 let span = attempt_span(ep, try_number);
-                let mut resent = None;
+                let mut hops = Vec::new();
                 let ended = self
-                    .attempt(ep, consumer, begun, until, &mut resent)
+                    .attempt(ep, consumer, begun, until, &mut hops)
                     .instrument(span.clone())
                     .await;
-                if let Some(r) = resent {
-                    let attempt =
-                        unanswered(index, ep, try_number, Outcome::Stale, r.elapsed, r.error);
+                for hop in hops {
+                    let attempt = hop.attempt(index, ep, try_number);
                     span.in_scope(|| self.note(&mut report, attempt));
                 }
                 let ended_at = Instant::now();
@@ -901,7 +1027,7 @@ impl Chain {
                 d = first_done(&mut flights) => Some(d),
                 _ = tokio::time::sleep_until(hedge_at), if can_hedge => None,
             };
-            let Some((i, (mut guard, ended, resent))) = done else {
+            let Some((i, (mut guard, ended, hops))) = done else {
                 if inner.budget.try_withdraw() {
                     match self.launch(
                         &mut next,
@@ -927,9 +1053,8 @@ impl Chain {
             let flight = flights.remove(i);
             guard.settle(&ended, Instant::now());
             let ep = &eps[flight.index];
-            if let Some(r) = resent {
-                let attempt = unanswered(flight.index, ep, 1, Outcome::Stale, r.elapsed, r.error);
-                self.note(&mut report, attempt);
+            for hop in hops {
+                self.note(&mut report, hop.attempt(flight.index, ep, 1));
             }
             let elapsed = flight.begun.elapsed();
             let mut attempt = Attempt {
@@ -1039,11 +1164,11 @@ impl Chain {
             }
             let span = attempt_span(ep, 1);
             let fut = async move {
-                let mut resent = None;
+                let mut hops = Vec::new();
                 let ended = self
-                    .attempt(ep, &mut consumer, begun, until, &mut resent)
+                    .attempt(ep, &mut consumer, begun, until, &mut hops)
                     .await;
-                (guard, ended, resent)
+                (guard, ended, hops)
             }
             .instrument(span);
             flights.push(Flight {
@@ -1132,7 +1257,7 @@ impl Chain {
             let mut guard = ProbeGuard::new(&breakers[index], true);
             let until = later(begun, ep.timeout.unwrap_or(inner.timeout));
             let ended = chain
-                .attempt(ep, &mut Buffered, begun, until, &mut None)
+                .attempt(ep, &mut Buffered, begun, until, &mut Vec::new())
                 .await;
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
             guard.settle(&ended, Instant::now());
@@ -1200,15 +1325,36 @@ impl Chain {
     /// One attempt at one link, bounded by `until`: connect, send, head
     /// and the whole body, under one timer.
     ///
-    /// `resent` is set when a stale pooled connection made the request go
-    /// out a second time within the attempt.
+    /// `hops` gets a line for each request that went out before the last
+    /// one: a re-send after a stale pooled connection, a followed redirect.
     async fn attempt<C: Consume>(
         &self,
         ep: &Endpoint,
         consumer: &mut C,
         begun: Instant,
         until: Instant,
-        resent: &mut Option<Resent>,
+        hops: &mut Vec<Hop>,
+    ) -> Ended<C::Output> {
+        let mut converted = false;
+        let mut ended = self
+            .attempt_hops(ep, consumer, begun, until, hops, &mut converted)
+            .await;
+        // A POST turned into a GET by a redirect was answered: whatever
+        // happened after, it is not re-sent.
+        if let (true, Ended::Lost(l)) = (converted, &mut ended) {
+            l.delivery = Delivery::Processed;
+        }
+        ended
+    }
+
+    async fn attempt_hops<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        begun: Instant,
+        until: Instant,
+        hops: &mut Vec<Hop>,
+        converted: &mut bool,
     ) -> Ended<C::Output> {
         let inner = &*self.inner;
         let limit = inner.max_body;
@@ -1219,27 +1365,34 @@ impl Chain {
                 ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
             })
         };
-        let mut request = match ep.request().await {
-            Ok(r) => r,
-            Err(e) => return body_failed(e),
-        };
-        let mut handoff = Handoff::new();
-        request.body_mut().set_handoff(handoff.clone());
-        // One (shared) alarm for both phases.
+        // One (shared) alarm for every phase and hop.
         let alarm = inner.alarms.alarm(begun, until);
         let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
+        let mut follow: Option<redirect::Follow> = None;
+        let mut visited: Vec<Uri> = Vec::new();
+        let mut stale_resent = false;
         let resp = loop {
-            match within(transport.send(request), &alarm).await {
-                Some(Ok(resp)) => break resp,
+            let mut request = match hop_request(ep, follow.as_ref()).await {
+                Ok(r) => r,
+                Err(e) => return body_failed(e),
+            };
+            let mut handoff = Handoff::new();
+            request.body_mut().set_handoff(handoff.clone());
+            let resp = match within(transport.send(request), &alarm).await {
+                Some(Ok(resp)) => resp,
                 Some(Err(e))
                     if e.kind() == TransportErrorKind::StaleConnection
                         && ep.idempotent
-                        && resent.is_none() =>
+                        && !stale_resent =>
                 {
                     // Go's net/http rule: the server closed a pooled
                     // connection under the request; send it once more, on
                     // a new connection, as the same try.
-                    *resent = Some(Resent {
+                    stale_resent = true;
+                    hops.push(Hop {
+                        outcome: Outcome::Stale,
+                        status: None,
+                        url: hop_url(ep, follow.as_ref()),
                         elapsed: begun.elapsed(),
                         error: format!(
                             "{e}: the pooled connection had been closed by the server; \
@@ -1247,69 +1400,72 @@ impl Chain {
                         )
                         .into(),
                     });
-                    request = match ep.request().await {
+                    let mut request = match hop_request(ep, follow.as_ref()).await {
                         Ok(r) => r,
                         Err(e) => return body_failed(e),
                     };
                     handoff = Handoff::new();
                     request.body_mut().set_handoff(handoff.clone());
                     request.extensions_mut().insert(FreshConnection);
+                    match within(transport.send(request), &alarm).await {
+                        Some(Ok(resp)) => resp,
+                        Some(Err(e)) => return lost(transport_lost(e)),
+                        None => return lost(timer_lost(&handoff, begun, until)),
+                    }
                 }
-                Some(Err(e)) => {
-                    let kind = e.kind();
-                    return lost(match kind {
-                        // Rendered only if someone reads it.
-                        TransportErrorKind::Connect => {
-                            Lost::new(Outcome::Connect, Delivery::NotSent, ErrorText::error(e))
-                        }
-                        TransportErrorKind::ConnectTimeout => Lost {
-                            phase: Some(Phase::Connect),
-                            ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
-                        },
-                        TransportErrorKind::StaleConnection => Lost::new(
-                            Outcome::Io,
-                            Delivery::Unknown,
-                            format!(
-                                "{e}: a reused connection failed before any answer \
-                                 (the server may have closed it while idle)"
-                            ),
-                        ),
-                        _ => Lost::new(Outcome::Io, Delivery::Unknown, ErrorText::error(e)),
-                    });
-                }
-                // The timer fired before the transport handed the request
-                // to a connection: nothing was sent.
-                None if handoff.never_left() => {
-                    return lost(Lost {
-                        phase: Some(Phase::Connect),
-                        ..Lost::new(
-                            Outcome::Timeout,
-                            Delivery::NotSent,
-                            format!("no connection within {:?}", until.duration_since(begun)),
-                        )
-                    })
-                }
-                None => {
-                    return lost(Lost {
-                        phase: Some(Phase::Head),
-                        ..Lost::new(
-                            Outcome::Timeout,
-                            Delivery::Unknown,
-                            format!("no response head within {:?}", until.duration_since(begun)),
-                        )
-                    })
-                }
+                Some(Err(e)) => return lost(transport_lost(e)),
+                None => return lost(timer_lost(&handoff, begun, until)),
+            };
+            if inner.max_redirects == 0 {
+                break resp;
             }
+            let current = follow.as_ref().map_or(&ep.uri, |f| &f.uri);
+            let method = if follow.as_ref().is_some_and(|f| f.to_get) {
+                &http::Method::GET
+            } else {
+                &ep.method
+            };
+            let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
+                None => break resp,
+                Some(Ok(next)) => next,
+                Some(Err(why)) => return lost(redirect_lost(resp, why, &alarm, limit).await),
+            };
+            if visited.len() as u32 >= inner.max_redirects {
+                let why = format!(
+                    "too many redirects: more than {} (the next to {})",
+                    inner.max_redirects,
+                    redirect::shown(&next.uri)
+                );
+                return lost(redirect_lost(resp, why, &alarm, limit).await);
+            }
+            if next.uri == ep.uri || visited.contains(&next.uri) {
+                let why = format!("redirect loop: back to {}", redirect::shown(&next.uri));
+                return lost(redirect_lost(resp, why, &alarm, limit).await);
+            }
+            hops.push(Hop {
+                outcome: Outcome::Redirect,
+                status: Some(resp.status()),
+                url: hop_url(ep, follow.as_ref()),
+                elapsed: begun.elapsed(),
+                error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
+            });
+            // Drained, so the connection goes back to the pool.
+            let _ = within(collect(resp.into_body(), limit, None), &alarm).await;
+            *converted |= next.to_get && !ep.idempotent;
+            visited.push(next.uri.clone());
+            let to_get = next.to_get || follow.as_ref().is_some_and(|f| f.to_get);
+            follow = Some(redirect::Follow { to_get, ..next });
         };
         let (mut parts, body) = resp.into_parts();
+        let head_request =
+            ep.method == http::Method::HEAD && follow.as_ref().is_none_or(|f| !f.to_get);
         if !ep.secrets.is_empty() {
             redact::mark(&mut parts.headers, &ep.secrets);
         }
         let status = parts.status;
         // A HEAD answer's Content-Length describes a body that never comes.
-        let bodiless = ep.method == http::Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless =
+            head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let len = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -1511,13 +1667,17 @@ fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
                 || s == StatusCode::REQUEST_TIMEOUT
                 || s == StatusCode::TOO_MANY_REQUESTS
         }),
-        Outcome::Skipped | Outcome::Cancelled | Outcome::Ok | Outcome::Stale => false,
+        Outcome::Skipped
+        | Outcome::Cancelled
+        | Outcome::Ok
+        | Outcome::Stale
+        | Outcome::Redirect => false,
         _ => true,
     }
 }
 
 type FlightFuture<'a, O> =
-    Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>, Option<Resent>)> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>, Vec<Hop>)> + Send + 'a>>;
 
 /// One attempt in flight in a hedged call.
 struct Flight<'a, O> {
@@ -1538,7 +1698,7 @@ enum Launch {
 /// The first attempt in flight to finish, and its position.
 fn first_done<'f, 'a, O>(
     flights: &'f mut [Flight<'a, O>],
-) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>, Option<Resent>))> + 'f {
+) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>, Vec<Hop>))> + 'f {
     std::future::poll_fn(move |cx| {
         for (i, f) in flights.iter_mut().enumerate() {
             if let std::task::Poll::Ready(out) = f.fut.as_mut().poll(cx) {
@@ -1564,8 +1724,24 @@ fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
     )
 }
 
-/// An attempt that got no answer: skipped, cancelled as a hedge loser, or
-/// lost to a stale connection.
+impl Hop {
+    fn attempt(self, link: usize, ep: &Endpoint, try_number: u32) -> Attempt {
+        Attempt {
+            link,
+            name: ep.name.clone(),
+            url: self.url,
+            try_number,
+            outcome: self.outcome,
+            phase: None,
+            status: self.status,
+            elapsed: self.elapsed,
+            error: Some(self.error),
+            insecure: ep.insecure,
+        }
+    }
+}
+
+/// An attempt that got no answer: skipped, or cancelled as a hedge loser.
 fn unanswered(
     index: usize,
     ep: &Endpoint,

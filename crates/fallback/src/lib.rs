@@ -229,6 +229,7 @@ mod link;
 pub mod metrics;
 mod observer;
 pub mod redact;
+pub mod redirect;
 pub mod report;
 mod response;
 pub mod retry;

@@ -18,11 +18,13 @@ pub(crate) fn attempt(a: &Attempt) {
     let link = a.name().to_owned();
     metrics::counter!("fallback_attempts_total", "link" => link.clone(), "outcome" => a.outcome().as_str())
         .increment(1);
-    // A skipped attempt took no time, and a stale one is followed by its
-    // re-send: either would only distort the histogram.
+    // A skipped attempt took no time, and a stale or redirected one is
+    // followed by its next request: they would only distort the histogram.
     if !matches!(
         a.outcome(),
-        crate::report::Outcome::Skipped | crate::report::Outcome::Stale
+        crate::report::Outcome::Skipped
+            | crate::report::Outcome::Stale
+            | crate::report::Outcome::Redirect
     ) {
         metrics::histogram!("fallback_attempt_duration_seconds", "link" => link)
             .record(a.elapsed().as_secs_f64());

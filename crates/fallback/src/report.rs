@@ -44,11 +44,15 @@ pub enum Outcome {
     /// same try. Only idempotent requests are re-sent this way; this is not
     /// a failure of the link, and draws nothing from the retry budget.
     Stale,
+    /// The link answered a redirect that was followed: the next line is
+    /// the request to where it led ([`crate::redirect`]).
+    Redirect,
 }
 
 impl Outcome {
     /// The outcome's stable name: `ok`, `status`, `connect`, `timeout`,
-    /// `io`, `too_large`, `decode`, `skipped`, `cancelled` or `stale`.
+    /// `io`, `too_large`, `decode`, `skipped`, `cancelled`, `stale` or
+    /// `redirect`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -61,6 +65,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Cancelled => "cancelled",
             Outcome::Stale => "stale",
+            Outcome::Redirect => "redirect",
         }
     }
 }
