@@ -57,6 +57,9 @@ struct Inner {
     retries: u32,
     retries_possible: bool,
     max_redirects: u32,
+    /// Decode compressed answers (feature `compression`).
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
+    decompress: bool,
     backoff: ExponentialBackoff,
     retry_after_cap: Duration,
     budget: RetryBudget,
@@ -104,6 +107,7 @@ impl fmt::Debug for Chain {
 /// | [`transport_options`](Self::transport_options) | [`HyperTransportBuilder::default`]: the system's trust store, proxies from the environment |
 /// | [`http2_prior_knowledge`](Self::http2_prior_knowledge) | off |
 /// | [`follow_redirects`](Self::follow_redirects) | 0: a 3xx falls back |
+/// | `decompress` (feature `compression`) | off |
 /// | [`deadline`](Self::deadline) (whole call) | none |
 /// | [`retries`](Self::retries) (extra tries per link) | 0 |
 /// | [`backoff`](Self::backoff) | exponential, full jitter, 50 ms × 2ⁿ up to 2 s |
@@ -123,6 +127,7 @@ pub struct ChainBuilder {
     transport_options: Option<HyperTransportBuilder>,
     http2_prior_knowledge: bool,
     follow_redirects: u32,
+    decompress: bool,
     deadline: Option<Duration>,
     observer: Option<Arc<dyn Observer>>,
     transport: Option<Arc<dyn Transport>>,
@@ -187,6 +192,7 @@ impl Default for ChainBuilder {
             transport_options: None,
             http2_prior_knowledge: false,
             follow_redirects: 0,
+            decompress: false,
             deadline: None,
             observer: None,
             transport: None,
@@ -288,6 +294,15 @@ impl ChainBuilder {
     /// See [`crate::redirect`].
     pub fn follow_redirects(mut self, max_hops: u32) -> Self {
         self.follow_redirects = max_hops;
+        self
+    }
+
+    /// Asks for compressed answers and decodes them (gzip, deflate, br,
+    /// zstd); [`max_body`](Self::max_body) then bounds the decoded size.
+    /// Default: off. See [`crate::decompress`].
+    #[cfg(feature = "compression")]
+    pub fn decompress(mut self, on: bool) -> Self {
+        self.decompress = on;
         self
     }
 
@@ -439,6 +454,12 @@ impl ChainBuilder {
         };
         let mut endpoints = endpoints;
         for ep in endpoints.iter_mut() {
+            #[cfg(feature = "compression")]
+            if self.decompress {
+                ep.headers
+                    .entry(http::header::ACCEPT_ENCODING)
+                    .or_insert(crate::decompress::ACCEPT);
+            }
             let t = ep.transport.as_ref().unwrap_or(&transport);
             ep.insecure = ep.uri.scheme() == Some(&http::uri::Scheme::HTTPS)
                 && t.danger_accepts_invalid_certs();
@@ -458,6 +479,7 @@ impl ChainBuilder {
             retries: self.retries,
             retries_possible,
             max_redirects: self.follow_redirects,
+            decompress: self.decompress,
             backoff: self.backoff,
             retry_after_cap: self.retry_after_cap,
             budget: self.budget,
@@ -512,6 +534,7 @@ impl Chain {
             retries: i.retries,
             retries_possible: i.retries_possible,
             max_redirects: i.max_redirects,
+            decompress: i.decompress,
             backoff: i.backoff.clone(),
             retry_after_cap: i.retry_after_cap,
             budget: i.budget.clone(),
@@ -1466,6 +1489,12 @@ impl Chain {
         // A HEAD answer's Content-Length describes a body that never comes.
         let bodiless =
             head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        #[cfg(feature = "compression")]
+        let body = if inner.decompress && !bodiless {
+            crate::decompress::decode(&mut parts.headers, body)
+        } else {
+            body
+        };
         let len = parts
             .headers
             .get(CONTENT_LENGTH)

@@ -222,6 +222,8 @@ pub mod breaker;
 pub mod budget;
 mod chain;
 pub mod classify;
+#[cfg(feature = "compression")]
+pub mod decompress;
 mod error;
 pub mod hedge;
 mod link;
