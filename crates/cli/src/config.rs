@@ -3,6 +3,9 @@
 //! ```toml
 //! timeout = "2s"          # chain-wide: timeout, deadline, retries, hedge, fail_on, idempotent, max_body
 //! secret_headers = ["X-Tenant"]  # values never printed, beyond the built-in rule (X-Api-Key, ...)
+//! follow_redirects = true # or a bound on hops (true: 10); compressed = true
+//! ca_cert = "ca.pem"      # chain-wide and per link: ca_cert, client_cert, client_key, insecure,
+//!                         # proxy, http2_prior_knowledge, connect_timeout, user_agent
 //! [[endpoint]]
 //! name = "primary"        # optional
 //! url = "https://primary.example/api/orders"   # required
@@ -16,7 +19,7 @@
 //! Unknown keys are errors that name the key and its line.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -41,6 +44,21 @@ pub struct Config {
     /// Header names whose values are secrets, beyond the built-in rule.
     #[serde(default)]
     pub secret_headers: Vec<String>,
+    #[serde(default, deserialize_with = "opt_redirects")]
+    pub follow_redirects: Option<u32>,
+    pub compressed: Option<bool>,
+    // serde's flatten cannot be combined with deny_unknown_fields, so the
+    // keys of `Net` are spelled out here and in `Endpoint`.
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub http2_prior_knowledge: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    pub user_agent: Option<String>,
     #[serde(default)]
     pub endpoint: Vec<Endpoint>,
 }
@@ -58,6 +76,91 @@ pub struct Endpoint {
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub http2_prior_knowledge: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    pub user_agent: Option<String>,
+}
+
+macro_rules! net_of {
+    ($s:expr) => {
+        Net {
+            ca_cert: $s.ca_cert.clone(),
+            client_cert: $s.client_cert.clone(),
+            client_key: $s.client_key.clone(),
+            insecure: $s.insecure,
+            proxy: $s.proxy.clone(),
+            no_proxy: $s.no_proxy.clone(),
+            http2_prior_knowledge: $s.http2_prior_knowledge,
+            connect_timeout: $s.connect_timeout,
+            user_agent: $s.user_agent.clone(),
+        }
+    };
+}
+
+impl Config {
+    /// The chain-wide network keys.
+    pub fn net(&self) -> Net {
+        net_of!(self)
+    }
+}
+
+impl Endpoint {
+    /// This link's own network keys.
+    pub fn net(&self) -> Net {
+        net_of!(self)
+    }
+}
+
+/// How to reach servers: keys allowed chain-wide and per link.
+#[derive(Clone, Debug, Default)]
+pub struct Net {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub http2_prior_knowledge: Option<bool>,
+    pub connect_timeout: Option<Duration>,
+    pub user_agent: Option<String>,
+}
+
+impl Net {
+    /// Whether the link needs a transport of its own.
+    pub fn transport_keys(&self) -> bool {
+        self.ca_cert.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.insecure.is_some()
+            || self.proxy.is_some()
+            || self.no_proxy.is_some()
+            || self.connect_timeout.is_some()
+    }
+
+    /// `self`, with `over`'s keys where it sets them.
+    pub fn overlaid(&self, over: &Net) -> Net {
+        Net {
+            ca_cert: over.ca_cert.clone().or_else(|| self.ca_cert.clone()),
+            client_cert: over
+                .client_cert
+                .clone()
+                .or_else(|| self.client_cert.clone()),
+            client_key: over.client_key.clone().or_else(|| self.client_key.clone()),
+            insecure: over.insecure.or(self.insecure),
+            proxy: over.proxy.clone().or_else(|| self.proxy.clone()),
+            no_proxy: over.no_proxy.clone().or_else(|| self.no_proxy.clone()),
+            http2_prior_knowledge: over.http2_prior_knowledge.or(self.http2_prior_knowledge),
+            connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            user_agent: over.user_agent.clone().or_else(|| self.user_agent.clone()),
+        }
+    }
 }
 
 /// Reads and checks a config file; the error names the file, and the key
@@ -98,6 +201,21 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     units::duration(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// `true` (10 hops), `false` (none) or a bound on hops.
+fn opt_redirects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Redirects {
+        On(bool),
+        Hops(u32),
+    }
+    Ok(Some(match Redirects::deserialize(d)? {
+        Redirects::On(true) => 10,
+        Redirects::On(false) => 0,
+        Redirects::Hops(n) => n,
+    }))
 }
 
 fn opt_fail_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -3,20 +3,22 @@
 //! A thin user of the `fallback` library: every flag maps onto a
 //! `ChainBuilder` or `Link` setting.
 
+mod build;
 mod config;
 mod demo;
 mod output;
 mod print;
 mod report;
 mod units;
+mod verbose;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fallback::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
+use fallback::Classifier;
 use indicatif::{ProgressBar, ProgressStyle};
 use print::{err, errln, outln};
 
@@ -121,6 +123,60 @@ struct SendArgs {
     /// terminal, else none].
     #[arg(long, value_name = "FORMAT")]
     report: Option<ReportFormat>,
+    /// Extra trusted root certificates (PEM), besides the system's.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Do not verify server certificates. Every attempt made so is marked in
+    /// the report.
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// HTTP/2 without upgrade (h2c) to http:// links.
+    #[arg(long)]
+    http2_prior_knowledge: bool,
+    /// Use this http:// proxy (http://user:pass@host:port) instead of the
+    /// HTTP_PROXY, HTTPS_PROXY and ALL_PROXY variables.
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts that bypass the proxy (comma-separated; replaces NO_PROXY).
+    #[arg(long, value_name = "LIST")]
+    noproxy: Option<String>,
+    /// Bound on establishing a connection [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    connect_timeout: Option<Duration>,
+    /// Follow redirects within a link.
+    #[arg(short = 'L', long)]
+    location: bool,
+    /// The most redirects followed per link, with -L [default: 10].
+    #[arg(long, value_name = "N")]
+    max_redirs: Option<u32>,
+    /// Ask for a compressed answer and decode it.
+    #[arg(long)]
+    compressed: bool,
+    /// Basic credentials for every link, USER:PASS. Never printed.
+    #[arg(short = 'u', long, value_name = "USER:PASS")]
+    user: Option<String>,
+    /// The User-Agent [default: fallback/VERSION].
+    #[arg(short = 'A', long, value_name = "UA")]
+    user_agent: Option<String>,
+    /// The winner's status line and headers before its body on stdout.
+    #[arg(short = 'i', long)]
+    include: bool,
+    /// Send HEAD and print the winner's status line and headers.
+    #[arg(short = 'I', long, conflicts_with_all = ["data", "json"])]
+    head: bool,
+    /// No progress and no report on stderr (errors still print).
+    #[arg(short = 's', long, conflicts_with = "verbose")]
+    silent: bool,
+    /// The text report, and each attempt's request and response head on
+    /// stderr (secrets redacted).
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -162,147 +218,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// Reads `@path` / `@-` arguments; a plain value is itself.
-fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
-    match value.strip_prefix('@') {
-        Some("-") => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| Usage(format!("{flag} @-: cannot read stdin: {e}")))?;
-            Ok(Body::bytes(buf))
-        }
-        // Re-opened for every attempt, never held whole in memory.
-        Some(path) => Ok(Body::file(path)),
-        None => Ok(Body::bytes(value.as_bytes().to_vec())),
-    }
-}
-
-fn json_arg(value: &str) -> Result<Body, Usage> {
-    let text = match value.strip_prefix('@') {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Usage(format!("--json @-: cannot read stdin: {e}")))?;
-            s
-        }
-        Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| Usage(format!("--json @{path}: {e}")))?
-        }
-        None => value.to_owned(),
-    };
-    serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| Usage(format!("--json: invalid JSON: {e}")))?;
-    Ok(Body::bytes(text.into_bytes()))
-}
-
-fn split_header(h: &str) -> Result<(String, String), Usage> {
-    match h.split_once(':') {
-        Some((n, v)) if !n.trim().is_empty() => Ok((n.trim().to_owned(), v.trim().to_owned())),
-        // Only the first word is echoed: without the colon, the rest may be
-        // a secret value.
-        _ => Err(Usage(format!(
-            "invalid header {:?}: expected 'Name: value'",
-            h.split_whitespace().next().unwrap_or("")
-        ))),
-    }
-}
-
-/// Builds the chain: config links first, then the command line's URLs.
-fn build_chain(args: &SendArgs, cfg: &config::Config) -> Result<Chain, Usage> {
-    let mut b: ChainBuilder = Chain::builder().breaker(None);
-    if let Some(t) = args.timeout.or(cfg.timeout) {
-        b = b.timeout(t);
-    }
-    if let Some(d) = args.deadline.or(cfg.deadline) {
-        b = b.deadline(d);
-    }
-    if let Some(r) = args.retries.or(cfg.retries) {
-        b = b.retries(r);
-    }
-    if let Some(h) = args.hedge.or(cfg.hedge) {
-        b = b.hedge(Hedge::fixed(h));
-    }
-    if let Some(spec) = args.fail_on.as_deref().or(cfg.fail_on.as_deref()) {
-        b = b.classifier(Classifier::parse(spec).map_err(|e| Usage(format!("--fail-on: {e}")))?);
-    }
-    if let Some(m) = args.max_body.or(cfg.max_body) {
-        b = b.max_body(m);
-    }
-    for h in &args.headers {
-        let (n, v) = split_header(h)?;
-        b = b.header(n, v);
-    }
-    for name in &cfg.secret_headers {
-        b = b.secret_header(name.clone());
-    }
-    let idempotent = args.idempotent || cfg.idempotent.unwrap_or(false);
-
-    for ep in &cfg.endpoint {
-        let has_body = ep.json.is_some() || ep.body.is_some();
-        let method = ep
-            .method
-            .clone()
-            .unwrap_or_else(|| if has_body { "POST" } else { "GET" }.into());
-        let mut link = Link::new(method, ep.url.clone());
-        if let Some(n) = &ep.name {
-            link = link.name(n.clone());
-        }
-        for (n, v) in &ep.headers {
-            link = link.header(n.clone(), v.clone());
-        }
-        if let Some(j) = &ep.json {
-            link = link.json(j).header("Accept", "application/json");
-        } else if let Some(body) = &ep.body {
-            link = link.body(body.clone());
-        }
-        if let Some(t) = ep.timeout {
-            link = link.timeout(t);
-        }
-        if let Some(r) = ep.retries {
-            link = link.retries(r);
-        }
-        if idempotent {
-            link = link.idempotent(true);
-        }
-        b = b.link(link);
-    }
-
-    let (body, is_json) = match (&args.data, &args.json) {
-        (Some(d), _) => (Some(read_arg("-d", d)?), false),
-        (None, Some(j)) => (Some(json_arg(j)?), true),
-        (None, None) => (None, false),
-    };
-    if !args.urls.is_empty() {
-        let method = args
-            .method
-            .clone()
-            .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
-        for url in &args.urls {
-            let mut link = Link::new(method.clone(), url.clone());
-            if let Some(body) = &body {
-                link = link.body(body.clone());
-            }
-            if is_json {
-                link = link
-                    .header("Content-Type", "application/json")
-                    .header("Accept", "application/json");
-            }
-            if idempotent {
-                link = link.idempotent(true);
-            }
-            b = b.link(link);
-        }
-    }
-    if cfg.endpoint.is_empty() && args.urls.is_empty() {
-        return Err(Usage(
-            "no URL given: pass one or more URLs, or --config FILE".into(),
-        ));
-    }
-    b.build().map_err(|e| Usage(e.to_string()))
-}
-
 fn spinner(show: bool, msg: &str) -> Option<ProgressBar> {
     if !show {
         return None;
@@ -322,106 +237,126 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
         Some(path) => config::load(path).map_err(Usage)?,
         None => config::Config::default(),
     };
-    let chain = build_chain(&args, &cfg)?;
+    let chain = build::chain(&args, &cfg, args.verbose.then_some(verbose::Verbose))?;
     let tty = std::io::stderr().is_terminal();
-    let format = args.report.unwrap_or(if tty {
-        ReportFormat::Text
-    } else {
+    let format = if args.silent {
         ReportFormat::None
-    });
-    let progress = spinner(tty && format == ReportFormat::Text, "fallback");
-    let hedged = args.hedge.or(cfg.hedge).is_some();
+    } else if args.verbose {
+        args.report.unwrap_or(ReportFormat::Text)
+    } else {
+        args.report.unwrap_or(if tty {
+            ReportFormat::Text
+        } else {
+            ReportFormat::None
+        })
+    };
+    let progress = spinner(
+        tty && !args.silent && !args.verbose && format == ReportFormat::Text,
+        "fallback",
+    );
+    let show_head = args.include || args.head;
+    // The head goes before the body, so -i with -o buffers the body.
+    let hedged = args.hedge.or(cfg.hedge).is_some() || (show_head && args.output.is_some());
 
     let rt = runtime();
-    // The outcome: (report, winner's status, error) and what to print.
-    let (report, status, error, body_out): (
-        fallback::Report,
-        Option<u16>,
-        Option<fallback::Error>,
-        BodyOut,
-    ) = rt.block_on(async {
+    let done = rt.block_on(async {
+        let head =
+            |v, s, h: &http::HeaderMap| show_head.then(|| verbose::status_and_headers(v, s, h));
+        let failed = |e: fallback::Error| Done {
+            report: e.report().clone(),
+            status: e.status().map(|s| s.as_u16()),
+            head: match (e.version(), e.status(), e.headers()) {
+                (Some(v), Some(s), Some(h)) => head(v, s, h),
+                _ => None,
+            },
+            error: Some(e),
+            body: BodyOut::None,
+        };
+        let won = |r: &fallback::Report, v, s: http::StatusCode, h: &http::HeaderMap, body| Done {
+            report: r.clone(),
+            status: Some(s.as_u16()),
+            head: head(v, s, h),
+            error: None,
+            body,
+        };
         if let Some(dest) = &args.output {
             let sink = output::FileSink::new(dest, progress.clone())
                 .map_err(|e| Usage(format!("-o {}: {e}", dest.display())))?;
             if hedged {
                 return Ok(match chain.call().await {
                     Ok(resp) => {
-                        let status = Some(resp.status().as_u16());
-                        let write = sink.write_all_and_commit(resp.body());
-                        (
-                            resp.report().clone(),
-                            status,
-                            None,
-                            BodyOut::Committed(write),
-                        )
+                        let mut d = won(
+                            resp.report(),
+                            resp.version(),
+                            resp.status(),
+                            resp.headers(),
+                            BodyOut::None,
+                        );
+                        // With -i, curl writes the head into the file too.
+                        let mut bytes = d.head.take().unwrap_or_default();
+                        bytes.extend_from_slice(resp.body());
+                        d.body = BodyOut::Committed(sink.write_all_and_commit(&bytes));
+                        d
                     }
-                    Err(e) => (
-                        e.report().clone(),
-                        e.status().map(|s| s.as_u16()),
-                        Some(e),
-                        BodyOut::None,
-                    ),
+                    Err(e) => failed(e),
                 });
             }
             let mut sink = sink;
             return Ok(match chain.call_into(&mut sink).await {
-                Ok(resp) => {
-                    let status = Some(resp.status().as_u16());
-                    (
-                        resp.report().clone(),
-                        status,
-                        None,
-                        BodyOut::Committed(sink.commit()),
-                    )
-                }
-                Err(e) => (
-                    e.report().clone(),
-                    e.status().map(|s| s.as_u16()),
-                    Some(e),
-                    BodyOut::None,
+                Ok(resp) => won(
+                    resp.report(),
+                    resp.version(),
+                    resp.status(),
+                    resp.headers(),
+                    BodyOut::Committed(sink.commit()),
                 ),
+                Err(e) => failed(e),
             });
         }
         if hedged {
             return Ok(match chain.call().await {
-                Ok(resp) => (
-                    resp.report().clone(),
-                    Some(resp.status().as_u16()),
-                    None,
+                Ok(resp) => won(
+                    resp.report(),
+                    resp.version(),
+                    resp.status(),
+                    resp.headers(),
                     BodyOut::Bytes(resp.body().clone()),
                 ),
-                Err(e) => (
-                    e.report().clone(),
-                    e.status().map(|s| s.as_u16()),
-                    Some(e),
-                    BodyOut::None,
-                ),
+                Err(e) => failed(e),
             });
         }
         let mut spool = output::Spool::new(progress.clone());
         Ok(match chain.call_into(&mut spool).await {
-            Ok(resp) => (
-                resp.report().clone(),
-                Some(resp.status().as_u16()),
-                None,
+            Ok(resp) => won(
+                resp.report(),
+                resp.version(),
+                resp.status(),
+                resp.headers(),
                 BodyOut::Spool(spool),
             ),
-            Err(e) => (
-                e.report().clone(),
-                e.status().map(|s| s.as_u16()),
-                Some(e),
-                BodyOut::None,
-            ),
+            Err(e) => failed(e),
         })
     })?;
     if let Some(p) = &progress {
         p.finish_and_clear();
     }
+    let Done {
+        report,
+        status,
+        error,
+        head,
+        body: body_out,
+    } = done;
 
-    // stdout: the winner's body, or the last failure's body.
+    // stdout: the winner's body, or the last failure's body, after the
+    // head with -i or -I.
     let mut stdout = std::io::stdout().lock();
     let mut code = if error.is_none() { 0 } else { 1 };
-    let written = match body_out {
+    let head_written = match &head {
+        Some(h) => stdout.write_all(h),
+        None => Ok(()),
+    };
+    let written = head_written.and_then(|()| match body_out {
         BodyOut::Spool(s) => s.copy_to(&mut stdout),
         BodyOut::Bytes(b) => stdout.write_all(&b).and_then(|_| stdout.flush()),
         BodyOut::Committed(Err(e)) => {
@@ -435,12 +370,12 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
             code = 1;
             Ok(())
         }
-        BodyOut::Committed(Ok(())) => Ok(()),
+        BodyOut::Committed(Ok(())) => stdout.flush(),
         BodyOut::None => match error.as_ref().and_then(|e| e.body()) {
             Some(b) => stdout.write_all(b).and_then(|_| stdout.flush()),
-            None => Ok(()),
+            None => stdout.flush(),
         },
-    };
+    });
     if let Err(e) = written {
         // A closed pipe (`| head`) is the reader's choice, not a failure.
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -466,6 +401,16 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
     Ok(ExitCode::from(code))
 }
 
+/// How a call ended, and what goes to stdout.
+struct Done {
+    report: fallback::Report,
+    status: Option<u16>,
+    error: Option<fallback::Error>,
+    /// The status line and headers, for -i and -I.
+    head: Option<Vec<u8>>,
+    body: BodyOut,
+}
+
 enum BodyOut {
     None,
     Spool(output::Spool),
@@ -482,7 +427,7 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
         )));
     }
     let args = SendArgs::parse_from(["send"]);
-    let chain = build_chain(&args, &cfg)?;
+    let chain = build::chain(&args, &cfg, None)?;
     outln!("{}: {} link(s), nothing sent", path.display(), chain.len());
     for l in chain.links() {
         outln!("[{}] {}  {} {}", l.index(), l.name(), l.method(), l.url());

@@ -38,6 +38,9 @@ pub fn text(report: &Report, status: Option<u16>) -> String {
             out.push_str("  ");
             out.push_str(e);
         }
+        if a.insecure() {
+            out.push_str("  [insecure: certificate not verified]");
+        }
         out.push('\n');
     }
     match (report.winner(), status) {
@@ -69,6 +72,7 @@ pub fn json(report: &Report, status: Option<u16>) -> String {
                 "status": a.status().map(|s| s.as_u16()),
                 "elapsed_ms": ms(a.elapsed()),
                 "error": a.error(),
+                "insecure": a.insecure(),
             })
         })
         .collect();

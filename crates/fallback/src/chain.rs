@@ -21,7 +21,7 @@ use crate::classify::{Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
 use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
-use crate::observer::Observer;
+use crate::observer::{Observer, RequestHead, ResponseHead};
 use crate::redact;
 use crate::redirect;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
@@ -231,6 +231,16 @@ impl ChainBuilder {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Basic credentials in `Authorization` for every link that does not
+    /// set its own (a secret: never printed).
+    pub fn basic_auth(self, user: &str, password: Option<&str>) -> Self {
+        let pair = format!("{user}:{}", password.unwrap_or(""));
+        self.header(
+            "Authorization",
+            format!("Basic {}", crate::link::base64(pair.as_bytes())),
+        )
     }
 
     /// Treats header `name` as a secret on every link and in every
@@ -553,6 +563,7 @@ impl Chain {
 enum Ended<O> {
     Won {
         status: StatusCode,
+        version: http::Version,
         headers: HeaderMap,
         output: O,
     },
@@ -671,6 +682,7 @@ async fn redirect_lost(
     Lost {
         status: Some(parts.status),
         response: Some(LastResponse {
+            version: parts.version,
             status: parts.status,
             headers: parts.headers,
             body,
@@ -908,6 +920,7 @@ impl Chain {
                 let mut lost = match ended {
                     Ended::Won {
                         status,
+                        version,
                         headers,
                         output,
                     } => {
@@ -918,6 +931,7 @@ impl Chain {
                         report.elapsed = ended_at - started;
                         return Ok(Response {
                             status,
+                            version,
                             headers,
                             body: output,
                             winner: index,
@@ -1095,6 +1109,7 @@ impl Chain {
             match ended {
                 Ended::Won {
                     status,
+                    version,
                     headers,
                     output,
                 } => {
@@ -1107,6 +1122,7 @@ impl Chain {
                     report.elapsed = started.elapsed();
                     return Ok(Response {
                         status,
+                        version,
                         headers,
                         body: output,
                         winner: flight.index,
@@ -1310,6 +1326,20 @@ impl Chain {
         report.attempts.push(attempt);
     }
 
+    /// Shows a request to the observer, if there is one.
+    fn show_request(&self, ep: &Endpoint, request: &http::Request<crate::transport::RequestBody>) {
+        if let Some(o) = &self.inner.observer {
+            o.on_request(&RequestHead {
+                link: ep.index,
+                name: &ep.name,
+                method: request.method(),
+                uri: request.uri(),
+                version: request.version(),
+                headers: request.headers(),
+            });
+        }
+    }
+
     fn observe(&self, attempt: &Attempt) {
         let status = attempt.status.map(|s| s.as_u16());
         let elapsed_ms = attempt.elapsed.as_secs_f64() * 1e3;
@@ -1401,6 +1431,7 @@ impl Chain {
             };
             let mut handoff = Handoff::new();
             request.body_mut().set_handoff(handoff.clone());
+            self.show_request(ep, &request);
             let resp = match within(transport.send(request), &alarm).await {
                 Some(Ok(resp)) => resp,
                 Some(Err(e))
@@ -1430,6 +1461,7 @@ impl Chain {
                     handoff = Handoff::new();
                     request.body_mut().set_handoff(handoff.clone());
                     request.extensions_mut().insert(FreshConnection);
+                    self.show_request(ep, &request);
                     match within(transport.send(request), &alarm).await {
                         Some(Ok(resp)) => resp,
                         Some(Err(e)) => return lost(transport_lost(e)),
@@ -1439,6 +1471,15 @@ impl Chain {
                 Some(Err(e)) => return lost(transport_lost(e)),
                 None => return lost(timer_lost(&handoff, begun, until)),
             };
+            if let Some(o) = &inner.observer {
+                o.on_response(&ResponseHead {
+                    link: ep.index,
+                    name: &ep.name,
+                    status: resp.status(),
+                    version: resp.version(),
+                    headers: resp.headers(),
+                });
+            }
             if inner.max_redirects == 0 {
                 break resp;
             }
@@ -1507,6 +1548,7 @@ impl Chain {
                 Some(Ok(output)) => {
                     return Ended::Won {
                         status,
+                        version: parts.version,
                         headers: parts.headers,
                         output,
                     }
@@ -1523,6 +1565,7 @@ impl Chain {
                 ),
                 Some(Err(ConsumeError::Decode(e, bytes))) => Lost {
                     response: Some(LastResponse {
+                        version: parts.version,
                         status,
                         headers: parts.headers.clone(),
                         body: Some(bytes),
@@ -1568,6 +1611,7 @@ impl Chain {
             return lost(Lost {
                 status: Some(status),
                 response: failed.response.or(Some(LastResponse {
+                    version: parts.version,
                     status,
                     headers: parts.headers,
                     body: None,
@@ -1586,6 +1630,7 @@ impl Chain {
             verdict,
             retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
             response: Some(LastResponse {
+                version: parts.version,
                 status,
                 headers: parts.headers,
                 body,

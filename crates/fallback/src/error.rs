@@ -125,6 +125,7 @@ pub enum ErrorKind {
 /// The last response received by a failed call.
 #[derive(Clone, Debug)]
 pub(crate) struct LastResponse {
+    pub(crate) version: http::Version,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
@@ -196,6 +197,12 @@ impl Error {
     /// The status of the last response received, if any link answered.
     pub fn status(&self) -> Option<StatusCode> {
         self.inner.last.as_ref().map(|l| l.status)
+    }
+
+    /// The HTTP version of the last response received, if any link
+    /// answered.
+    pub fn version(&self) -> Option<http::Version> {
+        self.inner.last.as_ref().map(|l| l.version)
     }
 
     /// The headers of the last response received.

@@ -251,7 +251,7 @@ pub use classify::{Classifier, ClassifierParseError, Verdict};
 pub use error::{BuildError, Error, ErrorKind, Failure, LinkProblem};
 pub use hedge::Hedge;
 pub use link::{Link, LinkInfo};
-pub use observer::Observer;
+pub use observer::{Observer, RequestHead, ResponseHead};
 pub use report::{Attempt, Outcome, Report};
 pub use response::{Response, Sink};
 pub use timeout::Phase;

@@ -145,6 +145,16 @@ impl Link {
         self
     }
 
+    /// Sends Basic credentials in `Authorization` (a secret: never
+    /// printed).
+    pub fn basic_auth(self, user: &str, password: Option<&str>) -> Link {
+        let pair = format!("{user}:{}", password.unwrap_or(""));
+        self.header(
+            "Authorization",
+            format!("Basic {}", base64(pair.as_bytes())),
+        )
+    }
+
     /// Treats header `name` as a secret on this link, beyond the built-in
     /// rule of [`crate::redact`]: its value never appears in `Debug`,
     /// reports, errors, tracing or [`Chain::links`](crate::Chain::links).
@@ -253,6 +263,7 @@ impl Link {
         let h2c = self.http2_prior_knowledge.unwrap_or(chain_h2c)
             && uri.scheme() == Some(&http::uri::Scheme::HTTP);
         Ok(Endpoint {
+            index,
             version: if h2c {
                 http::Version::HTTP_2
             } else {
@@ -336,6 +347,8 @@ impl LinkInfo {
 /// A validated link, ready to send.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
+    /// Its position in the chain.
+    pub(crate) index: usize,
     pub(crate) name: Arc<str>,
     pub(crate) url: Arc<str>,
     pub(crate) method: Method,
@@ -383,6 +396,7 @@ impl Endpoint {
         let uri = join_uri(&self.uri, req.uri());
         let method = req.method().clone();
         Endpoint {
+            index: self.index,
             name: self.name.clone(),
             url: redact::uri(&uri).into(),
             idempotent: safety::is_idempotent(&method, &headers, self.marked),
@@ -597,7 +611,7 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -103,6 +103,19 @@ pub fn is_secret_param(name: &str) -> bool {
             .any(|w| contains_ignore_case(name, w))
 }
 
+/// `url` as it may be shown: without `user:password@` or the values of
+/// secret query parameters.
+///
+/// ```
+/// assert_eq!(
+///     fallback::redact::url("https://u:pw@h/cb?code=abc&page=2"),
+///     "https://***@h/cb?code=***&page=2"
+/// );
+/// ```
+pub fn url(url: &str) -> String {
+    raw_url(url)
+}
+
 /// Whether `name` is secret by the built-in rule or is one of `marked`.
 pub(crate) fn is_secret(name: &str, marked: &[HeaderName]) -> bool {
     is_secret_header(name)

@@ -24,6 +24,7 @@ use crate::transport::{BoxError, ResponseBody};
 #[derive(Clone)]
 pub struct Response<T = Bytes> {
     pub(crate) status: StatusCode,
+    pub(crate) version: http::Version,
     pub(crate) headers: HeaderMap,
     pub(crate) body: T,
     pub(crate) winner: usize,
@@ -34,6 +35,7 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Response<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Response")
             .field("status", &self.status)
+            .field("version", &self.version)
             .field("headers", &crate::redact::Headers(&self.headers))
             .field("body", &self.body)
             .field("winner", &self.winner)
@@ -46,6 +48,11 @@ impl<T> Response<T> {
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The HTTP version the winner answered in.
+    pub fn version(&self) -> http::Version {
+        self.version
     }
 
     /// The headers.

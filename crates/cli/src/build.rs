@@ -1,0 +1,267 @@
+//! From the command line and the config file to a chain: every flag and key
+//! maps onto a public `ChainBuilder`, `Link` or `HyperTransportBuilder`
+//! setting.
+
+use std::io::Read;
+
+use fallback::transport::{HyperTransport, HyperTransportBuilder};
+use fallback::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
+
+use crate::config::{self, Net};
+use crate::{SendArgs, Usage};
+
+/// Reads `@path` / `@-` arguments; a plain value is itself.
+fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
+    match value.strip_prefix('@') {
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Usage(format!("{flag} @-: cannot read stdin: {e}")))?;
+            Ok(Body::bytes(buf))
+        }
+        // Re-opened for every attempt, never held whole in memory.
+        Some(path) => Ok(Body::file(path)),
+        None => Ok(Body::bytes(value.as_bytes().to_vec())),
+    }
+}
+
+fn json_arg(value: &str) -> Result<Body, Usage> {
+    let text = match value.strip_prefix('@') {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Usage(format!("--json @-: cannot read stdin: {e}")))?;
+            s
+        }
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| Usage(format!("--json @{path}: {e}")))?
+        }
+        None => value.to_owned(),
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| Usage(format!("--json: invalid JSON: {e}")))?;
+    Ok(Body::bytes(text.into_bytes()))
+}
+
+pub fn split_header(h: &str) -> Result<(String, String), Usage> {
+    match h.split_once(':') {
+        Some((n, v)) if !n.trim().is_empty() => Ok((n.trim().to_owned(), v.trim().to_owned())),
+        // Only the first word is echoed: without the colon, the rest may be
+        // a secret value.
+        _ => Err(Usage(format!(
+            "invalid header {:?}: expected 'Name: value'",
+            h.split_whitespace().next().unwrap_or("")
+        ))),
+    }
+}
+
+fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Usage> {
+    std::fs::read(path).map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
+}
+
+/// The transport options a `Net` asks for.
+fn transport(net: &Net, where_: &str) -> Result<HyperTransportBuilder, Usage> {
+    let mut t = HyperTransport::builder();
+    if let Some(p) = &net.ca_cert {
+        t = t.add_root_certificate_pem(read_file("ca_cert", p)?);
+    }
+    match (&net.client_cert, &net.client_key) {
+        (Some(c), Some(k)) => {
+            t = t.identity_pem(read_file("client_cert", c)?, read_file("client_key", k)?)
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Usage(format!(
+                "{where_}: a client certificate needs both the certificate and its key \
+                 (--cert and --key, or client_cert and client_key)"
+            )))
+        }
+        (None, None) => {}
+    }
+    if net.insecure == Some(true) {
+        t = t.danger_accept_invalid_certs(true);
+    }
+    if let Some(p) = &net.proxy {
+        t = t.proxy(p.clone());
+    }
+    if let Some(n) = &net.no_proxy {
+        t = t.no_proxy(n.clone());
+    }
+    if let Some(c) = net.connect_timeout {
+        t = t.connect_timeout(Some(c));
+    }
+    Ok(t)
+}
+
+/// The command line's network flags, over the config's chain-wide keys.
+fn command_line_net(args: &SendArgs, cfg: &config::Config) -> Net {
+    cfg.net().overlaid(&Net {
+        ca_cert: args.cacert.clone(),
+        client_cert: args.cert.clone(),
+        client_key: args.key.clone(),
+        insecure: args.insecure.then_some(true),
+        proxy: args.proxy.clone(),
+        no_proxy: args.noproxy.clone(),
+        http2_prior_knowledge: args.http2_prior_knowledge.then_some(true),
+        connect_timeout: args.connect_timeout,
+        user_agent: args.user_agent.clone(),
+    })
+}
+
+/// Builds the chain: config links first, then the command line's URLs.
+pub fn chain(
+    args: &SendArgs,
+    cfg: &config::Config,
+    observer: Option<crate::verbose::Verbose>,
+) -> Result<Chain, Usage> {
+    let mut b: ChainBuilder = Chain::builder().breaker(None);
+    if let Some(t) = args.timeout.or(cfg.timeout) {
+        b = b.timeout(t);
+    }
+    if let Some(d) = args.deadline.or(cfg.deadline) {
+        b = b.deadline(d);
+    }
+    if let Some(r) = args.retries.or(cfg.retries) {
+        b = b.retries(r);
+    }
+    if let Some(h) = args.hedge.or(cfg.hedge) {
+        b = b.hedge(Hedge::fixed(h));
+    }
+    if let Some(spec) = args.fail_on.as_deref().or(cfg.fail_on.as_deref()) {
+        b = b.classifier(Classifier::parse(spec).map_err(|e| Usage(format!("--fail-on: {e}")))?);
+    }
+    if let Some(m) = args.max_body.or(cfg.max_body) {
+        b = b.max_body(m);
+    }
+    let follow = if args.location {
+        Some(args.max_redirs.unwrap_or(10))
+    } else {
+        cfg.follow_redirects
+    };
+    if let Some(hops) = follow {
+        b = b.follow_redirects(hops);
+    }
+    if args.compressed || cfg.compressed == Some(true) {
+        b = b.decompress(true);
+    }
+    let net = command_line_net(args, cfg);
+    b = b.transport_options(transport(&net, "the chain")?);
+    if net.http2_prior_knowledge == Some(true) {
+        b = b.http2_prior_knowledge(true);
+    }
+    let mut has_user_agent = false;
+    for h in &args.headers {
+        let (n, v) = split_header(h)?;
+        has_user_agent |= n.eq_ignore_ascii_case("user-agent");
+        b = b.header(n, v);
+    }
+    if !has_user_agent {
+        let ua = net
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| format!("fallback/{}", env!("CARGO_PKG_VERSION")));
+        b = b.header("User-Agent", ua);
+    }
+    if let Some(user) = &args.user {
+        let (u, p) = match user.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (user.as_str(), None),
+        };
+        b = b.basic_auth(u, p);
+    }
+    for name in &cfg.secret_headers {
+        b = b.secret_header(name.clone());
+    }
+    if let Some(o) = observer {
+        b = b.observer(o);
+    }
+    let idempotent = args.idempotent || cfg.idempotent.unwrap_or(false);
+
+    for (i, ep) in cfg.endpoint.iter().enumerate() {
+        let has_body = ep.json.is_some() || ep.body.is_some();
+        let method = ep
+            .method
+            .clone()
+            .unwrap_or_else(|| if has_body { "POST" } else { "GET" }.into());
+        let mut link = Link::new(method, ep.url.clone());
+        if let Some(n) = &ep.name {
+            link = link.name(n.clone());
+        }
+        for (n, v) in &ep.headers {
+            link = link.header(n.clone(), v.clone());
+        }
+        if let Some(j) = &ep.json {
+            link = link.json(j).header("Accept", "application/json");
+        } else if let Some(body) = &ep.body {
+            link = link.body(body.clone());
+        }
+        if let Some(t) = ep.timeout {
+            link = link.timeout(t);
+        }
+        if let Some(r) = ep.retries {
+            link = link.retries(r);
+        }
+        if idempotent {
+            link = link.idempotent(true);
+        }
+        let own = ep.net();
+        if own.transport_keys() {
+            let name = format!("endpoint {i} ({})", ep.name.as_deref().unwrap_or(&ep.url));
+            let t = transport(&net.overlaid(&own), &name)?
+                .build()
+                .map_err(|e| Usage(format!("{name}: {e}")))?;
+            link = link.transport(t);
+        }
+        if let Some(h2c) = own.http2_prior_knowledge {
+            link = link.http2_prior_knowledge(h2c);
+        }
+        if let Some(ua) = &own.user_agent {
+            link = link.header("User-Agent", ua.clone());
+        }
+        b = b.link(link);
+    }
+
+    let (body, is_json) = match (&args.data, &args.json) {
+        (Some(d), _) => (Some(read_arg("-d", d)?), false),
+        (None, Some(j)) => (Some(json_arg(j)?), true),
+        (None, None) => (None, false),
+    };
+    let has_content_type = args.headers.iter().any(|h| {
+        h.split(':')
+            .next()
+            .is_some_and(|n| n.trim().eq_ignore_ascii_case("content-type"))
+    });
+    if !args.urls.is_empty() {
+        let method = match (&args.method, args.head) {
+            (Some(m), _) => m.clone(),
+            (None, true) => "HEAD".into(),
+            (None, false) => if body.is_some() { "POST" } else { "GET" }.into(),
+        };
+        for url in &args.urls {
+            let mut link = Link::new(method.clone(), url.clone());
+            if let Some(body) = &body {
+                link = link.body(body.clone());
+                // curl's default for -d.
+                if !is_json && !has_content_type {
+                    link = link.header("Content-Type", "application/x-www-form-urlencoded");
+                }
+            }
+            if is_json {
+                link = link
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "application/json");
+            }
+            if idempotent {
+                link = link.idempotent(true);
+            }
+            b = b.link(link);
+        }
+    }
+    if cfg.endpoint.is_empty() && args.urls.is_empty() {
+        return Err(Usage(
+            "no URL given: pass one or more URLs, or --config FILE".into(),
+        ));
+    }
+    b.build().map_err(|e| Usage(e.to_string()))
+}
