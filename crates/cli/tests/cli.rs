@@ -1,68 +1,16 @@
 //! End-to-end: the built `fallback` binary against loopback servers that
 //! misbehave on purpose. One test per option and per exit status.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
+
 use bytes::Bytes;
 use fallback_testserver::{Behavior, Reply, Server};
-
-fn run(args: &[&str]) -> Output {
-    run_with_stdin(args, None)
-}
-
-fn run_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run fallback");
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-/// The `--report json` object: the last line of stderr.
-fn report(o: &Output) -> serde_json::Value {
-    let err = stderr(o);
-    let last = err
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no stderr: {err}"));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}"))
-}
-
-fn outcomes(r: &serde_json::Value) -> Vec<String> {
-    r["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn write(dir: &Path, name: &str, content: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, content).unwrap();
-    p.to_string_lossy().into_owned()
-}
 
 // ---- exit 0 and the report ----
 

@@ -166,10 +166,48 @@
 //! caller supplies; if the body breaks mid-way the sink is reset and the
 //! chain moves on.
 //!
-//! ## Transports
+//! ## Transports and production networks
 //!
 //! The default [`transport::HyperTransport`] is hyper 1.x with hyper-util's
-//! pooled client and rustls. With the feature `reqwest`,
+//! pooled client and rustls. Its options go through
+//! [`ChainBuilder::transport_options`]:
+//!
+//! - **Trust**: the operating system's trust store (`SSL_CERT_FILE` and
+//!   `SSL_CERT_DIR` honoured; the bundled webpki roots where the store is
+//!   empty), extra roots from PEM, or only the given roots.
+//! - **Client certificates** for mutual TLS, from PEM.
+//! - **Proxies**: `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`
+//!   by default, or an explicit `http://` proxy; HTTPS goes through a
+//!   `CONNECT` tunnel. Proxy credentials never print.
+//! - **HTTP/2** by ALPN over TLS, and h2c with
+//!   [`ChainBuilder::http2_prior_knowledge`] or [`Link::http2_prior_knowledge`].
+//! - `danger_accept_invalid_certs`, which marks every attempt made with it.
+//!
+//! A TLS handshake the server refuses is a connect failure: nothing was
+//! sent, so even a `POST` fails over. Redirects are followed within a link
+//! when asked ([`ChainBuilder::follow_redirects`], see [`redirect`]), and
+//! with the feature `compression`, `ChainBuilder::decompress` asks for and
+//! decodes compressed answers.
+//!
+//! ```
+//! use fallback::transport::HyperTransport;
+//! use fallback::{Chain, Link};
+//! use fallback_testserver::tls::{HttpServer, TestCa};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An HTTPS server whose certificate comes from a private CA.
+//! let ca = TestCa::new();
+//! let server = HttpServer::builder().tls(&ca).start();
+//! let chain = Chain::builder()
+//!     .transport_options(HyperTransport::builder().add_root_certificate_pem(ca.cert_pem()))
+//!     .link(Link::get(server.url("/orders/42")))
+//!     .build()?;
+//! let resp = chain.call().await?;
+//! assert_eq!(resp.version(), http::Version::HTTP_2); // negotiated by ALPN
+//! # Ok(()) }
+//! ```
+//! With the feature `reqwest`,
 //! `transport::ReqwestTransport` sends through your own `reqwest::Client`.
 //! Any client can be plugged in by implementing [`transport::Transport`],
 //! for the whole chain or for one link ([`Link::transport`]).
