@@ -45,6 +45,15 @@ async fn ssl_cert_file_is_honoured() {
     call().await.unwrap();
     // The file replaces the system's store, as with OpenSSL.
     std::env::remove_var("SSL_CERT_FILE");
+
+    // An empty store (a minimal container): the chain still builds, and
+    // verifies against the bundled webpki roots, which do not know the CA.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    std::env::set_var("SSL_CERT_FILE", &empty);
+    let e = call().await.unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    std::env::remove_var("SSL_CERT_FILE");
 }
 
 async fn proxy_variables_are_honoured() {

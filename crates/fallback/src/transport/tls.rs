@@ -121,13 +121,22 @@ impl Tls {
     }
 
     fn roots(&self) -> RootCertStore {
-        let mut roots = RootCertStore::empty();
-        if self.built_in_roots {
+        let system = self.built_in_roots.then(|| {
             let found = rustls_native_certs::load_native_certs();
             for e in &found.errors {
                 tracing::debug!(error = %e, "reading the system trust store");
             }
-            let (added, _) = roots.add_parsable_certificates(found.certs);
+            found.certs
+        });
+        self.roots_from(system)
+    }
+
+    /// The trusted roots, given what the system's store held (`None`: not
+    /// asked for).
+    fn roots_from(&self, system: Option<Vec<CertificateDer<'static>>>) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        if let Some(certs) = system {
+            let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
                 tracing::warn!(
                     "the system trust store is empty or missing; using the bundled webpki roots"
@@ -213,5 +222,22 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_system_store_falls_back_to_the_webpki_roots() {
+        let tls = Tls::new(&[], true, None, false).unwrap();
+        let webpki = webpki_roots::TLS_SERVER_ROOTS.len();
+        assert_eq!(tls.roots_from(Some(Vec::new())).len(), webpki);
+        // Certificates that do not parse count as none.
+        let junk = vec![CertificateDer::from(vec![1, 2, 3])];
+        assert_eq!(tls.roots_from(Some(junk)).len(), webpki);
+        // Only the given roots: nothing from the system or webpki.
+        assert_eq!(tls.roots_from(None).len(), 0);
     }
 }
