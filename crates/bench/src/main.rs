@@ -1,4 +1,4 @@
-//! `cargo run --release -p fallback-bench -- [--quick] [--json FILE] [--svg FILE]`
+//! `cargo run --release -p fallback-chain-bench -- [--quick] [--json FILE] [--svg FILE]`
 //!
 //! Every scenario runs against its baseline in the same run, interleaved
 //! (A B A B …), and reports medians and their ratio. Servers run on
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fallback::{BreakerConfig, Chain, Hedge, Link};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{BreakerConfig, Chain, Hedge, Link};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -392,7 +392,9 @@ async fn healthy(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
     // The reqwest transport against raw reqwest, with the same client.
     let client = reqwest::Client::builder().build().expect("reqwest");
     let chain = Chain::builder()
-        .transport(fallback::transport::ReqwestTransport::new(client.clone()))
+        .transport(fallback_chain::transport::ReqwestTransport::new(
+            client.clone(),
+        ))
         .links(links(&[s.url()]))
         .build()
         .expect("chain");
@@ -799,7 +801,7 @@ fn cli_single(cfg: Cfg) -> Option<Row> {
     if !exe.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
-            .args(["build", "--release", "-p", "fallback-cli"])
+            .args(["build", "--release", "-p", "fallback-chain-cli"])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);

@@ -4,8 +4,8 @@
 
 use std::io::Read;
 
-use fallback::transport::{HyperTransport, HyperTransportBuilder};
-use fallback::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
+use fallback_chain::transport::{HyperTransport, HyperTransportBuilder};
+use fallback_chain::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
 
 use crate::config::{self, Net};
 use crate::{SendArgs, Usage};

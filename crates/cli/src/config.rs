@@ -220,7 +220,7 @@ fn opt_redirects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Erro
 
 fn opt_fail_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
-    fallback::Classifier::parse(&s).map_err(serde::de::Error::custom)?;
+    fallback_chain::Classifier::parse(&s).map_err(serde::de::Error::custom)?;
     Ok(Some(s))
 }
 

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fallback::{BreakerConfig, Chain, Hedge, Link};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{BreakerConfig, Chain, Hedge, Link};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
 use crate::print::outln;
 use crate::{report, runtime, Usage};
@@ -14,7 +14,7 @@ fn title(n: usize, text: &str) {
     outln!("\n{n}. {text}");
 }
 
-fn show(r: &fallback::Report, status: Option<u16>) {
+fn show(r: &fallback_chain::Report, status: Option<u16>) {
     for line in report::text(r, status).lines() {
         outln!("   {line}");
     }
@@ -35,7 +35,7 @@ pub fn run() -> Result<ExitCode, Usage> {
         refused.addr().port(), black_hole.addr().port(), unavailable.addr().port(),
         garbage.addr().port(), slow.addr().port(), healthy.addr().port());
 
-    let build = |b: fallback::ChainBuilder| b.build().map_err(|e| Usage(e.to_string()));
+    let build = |b: fallback_chain::ChainBuilder| b.build().map_err(|e| Usage(e.to_string()));
     let rt = runtime();
     rt.block_on(async {
         title(

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fallback::Classifier;
+use fallback_chain::Classifier;
 use indicatif::{ProgressBar, ProgressStyle};
 use print::{err, errln, outln};
 
@@ -262,7 +262,7 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
     let done = rt.block_on(async {
         let head =
             |v, s, h: &http::HeaderMap| show_head.then(|| verbose::status_and_headers(v, s, h));
-        let failed = |e: fallback::Error| Done {
+        let failed = |e: fallback_chain::Error| Done {
             report: e.report().clone(),
             status: e.status().map(|s| s.as_u16()),
             head: match (e.version(), e.status(), e.headers()) {
@@ -272,13 +272,14 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
             error: Some(e),
             body: BodyOut::None,
         };
-        let won = |r: &fallback::Report, v, s: http::StatusCode, h: &http::HeaderMap, body| Done {
-            report: r.clone(),
-            status: Some(s.as_u16()),
-            head: head(v, s, h),
-            error: None,
-            body,
-        };
+        let won =
+            |r: &fallback_chain::Report, v, s: http::StatusCode, h: &http::HeaderMap, body| Done {
+                report: r.clone(),
+                status: Some(s.as_u16()),
+                head: head(v, s, h),
+                error: None,
+                body,
+            };
         if let Some(dest) = &args.output {
             let sink = output::FileSink::new(dest, progress.clone())
                 .map_err(|e| Usage(format!("-o {}: {e}", dest.display())))?;
@@ -384,7 +385,7 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
         }
     }
     if let Some(e) = &error {
-        if e.kind() == fallback::ErrorKind::MaybeProcessed {
+        if e.kind() == fallback_chain::ErrorKind::MaybeProcessed {
             // The library's advice, in this command's terms.
             errln!(
                 "fallback: {e}\nfallback: hint: pass --idempotent, or send an Idempotency-Key header, to allow re-sending"
@@ -403,9 +404,9 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
 
 /// How a call ended, and what goes to stdout.
 struct Done {
-    report: fallback::Report,
+    report: fallback_chain::Report,
     status: Option<u16>,
-    error: Option<fallback::Error>,
+    error: Option<fallback_chain::Error>,
     /// The status line and headers, for -i and -I.
     head: Option<Vec<u8>>,
     body: BodyOut,

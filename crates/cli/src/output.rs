@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use fallback::Sink;
+use fallback_chain::Sink;
 use indicatif::ProgressBar;
 
 /// Streams into a temporary file beside the destination.

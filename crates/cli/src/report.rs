@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fallback::Report;
+use fallback_chain::Report;
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3

@@ -1,8 +1,8 @@
 //! `--verbose`: each request and response head on stderr, as curl shows
 //! them, with secrets redacted.
 
-use fallback::redact;
-use fallback::{Attempt, Observer, RequestHead, ResponseHead};
+use fallback_chain::redact;
+use fallback_chain::{Attempt, Observer, RequestHead, ResponseHead};
 use http::HeaderMap;
 
 use crate::print::err;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 use bytes::Bytes;
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
 // ---- exit 0 and the report ----
 

@@ -7,9 +7,9 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use fallback_testserver::proxy::Proxy;
-use fallback_testserver::tls::{HttpServer, TestCa};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain_testserver::proxy::Proxy;
+use fallback_chain_testserver::tls::{HttpServer, TestCa};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
 fn pem(dir: &Path, name: &str, text: &str) -> String {
     write(dir, name, text.as_bytes())

@@ -1,13 +1,13 @@
 //! The chain's own cost per call, over an in-memory transport that answers
 //! at once: no sockets, so the numbers are the engine's overhead alone.
 //!
-//! `cargo bench -p fallback --bench overhead`
+//! `cargo bench -p fallback-chain --bench overhead`
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fallback::transport::{RequestBody, ResponseBody, SendFuture, Transport};
-use fallback::{Chain, Link};
+use fallback_chain::transport::{RequestBody, ResponseBody, SendFuture, Transport};
+use fallback_chain::{Chain, Link};
 use http_body_util::{BodyExt, Full};
 
 #[global_allocator]

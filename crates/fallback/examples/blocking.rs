@@ -1,11 +1,11 @@
 //! The blocking API, for programs without an async runtime.
 //!
-//! Run: `cargo run -p fallback --example blocking --features blocking`
+//! Run: `cargo run -p fallback-chain --example blocking --features blocking`
 
 use std::time::Duration;
 
-use fallback::{blocking, Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{blocking, Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hole = Server::start(Behavior::BlackHole);

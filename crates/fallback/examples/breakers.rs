@@ -1,12 +1,12 @@
 //! Circuit breakers: a dead primary is skipped at no cost, then probed, and
 //! calls return to it once it recovers (sticky failover).
 //!
-//! Run: `cargo run -p fallback --example breakers`
+//! Run: `cargo run -p fallback-chain --example breakers`
 
 use std::time::Duration;
 
-use fallback::{BreakerConfig, Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{BreakerConfig, Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

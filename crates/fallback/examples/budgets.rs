@@ -1,12 +1,12 @@
 //! Retries with backoff and Retry-After, under a retry budget that stops a
 //! retry storm.
 //!
-//! Run: `cargo run -p fallback --example budgets`
+//! Run: `cargo run -p fallback-chain --example budgets`
 
 use std::time::Duration;
 
-use fallback::{Chain, ExponentialBackoff, Link, Outcome, RetryBudget};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Chain, ExponentialBackoff, Link, Outcome, RetryBudget};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

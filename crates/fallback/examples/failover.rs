@@ -1,12 +1,12 @@
 //! Starts misbehaving servers on loopback and sends calls through chains
 //! that fail over, printing what happened at each link.
 //!
-//! Run: `cargo run -p fallback --example failover`
+//! Run: `cargo run -p fallback-chain --example failover`
 
 use std::time::Duration;
 
-use fallback::{Chain, Link, Report};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Link, Report};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]

@@ -1,12 +1,12 @@
 //! Hedged requests: when the primary is slow, the backup starts after the
 //! hedge delay and the first whole answer wins.
 //!
-//! Run: `cargo run -p fallback --example hedging`
+//! Run: `cargo run -p fallback-chain --example hedging`
 
 use std::time::{Duration, Instant};
 
-use fallback::{Chain, Hedge, Link};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Hedge, Link};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

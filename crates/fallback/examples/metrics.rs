@@ -1,10 +1,10 @@
 //! Metrics through the `metrics` facade, exported as Prometheus text on
 //! loopback.
 //!
-//! Run: `cargo run -p fallback --example metrics --features metrics`
+//! Run: `cargo run -p fallback-chain --example metrics --features metrics`
 
-use fallback::{BreakerConfig, Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{BreakerConfig, Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

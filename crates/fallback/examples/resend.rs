@@ -1,12 +1,12 @@
 //! When is a request re-sent? A POST whose outcome is unknown is not; with
 //! an Idempotency-Key it is.
 //!
-//! Run: `cargo run -p fallback --example resend`
+//! Run: `cargo run -p fallback-chain --example resend`
 
 use std::time::Duration;
 
-use fallback::{Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

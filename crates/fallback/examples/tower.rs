@@ -1,13 +1,13 @@
 //! The chain as a tower Service in a stack, and a tower service as one
 //! link's transport.
 //!
-//! Run: `cargo run -p fallback --example tower --features tower`
+//! Run: `cargo run -p fallback-chain --example tower --features tower`
 
 use bytes::Bytes;
-use fallback::tower::TowerTransport;
-use fallback::transport::RequestBody;
-use fallback::{Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::tower::TowerTransport;
+use fallback_chain::transport::RequestBody;
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 use http_body_util::Full;
 use tower::{Service, ServiceBuilder, ServiceExt};
 

@@ -1,10 +1,10 @@
 //! Observability with tracing: a span per call, a child span per attempt,
 //! a `warn` for each failover and a `debug` for a first-link success.
 //!
-//! Run: `cargo run -p fallback --example tracing`
+//! Run: `cargo run -p fallback-chain --example tracing`
 
-use fallback::{Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

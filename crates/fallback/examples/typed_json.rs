@@ -1,10 +1,10 @@
 //! Typed JSON: the winner's body decoded as your type; on total failure, the
 //! last failure's body decoded as your error type, with the whole trail.
 //!
-//! Run: `cargo run -p fallback --example typed_json`
+//! Run: `cargo run -p fallback-chain --example typed_json`
 
-use fallback::{Chain, Link};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]

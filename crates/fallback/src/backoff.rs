@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use fallback::backoff::ExponentialBackoff;
+//! use fallback_chain::backoff::ExponentialBackoff;
 //!
 //! let plain: Vec<_> = ExponentialBackoff::new()
 //!     .with_base(Duration::from_millis(100))

@@ -3,8 +3,8 @@
 //! of its own (one worker thread, shared by every clone).
 //!
 //! ```
-//! use fallback::{blocking, Chain, Link};
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain::{blocking, Chain, Link};
+//! use fallback_chain_testserver::{Behavior, Server};
 //!
 //! let down = Server::refused();
 //! let up = Server::start(Behavior::ok_json(r#"{"n": 1}"#));

@@ -34,7 +34,7 @@ type Factory = Arc<dyn Fn() -> RequestBody + Send + Sync>;
 /// attempts; files are re-opened, factories called again.
 ///
 /// ```
-/// use fallback::Body;
+/// use fallback_chain::Body;
 /// let raw = Body::from("plain text");
 /// let json = Body::json(&serde_json::json!({"Name": "Random", "Amount": 100}));
 /// assert_eq!(raw.len(), Some(10));
@@ -91,7 +91,7 @@ impl Body {
     /// must yield the same bytes.
     ///
     /// ```
-    /// use fallback::Body;
+    /// use fallback_chain::Body;
     /// use http_body_util::Full;
     /// let body = Body::factory(|| Full::new(bytes::Bytes::from_static(b"fresh each time")));
     /// # let _ = body;
@@ -112,7 +112,7 @@ impl Body {
     /// [`Body::bytes`], [`Body::file`] or [`Body::factory`] instead.
     ///
     /// ```
-    /// use fallback::{Body, BuildError, Chain, Link, LinkProblem};
+    /// use fallback_chain::{Body, BuildError, Chain, Link, LinkProblem};
     /// let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"once"));
     /// let err = Chain::builder()
     ///     .link(Link::post("http://127.0.0.1:1/").body(Body::once(stream)))

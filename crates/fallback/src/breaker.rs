@@ -31,8 +31,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use fallback::{BreakerConfig, BreakerState, Chain, Link, Outcome};
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+//! use fallback_chain_testserver::{Behavior, Server};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

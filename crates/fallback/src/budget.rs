@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use fallback::budget::RetryBudget;
+//! use fallback_chain::budget::RetryBudget;
 //!
 //! let budget = RetryBudget::new().with_ratio(0.5).with_min_per_sec(0.0);
 //! for _ in 0..10 {

@@ -285,12 +285,12 @@ impl ChainBuilder {
     /// [`transport`](Self::transport) replaces it.
     ///
     /// ```
-    /// use fallback::transport::HyperTransport;
-    /// # fn main() -> Result<(), fallback::BuildError> {
-    /// # let ca_pem = fallback_testserver::tls::TestCa::new().cert_pem();
-    /// let chain = fallback::Chain::builder()
+    /// use fallback_chain::transport::HyperTransport;
+    /// # fn main() -> Result<(), fallback_chain::BuildError> {
+    /// # let ca_pem = fallback_chain_testserver::tls::TestCa::new().cert_pem();
+    /// let chain = fallback_chain::Chain::builder()
     ///     .transport_options(HyperTransport::builder().add_root_certificate_pem(ca_pem))
-    ///     .link(fallback::Link::get("https://orders.internal/api"))
+    ///     .link(fallback_chain::Link::get("https://orders.internal/api"))
     ///     .build()?;
     /// # let _ = chain; Ok(()) }
     /// ```
@@ -791,7 +791,7 @@ impl Chain {
     /// back. On total failure, the last failure's body is decoded as `E`.
     ///
     /// ```no_run
-    /// # async fn demo(chain: fallback::Chain) {
+    /// # async fn demo(chain: fallback_chain::Chain) {
     /// #[derive(serde::Deserialize)]
     /// struct Order { id: u64 }
     /// #[derive(serde::Deserialize, Debug)]

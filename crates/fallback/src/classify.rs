@@ -34,7 +34,7 @@ pub enum Verdict {
 /// | [`Classifier::custom`] | your predicate decides | | |
 ///
 /// ```
-/// use fallback::{Classifier, Verdict};
+/// use fallback_chain::{Classifier, Verdict};
 /// use http::StatusCode;
 ///
 /// let c = Classifier::server_errors();
@@ -144,7 +144,7 @@ impl Classifier {
     /// Any predicate of your own.
     ///
     /// ```
-    /// use fallback::{Classifier, Verdict};
+    /// use fallback_chain::{Classifier, Verdict};
     /// // 404 means "not here": ask the next link.
     /// let c = Classifier::custom(|s| match s.as_u16() {
     ///     200..=299 => Verdict::Success,

@@ -134,7 +134,7 @@ pub(crate) struct LastResponse {
 /// A failed call: why, the last response received, and the whole trail.
 ///
 /// ```
-/// # async fn demo(chain: fallback::Chain) {
+/// # async fn demo(chain: fallback_chain::Chain) {
 /// match chain.call().await {
 ///     Ok(resp) => println!("{} from link {}", resp.status(), resp.winner()),
 ///     Err(err) => {

@@ -32,8 +32,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use fallback::{Chain, Hedge, Link, Outcome};
-//! use fallback_testserver::{Behavior, Reply, Server};
+//! use fallback_chain::{Chain, Hedge, Link, Outcome};
+//! use fallback_chain_testserver::{Behavior, Reply, Server};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,4 +1,4 @@
-//! # fallback
+//! # fallback-chain
 //!
 //! Keep an application's HTTP calls working when the servers it depends on
 //! fail. Declare an ordered chain (System 1, then Backup 1, then Backup 2,
@@ -10,8 +10,8 @@
 //! ## A first chain
 //!
 //! ```
-//! use fallback::{Chain, Link};
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain::{Chain, Link};
+//! use fallback_chain_testserver::{Behavior, Server};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,8 +97,8 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use fallback::{Chain, ExponentialBackoff, Link};
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain::{Chain, ExponentialBackoff, Link};
+//! use fallback_chain_testserver::{Behavior, Server};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -190,9 +190,9 @@
 //! decodes compressed answers.
 //!
 //! ```
-//! use fallback::transport::HyperTransport;
-//! use fallback::{Chain, Link};
-//! use fallback_testserver::tls::{HttpServer, TestCa};
+//! use fallback_chain::transport::HyperTransport;
+//! use fallback_chain::{Chain, Link};
+//! use fallback_chain_testserver::tls::{HttpServer, TestCa};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -247,10 +247,10 @@
 //! One runnable file per topic, each offline on 127.0.0.1:
 //! `failover`, `typed_json`, `resend`, `budgets`, `breakers`, `hedging`,
 //! `tracing`, `tower`, `blocking`, `metrics`
-//! (`cargo run -p fallback --example NAME`, with `--features NAME` for the
+//! (`cargo run -p fallback-chain --example NAME`, with `--features NAME` for the
 //! last three).
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 #[cfg(feature = "blocking")]

@@ -19,7 +19,7 @@ use crate::transport::{RequestBody, Transport};
 /// bad link is a [`BuildError`] that names it and the culprit.
 ///
 /// ```
-/// use fallback::Link;
+/// use fallback_chain::Link;
 /// let primary = Link::get("http://127.0.0.1:8080/orders").name("primary");
 /// let backup = Link::post("http://127.0.0.1:8081/orders")
 ///     .header("X-Api-Key", "k")

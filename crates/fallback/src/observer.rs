@@ -54,9 +54,9 @@ pub struct ResponseHead<'a> {
 /// Any `Fn(&Attempt)` closure is an observer.
 ///
 /// ```
-/// let chain = fallback::Chain::builder()
-///     .link(fallback::Link::get("http://127.0.0.1:9/"))
-///     .observer(|a: &fallback::Attempt| eprintln!("{a}"))
+/// let chain = fallback_chain::Chain::builder()
+///     .link(fallback_chain::Link::get("http://127.0.0.1:9/"))
+///     .observer(|a: &fallback_chain::Attempt| eprintln!("{a}"))
 ///     .build()
 ///     .unwrap();
 /// # drop(chain);

@@ -24,7 +24,7 @@
 //! `access_token`, `api_key`, `X-Amz-Signature`).
 //!
 //! ```
-//! use fallback::redact::{is_secret_header, is_secret_param};
+//! use fallback_chain::redact::{is_secret_header, is_secret_param};
 //!
 //! assert!(is_secret_header("X-Api-Key"));
 //! assert!(is_secret_header("set-cookie"));
@@ -108,7 +108,7 @@ pub fn is_secret_param(name: &str) -> bool {
 ///
 /// ```
 /// assert_eq!(
-///     fallback::redact::url("https://u:pw@h/cb?code=abc&page=2"),
+///     fallback_chain::redact::url("https://u:pw@h/cb?code=abc&page=2"),
 ///     "https://***@h/cb?code=***&page=2"
 /// );
 /// ```

@@ -88,7 +88,7 @@ impl<T> Response<T> {
 /// holding one attempt's bytes: the winner's.
 ///
 /// ```
-/// # async fn demo(chain: fallback::Chain) -> Result<(), fallback::Error> {
+/// # async fn demo(chain: fallback_chain::Chain) -> Result<(), fallback_chain::Error> {
 /// let mut sink: Vec<u8> = Vec::new(); // Vec<u8> is a Sink
 /// let resp = chain.call_into(&mut sink).await?;
 /// println!("{} bytes from link {}", sink.len(), resp.winner());

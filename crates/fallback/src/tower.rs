@@ -15,8 +15,8 @@
 //! any call.
 //!
 //! ```
-//! use fallback::{Chain, Link};
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain::{Chain, Link};
+//! use fallback_chain_testserver::{Behavior, Server};
 //! use tower::{Service, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -152,9 +152,9 @@ where
 /// timeouts and hedging around it.
 ///
 /// ```
-/// use fallback::tower::FallbackLayer;
-/// use fallback::transport::RequestBody;
-/// use fallback::{Chain, Link};
+/// use fallback_chain::tower::FallbackLayer;
+/// use fallback_chain::transport::RequestBody;
+/// use fallback_chain::{Chain, Link};
 /// use tower::Layer;
 ///
 /// let template = Chain::builder()
@@ -166,7 +166,7 @@ where
 /// });
 /// let chain: Chain = FallbackLayer::new(template).layer(inner);
 /// # drop(chain);
-/// # Ok::<(), fallback::BuildError>(())
+/// # Ok::<(), fallback_chain::BuildError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct FallbackLayer {

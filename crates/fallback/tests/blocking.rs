@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fallback::{blocking, Chain, ErrorKind, Link, Outcome};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{blocking, Chain, ErrorKind, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn chain(links: Vec<Link>) -> blocking::Chain {
     blocking::Chain::new(
@@ -18,7 +18,7 @@ fn chain(links: Vec<Link>) -> blocking::Chain {
     .unwrap()
 }
 
-fn outcomes(r: &fallback::Report) -> Vec<Outcome> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<Outcome> {
     r.attempts().iter().map(|a| a.outcome()).collect()
 }
 
@@ -51,7 +51,10 @@ fn fails_over_refused_black_hole_and_truncated() {
 #[test]
 fn every_link_failing_returns_the_last_body() {
     let a = Server::start(Behavior::status(500));
-    let b = Server::start(fallback_testserver::Reply::json(503, r#"{"m": "down"}"#));
+    let b = Server::start(fallback_chain_testserver::Reply::json(
+        503,
+        r#"{"m": "down"}"#,
+    ));
     let c = chain(vec![Link::get(a.url("/")), Link::get(b.url("/"))]);
     let f = c
         .call_json::<serde_json::Value, serde_json::Value>()

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ok, Script, Step};
-use fallback::{BreakerConfig, BreakerState, Chain, Link, Outcome};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Server};
 use tokio::time::{advance, Instant};
 
 fn breaker() -> BreakerConfig {
@@ -19,7 +19,7 @@ fn breaker() -> BreakerConfig {
         .with_seed(3)
 }
 
-fn chain(script: &Arc<Script>, cfg: BreakerConfig) -> fallback::ChainBuilder {
+fn chain(script: &Arc<Script>, cfg: BreakerConfig) -> fallback_chain::ChainBuilder {
     Chain::builder()
         .transport(script.clone())
         .timeout(Duration::from_secs(1))
@@ -35,7 +35,7 @@ async fn let_tasks_run() {
     }
 }
 
-fn trail(r: &fallback::Report) -> Vec<(usize, Outcome)> {
+fn trail(r: &fallback_chain::Report) -> Vec<(usize, Outcome)> {
     r.attempts()
         .iter()
         .map(|a| (a.link(), a.outcome()))

@@ -1,7 +1,7 @@
 //! One shared chain under many concurrent calls.
 
-use fallback::{BreakerState, Chain, Link, Outcome};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{BreakerState, Chain, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_calls_on_one_chain() {

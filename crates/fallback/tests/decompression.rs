@@ -2,8 +2,8 @@
 #![cfg(feature = "compression")]
 
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder};
-use fallback::{Chain, Link, Outcome};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use tokio::io::AsyncReadExt;
 
 async fn compress(coding: &str, data: &[u8]) -> Vec<u8> {

@@ -3,9 +3,9 @@
 //! so no other test's threads race its subscriber.)
 
 #[allow(unused_imports)]
-use fallback::{Chain, ErrorKind, Link, Outcome};
+use fallback_chain::{Chain, ErrorKind, Link, Outcome};
 #[allow(unused_imports)]
-use fallback_testserver::{Behavior, Server};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[cfg(feature = "metrics")]
 const SECRETS: [&str; 5] = [
@@ -38,7 +38,7 @@ fn metrics_count_attempts_latency_breakers_and_budget() {
             .unwrap();
         rt.block_on(async {
             let chain = Chain::builder()
-                .breaker(fallback::BreakerConfig::new().with_consecutive_failures(2))
+                .breaker(fallback_chain::BreakerConfig::new().with_consecutive_failures(2))
                 .link(
                     Link::get(refused.url("/").replace("http://", "http://u:hunter2@"))
                         .name("primary"),
@@ -52,7 +52,7 @@ fn metrics_count_attempts_latency_breakers_and_budget() {
             let starved = Chain::builder()
                 .retries(2)
                 .retry_budget(
-                    fallback::RetryBudget::new()
+                    fallback_chain::RetryBudget::new()
                         .with_ratio(0.0)
                         .with_min_per_sec(0.0),
                 )
@@ -170,8 +170,8 @@ mod tower_tests {
 
     #[tokio::test]
     async fn any_tower_service_can_be_a_link_s_transport() {
-        use fallback::tower::TowerTransport;
-        use fallback::transport::RequestBody;
+        use fallback_chain::tower::TowerTransport;
+        use fallback_chain::transport::RequestBody;
         // A plain tower service that answers from memory, and one that fails.
         let local = tower::service_fn(|req: http::Request<RequestBody>| async move {
             let body = format!("local answer to {}", req.uri().path());
@@ -194,8 +194,8 @@ mod tower_tests {
 
     #[tokio::test]
     async fn the_layer_wraps_a_service_in_a_chain() {
-        use fallback::tower::FallbackLayer;
-        use fallback::transport::RequestBody;
+        use fallback_chain::tower::FallbackLayer;
+        use fallback_chain::transport::RequestBody;
         use tower::Layer;
         // One inner service for every link: it fails for the primary host.
         let inner = tower::service_fn(|req: http::Request<RequestBody>| async move {

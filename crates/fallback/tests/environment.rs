@@ -2,11 +2,11 @@
 //! and the proxy variables. One test in this binary, since it sets
 //! process-wide variables.
 
-use fallback::transport::HyperTransport;
-use fallback::{Chain, Link, Outcome};
-use fallback_testserver::proxy::Proxy;
-use fallback_testserver::tls::{HttpServer, TestCa};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::transport::HyperTransport;
+use fallback_chain::{Chain, Link, Outcome};
+use fallback_chain_testserver::proxy::Proxy;
+use fallback_chain_testserver::tls::{HttpServer, TestCa};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn clear() {
     for v in [
@@ -59,7 +59,7 @@ async fn ssl_cert_file_is_honoured() {
 async fn proxy_variables_are_honoured() {
     let proxy = Proxy::start();
     let origin = Server::start(Behavior::ok("x"));
-    let chain = |options: fallback::transport::HyperTransportBuilder| {
+    let chain = |options: fallback_chain::transport::HyperTransportBuilder| {
         Chain::builder()
             .transport_options(options)
             .link(Link::get(origin.url("/")))

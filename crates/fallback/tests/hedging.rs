@@ -6,10 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ok, Script, Step};
-use fallback::{Chain, Hedge, Link, Outcome, RetryBudget};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Hedge, Link, Outcome, RetryBudget};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
-fn outcomes(r: &fallback::Report) -> Vec<(usize, Outcome)> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<(usize, Outcome)> {
     r.attempts()
         .iter()
         .map(|a| (a.link(), a.outcome()))

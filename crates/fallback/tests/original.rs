@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use fallback::{Attempt, Chain, ErrorKind, Link, Outcome};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Attempt, Chain, ErrorKind, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Debug, PartialEq)]

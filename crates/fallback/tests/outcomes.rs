@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fallback::{Chain, Classifier, ErrorKind, Link, Outcome, Phase};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, Classifier, ErrorKind, Link, Outcome, Phase};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 use serde::Deserialize;
 
 #[derive(Deserialize, Debug)]
@@ -13,13 +13,13 @@ struct Value {
     v: u32,
 }
 
-fn two(primary: &Server, backup: &Server) -> fallback::ChainBuilder {
+fn two(primary: &Server, backup: &Server) -> fallback_chain::ChainBuilder {
     Chain::builder()
         .link(Link::get(primary.url("/p")).name("primary"))
         .link(Link::get(backup.url("/b")).name("backup"))
 }
 
-fn outcomes(r: &fallback::Report) -> Vec<Outcome> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<Outcome> {
     r.attempts().iter().map(|a| a.outcome()).collect()
 }
 
@@ -479,7 +479,7 @@ async fn huge_durations_are_accepted_without_overflow() {
         .deadline(Duration::MAX)
         .retry_after_cap(Duration::MAX)
         .breaker(
-            fallback::BreakerConfig::new()
+            fallback_chain::BreakerConfig::new()
                 .with_consecutive_failures(1)
                 .with_break(Duration::MAX)
                 .with_max_break(Duration::MAX),

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::{ok, Script, Step};
-use fallback::{Chain, ErrorKind, ExponentialBackoff, Link, Outcome, RetryBudget};
+use fallback_chain::{Chain, ErrorKind, ExponentialBackoff, Link, Outcome, RetryBudget};
 use tokio::time::Instant;
 
-fn chain(script: &Arc<Script>, links: Vec<Link>) -> fallback::ChainBuilder {
+fn chain(script: &Arc<Script>, links: Vec<Link>) -> fallback_chain::ChainBuilder {
     Chain::builder().transport(script.clone()).links(links)
 }
 
-fn outcomes(r: &fallback::Report) -> Vec<(usize, u32, Outcome)> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<(usize, u32, Outcome)> {
     r.attempts()
         .iter()
         .map(|a| (a.link(), a.try_number(), a.outcome()))
@@ -308,7 +308,7 @@ async fn final_and_non_retryable_statuses_are_not_retried_on_the_same_link() {
 /// fails over; handed over, or never tracked, means the outcome is unknown.
 #[tokio::test(start_paused = true)]
 async fn a_timeout_before_the_handoff_is_the_connect_phase() {
-    use fallback::Phase;
+    use fallback_chain::Phase;
     for (step, phase, fails_over) in [
         (Step::HangConnecting, Phase::Connect, true),
         (Step::HangHandedOver, Phase::Head, false),

@@ -1,11 +1,11 @@
 //! Forward proxies on loopback: plain HTTP in absolute form, HTTPS through
 //! `CONNECT`, `no_proxy`, and credentials that never show.
 
-use fallback::transport::HyperTransport;
-use fallback::{Chain, Link, Outcome};
-use fallback_testserver::proxy::Proxy;
-use fallback_testserver::tls::{HttpServer, TestCa};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::transport::HyperTransport;
+use fallback_chain::{Chain, Link, Outcome};
+use fallback_chain_testserver::proxy::Proxy;
+use fallback_chain_testserver::tls::{HttpServer, TestCa};
+use fallback_chain_testserver::{Behavior, Server};
 
 #[tokio::test]
 async fn plain_http_goes_through_the_proxy_with_its_credentials() {

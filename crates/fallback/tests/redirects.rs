@@ -1,7 +1,7 @@
 //! Redirects within a link (opt-in), on loopback servers.
 
-use fallback::{Chain, ErrorKind, Link, Outcome};
-use fallback_testserver::{Behavior, Reply, Server};
+use fallback_chain::{Chain, ErrorKind, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Reply, Server};
 
 /// `/start` redirects with `status` to `target`; anything else echoes.
 fn redirecting(status: u16, target: String) -> Server {
@@ -14,7 +14,7 @@ fn redirecting(status: u16, target: String) -> Server {
     }))
 }
 
-fn outcomes(r: &fallback::Report) -> Vec<(Outcome, Option<u16>)> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<(Outcome, Option<u16>)> {
     r.attempts()
         .iter()
         .map(|a| (a.outcome(), a.status().map(|s| s.as_u16())))

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fallback::{Body, Chain, ErrorKind, ExponentialBackoff, Link, Outcome, Phase};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Body, Chain, ErrorKind, ExponentialBackoff, Link, Outcome, Phase};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn quick_backoff() -> ExponentialBackoff {
     ExponentialBackoff::new()
@@ -110,7 +110,7 @@ async fn a_timeout_after_the_request_left_keeps_a_post_unsent_to_the_backup() {
         Behavior::BlackHole,
     ));
     let backup = Server::start(Behavior::Echo);
-    let transport = fallback::transport::HyperTransport::new();
+    let transport = fallback_chain::transport::HyperTransport::new();
     let post = |body: &str| {
         Chain::builder()
             .transport(transport.clone())

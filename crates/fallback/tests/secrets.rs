@@ -8,8 +8,8 @@
 mod common;
 
 use common::Buf;
-use fallback::{BuildError, Chain, Link};
-use fallback_testserver::{Reply, Server};
+use fallback_chain::{BuildError, Chain, Link};
+use fallback_chain_testserver::{Reply, Server};
 
 /// (header name, secret value) pairs sent on every link.
 const HEADERS: [(&str, &str); 13] = [
@@ -56,7 +56,7 @@ fn link(url: String) -> Link {
     l
 }
 
-fn builder(urls: &[String]) -> fallback::ChainBuilder {
+fn builder(urls: &[String]) -> fallback_chain::ChainBuilder {
     Chain::builder()
         .secret_header("x-tenant")
         .header(DEFAULT_HEADER.0, DEFAULT_HEADER.1)

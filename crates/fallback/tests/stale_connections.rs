@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fallback::{Chain, ErrorKind, Link, Outcome, RetryBudget};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Chain, ErrorKind, Link, Outcome, RetryBudget};
+use fallback_chain_testserver::{Behavior, Server};
 
-fn outcomes(r: &fallback::Report) -> Vec<(Outcome, u32)> {
+fn outcomes(r: &fallback_chain::Report) -> Vec<(Outcome, u32)> {
     r.attempts()
         .iter()
         .map(|a| (a.outcome(), a.try_number()))
@@ -79,7 +79,7 @@ async fn a_post_on_a_stale_connection_is_never_duplicated() {
     let primary = Server::start(Behavior::on_reused(Behavior::Reset, Behavior::Echo));
     let backup = Server::start(Behavior::Echo);
     // One pool for every call, so connections are reused.
-    let transport = fallback::transport::HyperTransport::new();
+    let transport = fallback_chain::transport::HyperTransport::new();
     let (mut ok, mut unknown) = (0, 0);
     for i in 0..40 {
         let order = format!("order-{i}");
@@ -208,7 +208,7 @@ async fn posts_racing_the_servers_idle_close_are_never_duplicated() {
     let server = Server::builder(Behavior::Echo)
         .idle_timeout(Duration::from_millis(20))
         .start();
-    let transport = fallback::transport::HyperTransport::new();
+    let transport = fallback_chain::transport::HyperTransport::new();
     let mut unknown = 0;
     for (i, gap) in gaps(200, Duration::from_millis(20), Duration::from_millis(3))
         .into_iter()

@@ -2,12 +2,12 @@
 //! against real TLS servers on loopback whose certificates are made at test
 //! time.
 
-use fallback::transport::HyperTransport;
-use fallback::{BuildError, Chain, Link, Outcome};
-use fallback_testserver::tls::{HttpServer, TestCa};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::transport::HyperTransport;
+use fallback_chain::{BuildError, Chain, Link, Outcome};
+use fallback_chain_testserver::tls::{HttpServer, TestCa};
+use fallback_chain_testserver::{Behavior, Server};
 
-fn trusting(ca: &TestCa) -> fallback::transport::HyperTransportBuilder {
+fn trusting(ca: &TestCa) -> fallback_chain::transport::HyperTransportBuilder {
     HyperTransport::builder()
         .proxy_from_env(false)
         .add_root_certificate_pem(ca.cert_pem())
@@ -124,7 +124,7 @@ async fn mutual_tls_with_the_identity_and_a_post_fails_over_without_it() {
 async fn bad_certificates_and_keys_are_refused_at_build() {
     let ca = TestCa::new();
     let other = ca.client_identity("x");
-    let cases: Vec<(fallback::transport::HyperTransportBuilder, &str)> = vec![
+    let cases: Vec<(fallback_chain::transport::HyperTransportBuilder, &str)> = vec![
         (
             HyperTransport::builder().add_root_certificate_pem("not a pem"),
             "root certificate",

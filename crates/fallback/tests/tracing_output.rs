@@ -5,8 +5,8 @@
 mod common;
 
 use common::Buf;
-use fallback::{Chain, Link};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn spans_and_events_at_the_expected_levels() {
     let down = Server::start(Behavior::status(503));

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fallback::transport::ReqwestTransport;
-use fallback::{Chain, ErrorKind, Link, Outcome};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::transport::ReqwestTransport;
+use fallback_chain::{Chain, ErrorKind, Link, Outcome};
+use fallback_chain_testserver::{Behavior, Server};
 
 fn chain(links: Vec<Link>) -> Chain {
     let client = reqwest::Client::builder()

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use fallback::{BuildError, Chain, Link, LinkProblem};
-use fallback_testserver::{Behavior, Server};
+use fallback_chain::{BuildError, Chain, Link, LinkProblem};
+use fallback_chain_testserver::{Behavior, Server};
 
 /// Builds a two-link chain whose second link is `bad`, and checks that the
 /// error names link 1 and that the healthy server received nothing.

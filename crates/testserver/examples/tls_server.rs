@@ -1,9 +1,9 @@
 //! A private-CA HTTPS server on loopback, for trying the command line by
-//! hand: `cargo run -p fallback-testserver --features tls --example
+//! hand: `cargo run -p fallback-chain-testserver --features tls --example
 //! tls_server -- ca.pem` writes the CA certificate to `ca.pem`, prints the
 //! server's URL, and serves (echoing each request's body) until killed.
 
-use fallback_testserver::tls::{HttpServer, TestCa};
+use fallback_chain_testserver::tls::{HttpServer, TestCa};
 
 fn main() {
     let path = std::env::args().nth(1).unwrap_or_else(|| "ca.pem".into());

@@ -13,7 +13,7 @@
 //! where connections are refused.
 //!
 //! ```
-//! use fallback_testserver::{Behavior, Server};
+//! use fallback_chain_testserver::{Behavior, Server};
 //! use std::io::{Read, Write};
 //!
 //! let server = Server::start(Behavior::fail_first(1, Behavior::status(503), Behavior::ok("hello")));

@@ -3,7 +3,7 @@
 //! credentials, recording what passed through it.
 //!
 //! ```
-//! use fallback_testserver::proxy::Proxy;
+//! use fallback_chain_testserver::proxy::Proxy;
 //!
 //! let proxy = Proxy::builder().credentials("user", "pass").start();
 //! assert!(proxy.url().starts_with("http://127.0.0.1:"));

@@ -6,7 +6,7 @@
 //! leaf is signed by it on the spot.
 //!
 //! ```
-//! use fallback_testserver::tls::{HttpServer, TestCa};
+//! use fallback_chain_testserver::tls::{HttpServer, TestCa};
 //!
 //! let ca = TestCa::new();
 //! let server = HttpServer::builder().tls(&ca).start();

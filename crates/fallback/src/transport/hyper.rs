@@ -40,17 +40,17 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 ///   came back. It honours [`FreshConnection`] for the re-send.
 ///
 /// ```
-/// use fallback::transport::HyperTransport;
-/// # fn main() -> Result<(), fallback::BuildError> {
-/// # let ca_pem = fallback_testserver::tls::TestCa::new().cert_pem();
+/// use fallback_chain::transport::HyperTransport;
+/// # fn main() -> Result<(), fallback_chain::BuildError> {
+/// # let ca_pem = fallback_chain_testserver::tls::TestCa::new().cert_pem();
 /// let transport = HyperTransport::builder()
 ///     .add_root_certificate_pem(ca_pem) // a private CA, besides the system's
 ///     .proxy("http://proxy.internal:3128")
 ///     .no_proxy("localhost,.internal")
 ///     .build()?;
-/// let chain = fallback::Chain::builder()
+/// let chain = fallback_chain::Chain::builder()
 ///     .transport(transport)
-///     .link(fallback::Link::get("https://orders.internal/api"))
+///     .link(fallback_chain::Link::get("https://orders.internal/api"))
 ///     .build()?;
 /// # let _ = chain; Ok(()) }
 /// ```

@@ -51,7 +51,7 @@ pub type SendFuture =
 /// makes re-sending a `POST` safe.
 ///
 /// ```
-/// use fallback::transport::{ResponseBody, SendFuture, Transport, RequestBody};
+/// use fallback_chain::transport::{ResponseBody, SendFuture, Transport, RequestBody};
 /// use http_body_util::{BodyExt, Full};
 ///
 /// /// Answers every request with 200 and "pong", without a network.
@@ -113,7 +113,7 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 /// reports handoffs; `ReqwestTransport` and tower services do not.
 ///
 /// ```
-/// use fallback::transport::Handoff;
+/// use fallback_chain::transport::Handoff;
 ///
 /// let handoff = Handoff::new();
 /// let seen_by_the_chain = handoff.clone(); // clones share their state

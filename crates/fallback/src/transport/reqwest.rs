@@ -11,11 +11,11 @@ use super::{BoxError, RequestBody, SendFuture, Transport, TransportError, Transp
 /// set on the client.
 ///
 /// ```
-/// # fn demo() -> Result<(), fallback::BuildError> {
+/// # fn demo() -> Result<(), fallback_chain::BuildError> {
 /// let client = reqwest::Client::builder().build().expect("client");
-/// let chain = fallback::Chain::builder()
-///     .transport(fallback::transport::ReqwestTransport::new(client))
-///     .link(fallback::Link::get("http://127.0.0.1:8080/"))
+/// let chain = fallback_chain::Chain::builder()
+///     .transport(fallback_chain::transport::ReqwestTransport::new(client))
+///     .link(fallback_chain::Link::get("http://127.0.0.1:8080/"))
 ///     .build()?;
 /// # let _ = chain; Ok(()) }
 /// ```

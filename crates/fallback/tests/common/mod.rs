@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use fallback::transport::{
+use fallback_chain::transport::{
     Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
 };
 use http_body_util::{BodyExt, Full};
