@@ -318,7 +318,7 @@ fn raw_hyper_op(url: &str) -> Op {
 fn chain_op(chain: Chain) -> Op {
     op(move || {
         let chain = chain.clone();
-        async move { chain.call_json::<Item, ()>().await.is_ok() }
+        async move { chain.call_json::<Item>().await.is_ok() }
     })
 }
 
@@ -507,7 +507,7 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
             .expect("chain");
         // Steady state: let the breaker open first.
         for _ in 0..6 {
-            let _ = chain.call_json::<Item, ()>().await;
+            let _ = chain.call_json::<Item>().await;
         }
         rows.push(throughput_row(
             "blackhole_primary",

@@ -51,10 +51,7 @@ pub fn run() -> Result<ExitCode, Usage> {
                 .link(Link::get(garbage.url("/orders/42")).name("backup-3"))
                 .link(Link::get(healthy.url("/orders/42")).name("backup-4")),
         )?;
-        match chain
-            .call_json::<serde_json::Value, serde_json::Value>()
-            .await
-        {
+        match chain.call_json::<serde_json::Value>().await {
             Ok(resp) => {
                 show(resp.report(), Some(resp.status().as_u16()));
                 outln!("   body: {}", resp.body());

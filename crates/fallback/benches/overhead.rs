@@ -81,7 +81,7 @@ fn baseline_transport_and_decode(b: divan::Bencher) {
 fn chain_call_json(b: divan::Bencher, links: usize) {
     let rt = rt();
     let chain = chain(links);
-    b.bench_local(|| rt.block_on(chain.call_json::<Item, ()>()).unwrap());
+    b.bench_local(|| rt.block_on(chain.call_json::<Item>()).unwrap());
 }
 
 #[divan::bench(args = [1, 3])]

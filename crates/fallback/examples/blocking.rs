@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .link(Link::get(up.url("/")).name("backup"))
             .build()?,
     )?;
-    let resp = chain.call_json::<serde_json::Value, serde_json::Value>()?;
+    let resp = chain.call_json::<serde_json::Value>()?;
     println!(
         "{} from {}",
         resp.body(),

@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .link(Link::get(garbage.url("/orders/42")).name("backup-3"))
         .link(Link::get(healthy.url("/orders/42")).name("backup-4"))
         .build()?;
-    let resp = chain.call_json::<Order, ApiError>().await?;
+    let resp = chain.call_json::<Order>().await?;
     show("GET /orders/42 through five links:", resp.report());
     println!("  order {} is {}", resp.body().id, resp.body().status);
 
@@ -72,12 +72,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .link(Link::get(refused.url("/orders/42")).name("system-1"))
         .link(Link::get(unavailable.url("/orders/42")).name("backup-1"))
         .build()?;
-    let fail = chain.call_json::<Order, ApiError>().await.unwrap_err();
+    let fail = chain.call_json::<Order>().await.unwrap_err();
     show("GET /orders/42 when every link is down:", fail.report());
     println!(
         "  error: {fail}\n  last status {:?}, message {:?}",
         fail.status().map(|s| s.as_u16()),
-        fail.body().map(|e| &e.message)
+        fail.json::<ApiError>()
+            .and_then(Result::ok)
+            .map(|e| e.message)
     );
 
     // A POST whose outcome is unknown is never re-sent.

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .link(Link::get(garbage.url("/orders/42")).name("garbage"))
         .link(Link::get(good.url("/orders/42")).name("good"))
         .build()?;
-    let resp = chain.call_json::<Order, ApiError>().await?;
+    let resp = chain.call_json::<Order>().await?;
     println!(
         "order {} is {} (from {})",
         resp.body().id,
@@ -45,8 +45,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chain = Chain::builder()
         .link(Link::get(down.url("/orders/42")).name("down"))
         .build()?;
-    let fail = chain.call_json::<Order, ApiError>().await.unwrap_err();
-    let e = fail.body().expect("a typed error body");
+    let fail = chain.call_json::<Order>().await.unwrap_err();
+    let e: ApiError = fail.json().expect("a body").expect("a typed error body");
     println!("failed with {:?}: {} {}", fail.status(), e.code, e.message);
     Ok(())
 }

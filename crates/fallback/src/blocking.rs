@@ -14,7 +14,7 @@
 //!         .link(Link::get(up.url("/")))
 //!         .build()?,
 //! )?;
-//! let resp = chain.call_json::<serde_json::Value, serde_json::Value>()?;
+//! let resp = chain.call_json::<serde_json::Value>()?;
 //! assert_eq!(resp.body()["n"], 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Failure, LinkHealth, LinkInfo, Response, Sink};
+use crate::{Error, LinkHealth, LinkInfo, Response, Sink};
 
 /// A [`crate::Chain`] with blocking calls. Cheap to clone; `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -78,12 +78,11 @@ impl Chain {
     }
 
     /// See [`crate::Chain::call_json`].
-    pub fn call_json<T, E>(&self) -> Result<Response<T>, Failure<E>>
+    pub fn call_json<T>(&self) -> Result<Response<T>, Error>
     where
         T: DeserializeOwned + Send,
-        E: DeserializeOwned + Send,
     {
-        self.block_on(self.chain.call_json::<T, E>())
+        self.block_on(self.chain.call_json::<T>())
     }
 
     /// See [`crate::Chain::call_into`].

@@ -18,7 +18,7 @@ use crate::backoff::ExponentialBackoff;
 use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
 use crate::budget::RetryBudget;
 use crate::classify::{Classifier, Verdict};
-use crate::error::{BuildError, Error, ErrorKind, Failure, LastResponse};
+use crate::error::{BuildError, Error, ErrorKind, LastResponse};
 use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
 use crate::observer::{Observer, RequestHead, ResponseHead};
@@ -788,7 +788,8 @@ impl Chain {
 
     /// Sends along the chain and decodes the first success as `T`. A 2xx
     /// body that does not decode is a failed link (`decode`) and falls
-    /// back. On total failure, the last failure's body is decoded as `E`.
+    /// back. On total failure, [`Error::json`] decodes the last failure's
+    /// body as the type of your choice.
     ///
     /// ```no_run
     /// # async fn demo(chain: fallback_chain::Chain) {
@@ -797,20 +798,18 @@ impl Chain {
     /// #[derive(serde::Deserialize, Debug)]
     /// struct ApiError { message: String }
     ///
-    /// match chain.call_json::<Order, ApiError>().await {
+    /// match chain.call_json::<Order>().await {
     ///     Ok(resp) => println!("order {}", resp.body().id),
-    ///     Err(fail) => println!("{:?}: {:?}", fail.status(), fail.body()),
+    ///     Err(err) => println!("{:?}: {:?}", err.status(), err.json::<ApiError>()),
     /// }
     /// # }
     /// ```
-    pub async fn call_json<T, E>(&self) -> Result<Response<T>, Failure<E>>
+    pub async fn call_json<T>(&self) -> Result<Response<T>, Error>
     where
         T: DeserializeOwned + Send,
-        E: DeserializeOwned,
     {
         self.run(&mut Typed::<T>::new(), &self.inner.endpoints)
             .await
-            .map_err(Failure::new)
     }
 
     /// Sends along the chain and streams the first success's body into

@@ -1,8 +1,7 @@
 //! Errors: [`BuildError`] when a chain is built, [`Error`] when a call
-//! fails, and [`Failure`] for typed calls.
+//! fails.
 
 use std::fmt;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,7 +242,23 @@ impl Error {
         )
     }
 
-    /// Decodes the last response's body as JSON.
+    /// Decodes the last response's body as JSON: the original package's
+    /// `CustomError`. `None` when no body was read.
+    ///
+    /// ```no_run
+    /// # async fn demo(chain: fallback_chain::Chain) {
+    /// #[derive(serde::Deserialize, Debug)]
+    /// struct ApiError { message: String }
+    ///
+    /// if let Err(err) = chain.call().await {
+    ///     match err.json::<ApiError>() {
+    ///         Some(Ok(body)) => eprintln!("{}: {}", err, body.message),
+    ///         Some(Err(e)) => eprintln!("{err}; the error body is not JSON: {e}"),
+    ///         None => eprintln!("{err}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn json<E: DeserializeOwned>(&self) -> Option<Result<E, serde_json::Error>> {
         self.body().map(|b| serde_json::from_slice(b))
     }
@@ -319,72 +334,19 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
-
-/// A failed typed call: the [`Error`], and the last failure's body decoded
-/// as the caller's error type `E` (the original package's `CustomError`).
-///
-/// It dereferences to [`Error`], so `status()`, `report()` and the other
-/// queries work on it directly.
-pub struct Failure<E> {
-    error: Error,
-    body: Option<Result<E, serde_json::Error>>,
-}
-
-impl<E: DeserializeOwned> Failure<E> {
-    pub(crate) fn new(error: Error) -> Failure<E> {
-        let body = error.json::<E>();
-        Failure { error, body }
-    }
-}
-
-impl<E> Failure<E> {
-    /// The last failure's body decoded as `E`, when there was a body and it
-    /// decoded.
-    pub fn body(&self) -> Option<&E> {
-        self.body.as_ref().and_then(|r| r.as_ref().ok())
-    }
-
-    /// Why the last failure's body did not decode as `E`, if it did not.
-    pub fn body_error(&self) -> Option<&serde_json::Error> {
-        self.body.as_ref().and_then(|r| r.as_ref().err())
-    }
-
-    /// The underlying error.
-    pub fn error(&self) -> &Error {
-        &self.error
-    }
-
-    /// Splits into the error and the decoded body.
-    pub fn into_parts(self) -> (Error, Option<Result<E, serde_json::Error>>) {
-        (self.error, self.body)
-    }
-}
-
-impl<E> Deref for Failure<E> {
-    type Target = Error;
-    fn deref(&self) -> &Error {
-        &self.error
-    }
-}
-
-impl<E: fmt::Debug> fmt::Debug for Failure<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Failure")
-            .field("error", &self.error)
-            .field("body", &self.body)
-            .finish()
-    }
-}
-
-impl<E> fmt::Display for Failure<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}
-
-impl<E: fmt::Debug> std::error::Error for Failure<E> {
+impl std::error::Error for Error {
+    /// The underlying cause of the last attempt that failed with one (a
+    /// transport error, a body that broke): `downcast_ref::<std::io::Error>()`
+    /// and `anyhow` chains reach it. `None` when the last failure was an
+    /// answer (a status, a body that did not decode).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        self.inner
+            .report
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| !matches!(a.outcome, Outcome::Skipped | Outcome::Cancelled))
+            .and_then(|a| a.error.as_ref())
+            .and_then(|e| e.cause())
     }
 }

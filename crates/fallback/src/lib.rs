@@ -29,10 +29,8 @@
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Basic { #[serde(rename = "Text")] text: String }
-//! #[derive(serde::Deserialize, Debug)]
-//! struct ApiError { message: String }
 //!
-//! let resp = chain.call_json::<Basic, ApiError>().await?;
+//! let resp = chain.call_json::<Basic>().await?;
 //! assert_eq!(resp.body().text, "hello");
 //! assert_eq!(resp.winner(), 2);
 //!
@@ -286,7 +284,7 @@ pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
 pub use classify::{Classifier, ClassifierParseError, Verdict};
-pub use error::{BuildError, Error, ErrorKind, Failure, LinkProblem};
+pub use error::{BuildError, Error, ErrorKind, LinkProblem};
 pub use hedge::Hedge;
 pub use link::{Link, LinkInfo};
 pub use observer::{Observer, RequestHead, ResponseHead};

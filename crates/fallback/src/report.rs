@@ -128,6 +128,14 @@ impl ErrorText {
         ErrorText::new(Detail::Error(Arc::new(e)))
     }
 
+    /// The error behind the text, when there is one.
+    pub(crate) fn cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.detail {
+            Detail::Error(e) => Some(&**e),
+            _ => None,
+        }
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         match &self.detail {
             Detail::Text(s) => s,

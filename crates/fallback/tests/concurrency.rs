@@ -20,7 +20,7 @@ async fn a_thousand_calls_on_one_chain() {
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let chain = chain.clone();
-            tokio::spawn(async move { chain.call_json::<serde_json::Value, ()>().await })
+            tokio::spawn(async move { chain.call_json::<serde_json::Value>().await })
         })
         .collect();
     let mut ok = 0;
@@ -59,7 +59,7 @@ fn chain_is_send_sync_and_cheap_to_clone() {
         .unwrap();
     // The call futures can be spawned on a multi-threaded runtime.
     assert_send(&chain.call());
-    assert_send(&chain.call_json::<serde_json::Value, serde_json::Value>());
+    assert_send(&chain.call_json::<serde_json::Value>());
     let mut sink = Vec::new();
     assert_send(&chain.call_into(&mut sink));
 }

@@ -27,7 +27,7 @@ async fn a_slow_primary_is_hedged_and_cancelled() {
         .build()
         .unwrap();
     let t = Instant::now();
-    let resp = chain.call_json::<serde_json::Value, ()>().await.unwrap();
+    let resp = chain.call_json::<serde_json::Value>().await.unwrap();
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(100) && took < Duration::from_millis(1500),

@@ -213,7 +213,7 @@ async fn invalid_json_is_decode_and_falls_back() {
     let primary = Server::start(Behavior::invalid_json());
     let backup = Server::start(Behavior::ok_json(r#"{"v": 7}"#));
     let chain = two(&primary, &backup).build().unwrap();
-    let resp = chain.call_json::<Value, serde_json::Value>().await.unwrap();
+    let resp = chain.call_json::<Value>().await.unwrap();
     assert_eq!(resp.body().v, 7);
     assert_eq!(outcomes(resp.report()), [Outcome::Decode, Outcome::Ok]);
     // The untyped call takes the same bytes as a success.
@@ -389,10 +389,7 @@ async fn post_answered_2xx_with_garbage_is_processed_not_re_sent() {
         .link(Link::post(backup.url("/")).body("x"))
         .build()
         .unwrap();
-    let err = chain
-        .call_json::<Value, serde_json::Value>()
-        .await
-        .unwrap_err();
+    let err = chain.call_json::<Value>().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Processed);
     let msg = err.to_string();
     assert!(msg.contains("primary") && msg.contains("200"), "{msg}");
@@ -496,4 +493,32 @@ async fn huge_durations_are_accepted_without_overflow() {
         1,
         "the breaker opened for a very long time"
     );
+}
+
+#[tokio::test]
+async fn the_error_s_source_chain_reaches_the_io_error() {
+    let refused = Server::refused();
+    let chain = Chain::builder()
+        .link(Link::get(refused.url("/")))
+        .build()
+        .unwrap();
+    let err = chain.call().await.unwrap_err();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
+    let mut io = None;
+    while let Some(e) = cur {
+        if let Some(i) = e.downcast_ref::<std::io::Error>() {
+            io = Some(i.kind());
+        }
+        cur = e.source();
+    }
+    assert_eq!(io, Some(std::io::ErrorKind::ConnectionRefused));
+
+    // An answer has no underlying cause.
+    let down = Server::start(Behavior::status(503));
+    let chain = Chain::builder()
+        .link(Link::get(down.url("/")))
+        .build()
+        .unwrap();
+    let err = chain.call().await.unwrap_err();
+    assert!(std::error::Error::source(&err).is_none());
 }

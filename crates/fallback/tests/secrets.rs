@@ -116,10 +116,7 @@ async fn every_output(refused: &Server, down: &Server, up: &Server) {
     assert_clean("Error Debug", &format!("{err:?}"));
     assert_clean("Error url", err.url().unwrap());
     assert_clean("Error report", &err.report().to_string());
-    let typed = failing
-        .call_json::<serde_json::Value, serde_json::Value>()
-        .await
-        .unwrap_err();
+    let typed = failing.call_json::<serde_json::Value>().await.unwrap_err();
     assert_clean("Failure Debug", &format!("{typed:?}"));
     assert_clean("Failure Display", &typed.to_string());
 
