@@ -79,7 +79,7 @@ pub fn run() -> Result<ExitCode, Usage> {
         );
         let chain = build(
             Chain::builder()
-                .breaker(BreakerConfig::new().with_consecutive_failures(2))
+                .breaker(BreakerConfig::new().consecutive_failures(2))
                 .link(Link::get(refused.url("/orders/42")).name("primary"))
                 .link(Link::get(healthy.url("/orders/42")).name("backup")),
         )?;

@@ -20,8 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chain = Chain::builder()
         .breaker(
             BreakerConfig::new()
-                .with_consecutive_failures(2)
-                .with_break(Duration::from_millis(300)),
+                .consecutive_failures(2)
+                .break_duration(Duration::from_millis(300)),
         )
         .sticky(true)
         .link(Link::get(primary.url("/")).name("primary"))

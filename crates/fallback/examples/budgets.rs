@@ -19,8 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .retries(3)
         .backoff(
             ExponentialBackoff::new()
-                .with_base(Duration::from_millis(20))
-                .with_seed(1),
+                .base(Duration::from_millis(20))
+                .seed(1),
         )
         .link(Link::get(flaky.url("/")))
         .build()?;
@@ -36,8 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backup = Server::start(Behavior::ok("backup"));
     let chain = Chain::builder()
         .retries(2)
-        .backoff(ExponentialBackoff::new().with_base(Duration::from_millis(1)))
-        .retry_budget(RetryBudget::new().with_ratio(0.1).with_min_per_sec(0.0))
+        .backoff(ExponentialBackoff::new().base(Duration::from_millis(1)))
+        .retry_budget(RetryBudget::new().ratio(0.1).min_per_sec(0.0))
         .breaker(None)
         .link(Link::get(dead.url("/")))
         .link(Link::get(backup.url("/")))

@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dead = Server::refused();
     let up = Server::start(Behavior::ok("fine"));
     let chain = Chain::builder()
-        .breaker(BreakerConfig::new().with_consecutive_failures(3))
+        .breaker(BreakerConfig::new().consecutive_failures(3))
         .link(Link::get(dead.url("/")).name("primary"))
         .link(Link::get(up.url("/")).name("backup"))
         .build()?;

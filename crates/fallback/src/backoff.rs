@@ -7,28 +7,28 @@
 //!
 //! | setting | default |
 //! | --- | --- |
-//! | [`with_base`](ExponentialBackoff::with_base) | 50 ms |
-//! | [`with_factor`](ExponentialBackoff::with_factor) | 2.0 |
-//! | [`with_cap`](ExponentialBackoff::with_cap) | 2 s |
-//! | [`with_jitter`](ExponentialBackoff::with_jitter) | on (full jitter) |
-//! | [`with_seed`](ExponentialBackoff::with_seed) | random per call |
+//! | [`base`](ExponentialBackoff::base) | 50 ms |
+//! | [`factor`](ExponentialBackoff::factor) | 2.0 |
+//! | [`cap`](ExponentialBackoff::cap) | 2 s |
+//! | [`jitter`](ExponentialBackoff::jitter) | on (full jitter) |
+//! | [`seed`](ExponentialBackoff::seed) | random per call |
 //!
 //! ```
 //! use std::time::Duration;
 //! use fallback_chain::backoff::ExponentialBackoff;
 //!
 //! let plain: Vec<_> = ExponentialBackoff::new()
-//!     .with_base(Duration::from_millis(100))
-//!     .with_cap(Duration::from_millis(500))
-//!     .with_jitter(false)
+//!     .base(Duration::from_millis(100))
+//!     .cap(Duration::from_millis(500))
+//!     .jitter(false)
 //!     .take(5)
 //!     .collect();
 //! let ms = |n| Duration::from_millis(n);
 //! assert_eq!(plain, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
 //!
 //! // Seeded jitter is reproducible, and never above the un-jittered delay.
-//! let a: Vec<_> = ExponentialBackoff::new().with_seed(7).take(4).collect();
-//! let b: Vec<_> = ExponentialBackoff::new().with_seed(7).take(4).collect();
+//! let a: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
+//! let b: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
 //! assert_eq!(a, b);
 //! ```
 
@@ -45,6 +45,7 @@ pub const DEFAULT_FACTOR: f64 = 2.0;
 
 /// Exponential backoff with full jitter. See the [module docs](self).
 #[derive(Clone, Debug, PartialEq)]
+#[must_use]
 pub struct ExponentialBackoff {
     base: Duration,
     cap: Duration,
@@ -77,31 +78,31 @@ impl ExponentialBackoff {
     }
 
     /// The first delay (before jitter).
-    pub fn with_base(mut self, base: Duration) -> Self {
+    pub fn base(mut self, base: Duration) -> Self {
         self.base = base;
         self
     }
 
     /// The largest delay.
-    pub fn with_cap(mut self, cap: Duration) -> Self {
+    pub fn cap(mut self, cap: Duration) -> Self {
         self.cap = cap;
         self
     }
 
     /// How much each delay grows over the previous one (at least 1).
-    pub fn with_factor(mut self, factor: f64) -> Self {
+    pub fn factor(mut self, factor: f64) -> Self {
         self.factor = factor;
         self
     }
 
     /// Full jitter on (`true`, the default) or off.
-    pub fn with_jitter(mut self, jitter: bool) -> Self {
+    pub fn jitter(mut self, jitter: bool) -> Self {
         self.jitter = jitter;
         self
     }
 
     /// Seeds the jitter, for reproducible schedules.
-    pub fn with_seed(mut self, seed: u64) -> Self {
+    pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self.rng = SplitMix64::new(seed);
         self
@@ -213,21 +214,18 @@ mod tests {
     #[test]
     fn validation() {
         assert!(ExponentialBackoff::new().validate().is_ok());
+        assert!(ExponentialBackoff::new().factor(0.5).validate().is_err());
         assert!(ExponentialBackoff::new()
-            .with_factor(0.5)
+            .factor(f64::NAN)
             .validate()
             .is_err());
         assert!(ExponentialBackoff::new()
-            .with_factor(f64::NAN)
-            .validate()
-            .is_err());
-        assert!(ExponentialBackoff::new()
-            .with_factor(f64::INFINITY)
+            .factor(f64::INFINITY)
             .validate()
             .is_err());
         let e = ExponentialBackoff::new()
-            .with_base(Duration::from_secs(3))
-            .with_cap(Duration::from_secs(1))
+            .base(Duration::from_secs(3))
+            .cap(Duration::from_secs(1))
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("above the cap"), "{e}");
@@ -236,8 +234,8 @@ mod tests {
     #[test]
     fn factor_one_is_constant() {
         let d: Vec<_> = ExponentialBackoff::new()
-            .with_factor(1.0)
-            .with_jitter(false)
+            .factor(1.0)
+            .jitter(false)
             .take(3)
             .collect();
         assert_eq!(d, [DEFAULT_BASE; 3]);
@@ -245,7 +243,7 @@ mod tests {
 
     #[test]
     fn different_calls_draw_different_jitter() {
-        let b = ExponentialBackoff::new().with_seed(1);
+        let b = ExponentialBackoff::new().seed(1);
         let x: Vec<_> = b.start(10).take(8).collect();
         let y: Vec<_> = b.start(11).take(8).collect();
         assert_ne!(x, y);
@@ -261,10 +259,10 @@ mod tests {
             seed: u64,
         ) {
             let b = ExponentialBackoff::new()
-                .with_base(Duration::from_millis(base_ms))
-                .with_cap(Duration::from_millis(base_ms + extra_ms))
-                .with_factor(factor)
-                .with_seed(seed);
+                .base(Duration::from_millis(base_ms))
+                .cap(Duration::from_millis(base_ms + extra_ms))
+                .factor(factor)
+                .seed(seed);
             prop_assert!(b.validate().is_ok());
             for (n, d) in b.clone().take(100).enumerate() {
                 let ceiling = b.ceiling(n as u32);
@@ -276,9 +274,9 @@ mod tests {
         #[test]
         fn ceilings_never_shrink(base_ms in 1u64..1000, factor in 1.0f64..4.0, n in 0u32..10_000) {
             let b = ExponentialBackoff::new()
-                .with_base(Duration::from_millis(base_ms))
-                .with_cap(Duration::from_secs(60))
-                .with_factor(factor);
+                .base(Duration::from_millis(base_ms))
+                .cap(Duration::from_secs(60))
+                .factor(factor);
             prop_assert!(b.ceiling(n) <= b.ceiling(n + 1));
             prop_assert!(b.ceiling(u32::MAX) == Duration::from_secs(60) || factor == 1.0);
         }

@@ -19,12 +19,12 @@
 //!
 //! | setting | default | why |
 //! | --- | --- | --- |
-//! | [`with_failure_ratio`](BreakerConfig::with_failure_ratio) | 0.5 | a backup is at hand, so a link failing half its calls is better skipped; Polly's 0.1 suits a lone endpoint with nowhere else to go |
-//! | [`with_window`](BreakerConfig::with_window) | 10 s | long enough to smooth bursts, short enough to react within seconds |
-//! | [`with_min_calls`](BreakerConfig::with_min_calls) | 20 | a ratio over fewer calls is noise (Polly asks 100, for a 30 s window) |
-//! | [`with_consecutive_failures`](BreakerConfig::with_consecutive_failures) | 5 | Envoy's outlier detection and Finagle's failure accrual |
-//! | [`with_break`](BreakerConfig::with_break) | 5 s | Polly's and Finagle's first break |
-//! | [`with_max_break`](BreakerConfig::with_max_break) | 60 s | breaks double on each failed probe; a cap keeps recovery found within a minute |
+//! | [`failure_ratio`](BreakerConfig::failure_ratio) | 0.5 | a backup is at hand, so a link failing half its calls is better skipped; Polly's 0.1 suits a lone endpoint with nowhere else to go |
+//! | [`window`](BreakerConfig::window) | 10 s | long enough to smooth bursts, short enough to react within seconds |
+//! | [`min_calls`](BreakerConfig::min_calls) | 20 | a ratio over fewer calls is noise (Polly asks 100, for a 30 s window) |
+//! | [`consecutive_failures`](BreakerConfig::consecutive_failures) | 5 | Envoy's outlier detection and Finagle's failure accrual |
+//! | [`break_duration`](BreakerConfig::break_duration) | 5 s | Polly's and Finagle's first break |
+//! | [`max_break_duration`](BreakerConfig::max_break_duration) | 60 s | breaks double on each failed probe; a cap keeps recovery found within a minute |
 //!
 //! Breakers are on by default; [`ChainBuilder::breaker`] sets them, and
 //! `ChainBuilder::breaker(None)` turns them off.
@@ -39,7 +39,7 @@
 //! let dead = Server::refused();
 //! let backup = Server::start(Behavior::ok("fine"));
 //! let chain = Chain::builder()
-//!     .breaker(BreakerConfig::new().with_consecutive_failures(2))
+//!     .breaker(BreakerConfig::new().consecutive_failures(2))
 //!     .link(Link::get(dead.url("/")).name("primary"))
 //!     .link(Link::get(backup.url("/")).name("backup"))
 //!     .build()?;
@@ -67,6 +67,7 @@ use crate::window::{Window, MIN_WINDOW};
 
 /// The settings of the per-link breakers. See the [module docs](self).
 #[derive(Clone, Debug, PartialEq)]
+#[must_use]
 pub struct BreakerConfig {
     failure_ratio: f64,
     window: Duration,
@@ -99,43 +100,43 @@ impl BreakerConfig {
 
     /// The failure ratio, in (0, 1], at which a link opens. Above 1 turns
     /// the ratio trigger off.
-    pub fn with_failure_ratio(mut self, ratio: f64) -> Self {
+    pub fn failure_ratio(mut self, ratio: f64) -> Self {
         self.failure_ratio = ratio;
         self
     }
 
     /// The sliding window over which the ratio is counted.
-    pub fn with_window(mut self, window: Duration) -> Self {
+    pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
     /// The fewest calls in the window for the ratio to count.
-    pub fn with_min_calls(mut self, min_calls: u32) -> Self {
+    pub fn min_calls(mut self, min_calls: u32) -> Self {
         self.min_calls = min_calls;
         self
     }
 
     /// Consecutive failures that open a link (0 turns this trigger off).
-    pub fn with_consecutive_failures(mut self, n: u32) -> Self {
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
         self.consecutive_failures = n;
         self
     }
 
     /// The first break.
-    pub fn with_break(mut self, d: Duration) -> Self {
+    pub fn break_duration(mut self, d: Duration) -> Self {
         self.break_duration = d;
         self
     }
 
     /// The longest break.
-    pub fn with_max_break(mut self, d: Duration) -> Self {
+    pub fn max_break_duration(mut self, d: Duration) -> Self {
         self.max_break = d;
         self
     }
 
     /// Seeds the jitter of the breaks, for reproducible tests.
-    pub fn with_seed(mut self, seed: u64) -> Self {
+    pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
     }
@@ -463,12 +464,12 @@ mod tests {
 
     fn cfg() -> BreakerConfig {
         BreakerConfig::new()
-            .with_failure_ratio(0.5)
-            .with_min_calls(10)
-            .with_consecutive_failures(0)
-            .with_break(Duration::from_secs(5))
-            .with_max_break(Duration::from_secs(40))
-            .with_seed(1)
+            .failure_ratio(0.5)
+            .min_calls(10)
+            .consecutive_failures(0)
+            .break_duration(Duration::from_secs(5))
+            .max_break_duration(Duration::from_secs(40))
+            .seed(1)
     }
 
     fn at(t0: Instant, ms: u64) -> Instant {
@@ -503,7 +504,7 @@ mod tests {
     #[test]
     fn consecutive_failures_open_with_little_traffic() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(3), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(3), t0, 0, "x".into());
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), true, false);
@@ -529,7 +530,7 @@ mod tests {
     #[test]
     fn half_open_probe_closes_or_reopens_longer() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 4_999)), Admit::Skip(at(t0, 5_000)));
         // The break is over: one probe, and only one.
@@ -559,7 +560,7 @@ mod tests {
     #[test]
     fn breaks_grow_up_to_the_cap() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         let mut now = t0;
         let mut breaks = Vec::new();
@@ -592,7 +593,7 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().with_consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 6_000)), Admit::Probe);
         b.release_probe();
@@ -602,16 +603,13 @@ mod tests {
     #[test]
     fn validation() {
         assert!(BreakerConfig::new().validate().is_ok());
+        assert!(BreakerConfig::new().failure_ratio(0.0).validate().is_err());
         assert!(BreakerConfig::new()
-            .with_failure_ratio(0.0)
+            .break_duration(Duration::ZERO)
             .validate()
             .is_err());
         assert!(BreakerConfig::new()
-            .with_break(Duration::ZERO)
-            .validate()
-            .is_err());
-        assert!(BreakerConfig::new()
-            .with_break(Duration::from_secs(90))
+            .break_duration(Duration::from_secs(90))
             .validate()
             .is_err());
     }
@@ -622,7 +620,7 @@ mod tests {
         #[test]
         fn ratio_rule_holds(outcomes in proptest::collection::vec(any::<bool>(), 0..200), ratio in 0.05f64..1.0, min in 1u32..50) {
             let t0 = Instant::now();
-            let b = Breaker::new(&cfg().with_failure_ratio(ratio).with_min_calls(min), t0, 0, "x".into());
+            let b = Breaker::new(&cfg().failure_ratio(ratio).min_calls(min), t0, 0, "x".into());
             let (mut ok, mut bad) = (0u64, 0u64);
             for o in outcomes {
                 if b.admit(t0) != Admit::Go {

@@ -14,9 +14,9 @@
 //!
 //! | setting | default | from |
 //! | --- | --- | --- |
-//! | [`with_ratio`](RetryBudget::with_ratio) | 0.2 (20 % extra load) | Finagle, Envoy |
-//! | [`with_window`](RetryBudget::with_window) | 10 s | Finagle |
-//! | [`with_min_per_sec`](RetryBudget::with_min_per_sec) | 10 retries per second | Finagle |
+//! | [`ratio`](RetryBudget::ratio) | 0.2 (20 % extra load) | Finagle, Envoy |
+//! | [`window`](RetryBudget::window) | 10 s | Finagle |
+//! | [`min_per_sec`](RetryBudget::min_per_sec) | 10 retries per second | Finagle |
 //!
 //! The ratio is kept in parts per million and compared without division, so
 //! a ratio of 0.6 allows 60 % (tower's TPS budget truncates `1 / ratio` and
@@ -26,7 +26,7 @@
 //! use std::time::Duration;
 //! use fallback_chain::budget::RetryBudget;
 //!
-//! let budget = RetryBudget::new().with_ratio(0.5).with_min_per_sec(0.0);
+//! let budget = RetryBudget::new().ratio(0.5).min_per_sec(0.0);
 //! for _ in 0..10 {
 //!     budget.deposit();
 //! }
@@ -47,6 +47,7 @@ const PPM: u128 = 1_000_000;
 
 /// A retry budget shared by every clone. See the [module docs](self).
 #[derive(Clone)]
+#[must_use]
 pub struct RetryBudget {
     ratio: f64,
     window: Duration,
@@ -94,18 +95,18 @@ impl RetryBudget {
 
     /// Retries allowed per request, over the window (0.2 = 20 % extra load).
     /// A fresh, unshared budget is returned.
-    pub fn with_ratio(self, ratio: f64) -> Self {
+    pub fn ratio(self, ratio: f64) -> Self {
         Self::with_settings(ratio, self.window, self.min_per_sec)
     }
 
     /// The sliding window over which requests and retries are counted.
-    pub fn with_window(self, window: Duration) -> Self {
+    pub fn window(self, window: Duration) -> Self {
         Self::with_settings(self.ratio, window, self.min_per_sec)
     }
 
     /// Retries allowed per second whatever the traffic, so a quiet chain can
     /// still retry.
-    pub fn with_min_per_sec(self, min_per_sec: f64) -> Self {
+    pub fn min_per_sec(self, min_per_sec: f64) -> Self {
         Self::with_settings(self.ratio, self.window, min_per_sec)
     }
 
@@ -214,9 +215,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn budget(ratio: f64, min_per_sec: f64) -> RetryBudget {
-        RetryBudget::new()
-            .with_ratio(ratio)
-            .with_min_per_sec(min_per_sec)
+        RetryBudget::new().ratio(ratio).min_per_sec(min_per_sec)
     }
 
     #[test]
@@ -283,7 +282,7 @@ mod tests {
         assert!(budget(f64::NAN, 1.0).validate().is_err());
         assert!(budget(0.2, -1.0).validate().is_err());
         assert!(RetryBudget::new()
-            .with_window(Duration::ZERO)
+            .window(Duration::ZERO)
             .validate()
             .is_err());
     }
@@ -298,7 +297,7 @@ mod tests {
             events in proptest::collection::vec((0u64..3_000, any::<bool>()), 1..2_000),
         ) {
             let window = Duration::from_secs(10);
-            let b = budget(ratio, min_per_sec).with_window(window);
+            let b = budget(ratio, min_per_sec).window(window);
             let mut now = Duration::ZERO;
             let (mut deposits, mut retries) = (0u64, 0u64);
             for (step_ms, is_request) in events {

@@ -117,6 +117,7 @@ impl fmt::Debug for Chain {
 /// | [`sticky`](Self::sticky) | off |
 /// | [`hedge`](Self::hedge) | off |
 /// | [`transport`](Self::transport) | [`HyperTransport`](crate::transport::HyperTransport) |
+#[must_use]
 pub struct ChainBuilder {
     links: Vec<Link>,
     headers: Vec<(String, String)>,
@@ -325,10 +326,10 @@ impl ChainBuilder {
         self
     }
 
-    /// A bound on the whole call. When it expires the call fails at once,
-    /// with the trail so far.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+    /// A bound on the whole call (`None`: no bound). When it expires the
+    /// call fails at once, with the trail so far.
+    pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadline = deadline.into();
         self
     }
 
@@ -1016,7 +1017,7 @@ impl Chain {
         let forced = self.panic_link(started);
         let n = eps.len();
         let mut next = 0usize;
-        let mut flights: Vec<Flight<'_, C::Output>> = Vec::with_capacity(hedge.max_in_flight());
+        let mut flights: Vec<Flight<'_, C::Output>> = Vec::with_capacity(hedge.in_flight_limit());
         let mut may_hedge = true;
         let mut last_launch = started;
 
@@ -1026,7 +1027,7 @@ impl Chain {
             let overlap_ok = flights.iter().all(|f| eps[f.index].idempotent)
                 && eps.get(next).is_some_and(|e| e.idempotent);
             if flights.is_empty()
-                || (flights.len() < hedge.max_in_flight()
+                || (flights.len() < hedge.in_flight_limit()
                     && overlap_ok
                     && flights.iter().all(|f| f.failed_over))
             {
@@ -1056,7 +1057,7 @@ impl Chain {
             }
             let newest = flights.last().map_or(0, |f| f.index);
             let can_hedge =
-                may_hedge && next < n && flights.len() < hedge.max_in_flight() && overlap_ok;
+                may_hedge && next < n && flights.len() < hedge.in_flight_limit() && overlap_ok;
             let hedge_at = later(last_launch, hedge.delay(&inner.latencies[newest]));
             let done = tokio::select! {
                 biased;
@@ -1112,7 +1113,7 @@ impl Chain {
                     headers,
                     output,
                 } => {
-                    inner.latencies[flight.index].record(elapsed, hedge.percentile());
+                    inner.latencies[flight.index].record(elapsed, hedge.target_percentile());
                     attempt.status = Some(status);
                     self.observe(&attempt);
                     report.attempts.push(attempt);

@@ -8,7 +8,7 @@
 //! - **Losers** are cancelled (their connections dropped) and reported
 //!   `cancelled`. The winner's body is never cancelled: it has already
 //!   been read whole when it wins.
-//! - **At most** [`with_max_in_flight`](Hedge::with_max_in_flight) attempts
+//! - **At most** [`max_in_flight`](Hedge::max_in_flight) attempts
 //!   run at once (default 2).
 //! - **Only idempotent requests hedge**: a link is started as a hedge only
 //!   when it and every attempt in flight may be re-sent (see
@@ -26,9 +26,9 @@
 //! | setting | default |
 //! | --- | --- |
 //! | delay | [`Hedge::fixed`]: as given; [`Hedge::adaptive`]: p95 of the last 1000 successes |
-//! | [`with_floor`](Hedge::with_floor) (adaptive) | 5 ms |
-//! | [`with_percentile`](Hedge::with_percentile) (adaptive) | 0.95 |
-//! | [`with_max_in_flight`](Hedge::with_max_in_flight) | 2 |
+//! | [`floor`](Hedge::floor) (adaptive) | 5 ms |
+//! | [`percentile`](Hedge::percentile) (adaptive) | 0.95 |
+//! | [`max_in_flight`](Hedge::max_in_flight) | 2 |
 //!
 //! ```
 //! use std::time::Duration;
@@ -63,6 +63,7 @@ const RECOMPUTE_EVERY: u64 = 32;
 
 /// Hedging settings. See the [module docs](self).
 #[derive(Clone, Debug, PartialEq)]
+#[must_use]
 pub struct Hedge {
     fixed: Option<Duration>,
     percentile: f64,
@@ -94,28 +95,28 @@ impl Hedge {
     }
 
     /// The percentile, in (0, 1], for an adaptive delay.
-    pub fn with_percentile(mut self, p: f64) -> Hedge {
+    pub fn percentile(mut self, p: f64) -> Hedge {
         self.percentile = p;
         self
     }
 
     /// The shortest adaptive delay.
-    pub fn with_floor(mut self, floor: Duration) -> Hedge {
+    pub fn floor(mut self, floor: Duration) -> Hedge {
         self.floor = floor;
         self
     }
 
     /// The most attempts in flight at once (at least 2).
-    pub fn with_max_in_flight(mut self, n: usize) -> Hedge {
+    pub fn max_in_flight(mut self, n: usize) -> Hedge {
         self.max_in_flight = n;
         self
     }
 
-    pub(crate) fn max_in_flight(&self) -> usize {
+    pub(crate) fn in_flight_limit(&self) -> usize {
         self.max_in_flight
     }
 
-    pub(crate) fn percentile(&self) -> f64 {
+    pub(crate) fn target_percentile(&self) -> f64 {
         self.percentile
     }
 
@@ -211,7 +212,7 @@ mod tests {
             Hedge::fixed(Duration::from_millis(30)).delay(&l),
             Duration::from_millis(30)
         );
-        let h = Hedge::adaptive().with_floor(Duration::from_millis(2));
+        let h = Hedge::adaptive().floor(Duration::from_millis(2));
         assert_eq!(
             h.delay(&l),
             Duration::from_millis(2),
@@ -239,10 +240,10 @@ mod tests {
     #[test]
     fn validation() {
         assert!(Hedge::adaptive().validate().is_ok());
-        assert!(Hedge::adaptive().with_percentile(0.0).validate().is_err());
-        assert!(Hedge::adaptive().with_percentile(1.5).validate().is_err());
+        assert!(Hedge::adaptive().percentile(0.0).validate().is_err());
+        assert!(Hedge::adaptive().percentile(1.5).validate().is_err());
         assert!(Hedge::fixed(Duration::from_millis(1))
-            .with_max_in_flight(1)
+            .max_in_flight(1)
             .validate()
             .is_err());
     }

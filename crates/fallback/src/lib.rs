@@ -106,7 +106,7 @@
 //!     .timeout(Duration::from_secs(2))
 //!     .deadline(Duration::from_secs(5))
 //!     .retries(2)
-//!     .backoff(ExponentialBackoff::new().with_base(Duration::from_millis(10)))
+//!     .backoff(ExponentialBackoff::new().base(Duration::from_millis(10)))
 //!     .link(Link::get(flaky.url("/")))
 //!     .link(Link::get(backup.url("/")))
 //!     .build()?;

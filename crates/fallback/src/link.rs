@@ -27,6 +27,7 @@ use crate::transport::{RequestBody, Transport};
 /// # let _ = (primary, backup);
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct Link {
     pub(crate) name: Option<String>,
     pub(crate) method: String,

@@ -14,9 +14,9 @@ use tokio::time::{advance, Instant};
 
 fn breaker() -> BreakerConfig {
     BreakerConfig::new()
-        .with_consecutive_failures(2)
-        .with_break(Duration::from_secs(5))
-        .with_seed(3)
+        .consecutive_failures(2)
+        .break_duration(Duration::from_secs(5))
+        .seed(3)
 }
 
 fn chain(script: &Arc<Script>, cfg: BreakerConfig) -> fallback_chain::ChainBuilder {
@@ -253,10 +253,10 @@ async fn counts_stay_consistent_while_a_link_flaps() {
     let c = Chain::builder()
         .breaker(
             BreakerConfig::new()
-                .with_window(Duration::from_secs(600))
-                .with_min_calls(50)
-                .with_failure_ratio(0.6)
-                .with_consecutive_failures(0),
+                .window(Duration::from_secs(600))
+                .min_calls(50)
+                .failure_ratio(0.6)
+                .consecutive_failures(0),
         )
         .link(Link::get(primary.url("/")))
         .link(Link::get(backup.url("/")))

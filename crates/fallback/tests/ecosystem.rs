@@ -38,7 +38,7 @@ fn metrics_count_attempts_latency_breakers_and_budget() {
             .unwrap();
         rt.block_on(async {
             let chain = Chain::builder()
-                .breaker(fallback_chain::BreakerConfig::new().with_consecutive_failures(2))
+                .breaker(fallback_chain::BreakerConfig::new().consecutive_failures(2))
                 .link(
                     Link::get(refused.url("/").replace("http://", "http://u:hunter2@"))
                         .name("primary"),
@@ -53,8 +53,8 @@ fn metrics_count_attempts_latency_breakers_and_budget() {
                 .retries(2)
                 .retry_budget(
                     fallback_chain::RetryBudget::new()
-                        .with_ratio(0.0)
-                        .with_min_per_sec(0.0),
+                        .ratio(0.0)
+                        .min_per_sec(0.0),
                 )
                 .link(Link::get(refused.url("/")))
                 .build()

@@ -131,7 +131,7 @@ async fn a_spent_budget_sends_no_hedge() {
     let fast = Server::start(Behavior::ok("fast"));
     let chain = Chain::builder()
         .hedge(Hedge::fixed(Duration::from_millis(20)))
-        .retry_budget(RetryBudget::new().with_ratio(0.0).with_min_per_sec(0.0))
+        .retry_budget(RetryBudget::new().ratio(0.0).min_per_sec(0.0))
         .link(Link::get(slow.url("/")))
         .link(Link::get(fast.url("/")))
         .build()
@@ -191,7 +191,7 @@ async fn the_hedge_starts_exactly_after_the_delay() {
     let chain = Chain::builder()
         .transport(s.clone())
         .timeout(Duration::from_secs(10))
-        .hedge(Hedge::fixed(Duration::from_millis(50)).with_max_in_flight(3))
+        .hedge(Hedge::fixed(Duration::from_millis(50)).max_in_flight(3))
         .retry_budget(RetryBudget::unlimited())
         .links([
             Link::get("http://a/"),
@@ -252,7 +252,7 @@ async fn adaptive_delay_follows_the_link_s_latency() {
     let s = Script::new(&[("a", vec![ok()]), ("b", vec![ok()])]);
     let chain = Chain::builder()
         .transport(s.clone())
-        .hedge(Hedge::adaptive().with_floor(Duration::from_millis(1)))
+        .hedge(Hedge::adaptive().floor(Duration::from_millis(1)))
         .links([Link::get("http://a/"), Link::get("http://b/")])
         .build()
         .unwrap();

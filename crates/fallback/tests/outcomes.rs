@@ -477,9 +477,9 @@ async fn huge_durations_are_accepted_without_overflow() {
         .retry_after_cap(Duration::MAX)
         .breaker(
             fallback_chain::BreakerConfig::new()
-                .with_consecutive_failures(1)
-                .with_break(Duration::MAX)
-                .with_max_break(Duration::MAX),
+                .consecutive_failures(1)
+                .break_duration(Duration::MAX)
+                .max_break_duration(Duration::MAX),
         )
         .link(Link::get(down.url("/")))
         .link(Link::get(up.url("/")))

@@ -114,9 +114,9 @@ async fn retry_after_past_the_deadline_moves_on_at_once() {
 async fn backoff_without_jitter_is_exact() {
     let s = Script::new(&[("a", vec![Step::Refuse, Step::Refuse, Step::Refuse, ok()])]);
     let backoff = ExponentialBackoff::new()
-        .with_base(Duration::from_millis(100))
-        .with_cap(Duration::from_secs(1))
-        .with_jitter(false);
+        .base(Duration::from_millis(100))
+        .cap(Duration::from_secs(1))
+        .jitter(false);
     let c = chain(&s, vec![Link::get("http://a/")])
         .retries(3)
         .backoff(backoff)
@@ -137,9 +137,9 @@ async fn seeded_jitter_is_reproducible_and_bounded() {
             vec![Step::Refuse, Step::Refuse, Step::Refuse, Step::Refuse, ok()],
         )]);
         let backoff = ExponentialBackoff::new()
-            .with_base(Duration::from_millis(100))
-            .with_cap(Duration::from_secs(1))
-            .with_seed(seed);
+            .base(Duration::from_millis(100))
+            .cap(Duration::from_secs(1))
+            .seed(seed);
         let c = chain(&s, vec![Link::get("http://a/")])
             .retries(4)
             .backoff(backoff)
@@ -165,7 +165,7 @@ async fn spent_budget_skips_the_retry_and_fails_over() {
     let s = Script::new(&[("a", vec![Step::Answer(500, None, "")]), ("b", vec![ok()])]);
     let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
         .retries(3)
-        .retry_budget(RetryBudget::new().with_ratio(0.0).with_min_per_sec(0.0))
+        .retry_budget(RetryBudget::new().ratio(0.0).min_per_sec(0.0))
         .build()
         .unwrap();
     let resp = c.call().await.unwrap();
@@ -184,7 +184,7 @@ async fn spent_budget_skips_the_retry_and_fails_over() {
 async fn budget_is_shared_by_clones_and_calls() {
     let s = Script::new(&[("a", vec![Step::Answer(503, None, "")])]);
     // One retry allowed in the whole window, whatever the traffic.
-    let budget = RetryBudget::new().with_ratio(0.0).with_min_per_sec(0.1);
+    let budget = RetryBudget::new().ratio(0.0).min_per_sec(0.1);
     let c = chain(&s, vec![Link::get("http://a/")])
         .retries(1)
         .retry_budget(budget)
@@ -229,9 +229,9 @@ async fn attempt_timeout_fires_at_its_exact_time() {
 async fn deadline_covers_backoff_sleeps_and_attempts() {
     let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![Step::Hang])]);
     let backoff = ExponentialBackoff::new()
-        .with_base(Duration::from_secs(1))
-        .with_cap(Duration::from_secs(8))
-        .with_jitter(false);
+        .base(Duration::from_secs(1))
+        .cap(Duration::from_secs(8))
+        .jitter(false);
     let c = chain(&s, vec![Link::get("http://a/"), Link::get("http://b/")])
         .retries(5)
         .backoff(backoff)

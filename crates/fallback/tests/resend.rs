@@ -9,8 +9,8 @@ use fallback_chain_testserver::{Behavior, Server};
 
 fn quick_backoff() -> ExponentialBackoff {
     ExponentialBackoff::new()
-        .with_base(Duration::from_millis(5))
-        .with_cap(Duration::from_millis(20))
+        .base(Duration::from_millis(5))
+        .cap(Duration::from_millis(20))
 }
 
 #[tokio::test]

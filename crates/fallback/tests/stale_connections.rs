@@ -28,7 +28,7 @@ async fn gets_survive(reused: Behavior) {
         .link(Link::get(server.url("/x")))
         // An empty budget: a re-send that drew from it would be refused.
         .retries(1)
-        .retry_budget(RetryBudget::new().with_ratio(0.0).with_min_per_sec(0.0))
+        .retry_budget(RetryBudget::new().ratio(0.0).min_per_sec(0.0))
         .build()
         .unwrap();
     let mut stale = 0;

@@ -189,15 +189,15 @@ impl Default for HyperTransportBuilder {
 impl HyperTransportBuilder {
     /// Bound on establishing a TCP connection (`None`: no bound of its own).
     /// A connect that times out sent nothing, so any request may fail over.
-    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.connect_timeout = timeout;
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
         self
     }
 
     /// How long an idle pooled connection is kept (`None`: until the server
     /// closes it).
-    pub fn pool_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.pool_idle_timeout = timeout;
+    pub fn pool_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.pool_idle_timeout = timeout.into();
         self
     }
 
