@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use fallback_chain::Sink;
+use fallback_chain::BodySink;
 use indicatif::ProgressBar;
 
 /// Streams into a temporary file beside the destination.
@@ -59,7 +59,7 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
+impl BodySink for FileSink {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         self.tmp.as_file_mut().write_all(&chunk)?;
         if let Some(p) = &self.progress {
@@ -118,7 +118,7 @@ impl Spool {
     }
 }
 
-impl Sink for Spool {
+impl BodySink for Spool {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         if let Some(p) = &self.progress {
             p.inc(chunk.len() as u64);

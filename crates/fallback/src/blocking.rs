@@ -25,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::{Error, LinkHealth, LinkInfo, Response, Sink};
+use crate::{BodySink, Error, LinkHealth, LinkInfo, Response};
 
 /// A [`crate::Chain`] with blocking calls. Cheap to clone; `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -86,7 +86,7 @@ impl Chain {
     }
 
     /// See [`crate::Chain::call_into`].
-    pub fn call_into<S: Sink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
+    pub fn call_into<S: BodySink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
         self.block_on(self.chain.call_into(sink))
     }
 

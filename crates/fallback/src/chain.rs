@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::backoff::ExponentialBackoff;
 use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
 use crate::budget::RetryBudget;
-use crate::classify::{Classifier, Verdict};
+use crate::classify::{Answer, Classifier, Verdict};
 use crate::error::{BuildError, Error, ErrorKind, LastResponse};
 use crate::hedge::{Hedge, Latencies};
 use crate::link::{parse_header, Endpoint, Link, LinkInfo};
@@ -25,7 +25,9 @@ use crate::observer::{Observer, RequestHead, ResponseHead};
 use crate::redact;
 use crate::redirect;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
-use crate::response::{collect, Buffered, Consume, ConsumeError, Response, Sink, ToSink, Typed};
+use crate::response::{
+    collect, BodySink, Buffered, Consume, ConsumeError, Response, ToSink, Typed,
+};
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
 use crate::timeout::{attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT};
@@ -816,7 +818,7 @@ impl Chain {
     /// Sends along the chain and streams the first success's body into
     /// `sink`. If a body breaks mid-way the sink is reset before the chain
     /// moves on, so it only ever holds the winner's bytes.
-    pub async fn call_into<S: Sink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
+    pub async fn call_into<S: BodySink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
         self.run(&mut ToSink(sink), &self.inner.endpoints).await
     }
 
@@ -1542,7 +1544,18 @@ impl Chain {
             .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let verdict = inner.classifier.classify(status);
+        let method = if follow.as_ref().is_some_and(|f| f.to_get) {
+            &http::Method::GET
+        } else {
+            &ep.method
+        };
+        let verdict = inner.classifier.classify(&Answer::of(
+            status,
+            &parts.headers,
+            method,
+            ep.index,
+            &ep.name,
+        ));
         if verdict == Verdict::Success {
             let failed = match within(consumer.consume(body, limit, len), &alarm).await {
                 Some(Ok(output)) => {

@@ -11,10 +11,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{HeaderMap, Method, StatusCode};
 
-/// What a status means for the chain.
+/// What an answer means for the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The answer is the result.
     Success,
@@ -24,7 +25,76 @@ pub enum Verdict {
     Final,
 }
 
-/// Decides the [`Verdict`] for each response status.
+/// An answer as a [`Classifier`] sees it: its status and head, the request's
+/// method, and the link that answered. More may be added without a break.
+#[derive(Clone, Copy, Debug)]
+pub struct Answer<'a> {
+    status: StatusCode,
+    headers: Option<&'a HeaderMap>,
+    method: &'a Method,
+    link: usize,
+    name: &'a str,
+}
+
+static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+
+impl<'a> Answer<'a> {
+    /// An answer with `status` to a `GET`, with no headers, from link 0:
+    /// for trying a classifier out.
+    pub fn new(status: StatusCode) -> Answer<'static> {
+        Answer {
+            status,
+            headers: None,
+            method: &Method::GET,
+            link: 0,
+            name: "",
+        }
+    }
+
+    pub(crate) fn of(
+        status: StatusCode,
+        headers: &'a HeaderMap,
+        method: &'a Method,
+        link: usize,
+        name: &'a str,
+    ) -> Answer<'a> {
+        Answer {
+            status,
+            headers: Some(headers),
+            method,
+            link,
+            name,
+        }
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.headers
+            .unwrap_or_else(|| EMPTY.get_or_init(HeaderMap::new))
+    }
+
+    /// The request's method.
+    pub fn method(&self) -> &Method {
+        self.method
+    }
+
+    /// The index of the link that answered, from 0.
+    pub fn link(&self) -> usize {
+        self.link
+    }
+
+    /// The name of the link that answered.
+    pub fn link_name(&self) -> &str {
+        self.name
+    }
+}
+
+/// Decides the [`Verdict`] for each answer.
 ///
 /// | preset | success | falls back | final |
 /// | --- | --- | --- | --- |
@@ -34,16 +104,17 @@ pub enum Verdict {
 /// | [`Classifier::custom`] | your predicate decides | | |
 ///
 /// ```
-/// use fallback_chain::{Classifier, Verdict};
+/// use fallback_chain::{Answer, Classifier, Verdict};
 /// use http::StatusCode;
 ///
+/// let verdict = |c: &Classifier, s| c.classify(&Answer::new(s));
 /// let c = Classifier::server_errors();
-/// assert_eq!(c.classify(StatusCode::OK), Verdict::Success);
-/// assert_eq!(c.classify(StatusCode::SERVICE_UNAVAILABLE), Verdict::Fallback);
-/// assert_eq!(c.classify(StatusCode::NOT_FOUND), Verdict::Final);
+/// assert_eq!(verdict(&c, StatusCode::OK), Verdict::Success);
+/// assert_eq!(verdict(&c, StatusCode::SERVICE_UNAVAILABLE), Verdict::Fallback);
+/// assert_eq!(verdict(&c, StatusCode::NOT_FOUND), Verdict::Final);
 ///
 /// let c = Classifier::parse("5xx, 404").unwrap();
-/// assert_eq!(c.classify(StatusCode::NOT_FOUND), Verdict::Fallback);
+/// assert_eq!(verdict(&c, StatusCode::NOT_FOUND), Verdict::Fallback);
 /// assert!(Classifier::parse("6xx").is_err());
 /// ```
 #[derive(Clone)]
@@ -55,7 +126,7 @@ pub struct Classifier {
 enum Inner {
     Non2xx,
     Listed(Arc<[Match]>),
-    Custom(Arc<dyn Fn(StatusCode) -> Verdict + Send + Sync>),
+    Custom(Arc<dyn Fn(&Answer<'_>) -> Verdict + Send + Sync>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,29 +212,31 @@ impl Classifier {
         })
     }
 
-    /// Any predicate of your own.
+    /// Any predicate of your own, over the [`Answer`].
     ///
     /// ```
-    /// use fallback_chain::{Classifier, Verdict};
-    /// // 404 means "not here": ask the next link.
-    /// let c = Classifier::custom(|s| match s.as_u16() {
+    /// use fallback_chain::{Answer, Classifier, Verdict};
+    /// // 404 means "not here": ask the next link, unless the primary said it.
+    /// let c = Classifier::custom(|a: &Answer<'_>| match a.status().as_u16() {
     ///     200..=299 => Verdict::Success,
+    ///     404 if a.link() == 0 => Verdict::Final,
     ///     404 | 500..=599 => Verdict::Fallback,
     ///     _ => Verdict::Final,
     /// });
-    /// assert_eq!(c.classify(http::StatusCode::NOT_FOUND), Verdict::Fallback);
+    /// assert_eq!(c.classify(&Answer::new(http::StatusCode::NOT_FOUND)), Verdict::Final);
     /// ```
-    pub fn custom(f: impl Fn(StatusCode) -> Verdict + Send + Sync + 'static) -> Classifier {
+    pub fn custom(f: impl Fn(&Answer<'_>) -> Verdict + Send + Sync + 'static) -> Classifier {
         Classifier {
             inner: Inner::Custom(Arc::new(f)),
         }
     }
 
-    /// The verdict for `status`.
-    pub fn classify(&self, status: StatusCode) -> Verdict {
+    /// The verdict for an answer.
+    pub fn classify(&self, answer: &Answer<'_>) -> Verdict {
+        let status = answer.status;
         let code = status.as_u16();
         match &self.inner {
-            Inner::Custom(f) => f(status),
+            Inner::Custom(f) => f(answer),
             _ if status.is_success() => Verdict::Success,
             Inner::Non2xx => Verdict::Fallback,
             Inner::Listed(list) => {
@@ -204,7 +277,7 @@ mod tests {
     use super::*;
 
     fn v(c: &Classifier, s: u16) -> Verdict {
-        c.classify(StatusCode::from_u16(s).unwrap())
+        c.classify(&Answer::new(StatusCode::from_u16(s).unwrap()))
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum BuildError {
     NoLinks,
     /// A link is invalid.
     #[error("link {index} ({name}): {problem}")]
+    #[non_exhaustive]
     Link {
         /// The link's index, from 0.
         index: usize,
@@ -33,6 +34,7 @@ pub enum BuildError {
     DefaultHeader(LinkProblem),
     /// A chain setting is out of range.
     #[error("invalid {setting}: {reason}")]
+    #[non_exhaustive]
     Setting {
         /// The setting, e.g. `timeout`.
         setting: &'static str,
@@ -47,6 +49,7 @@ pub enum BuildError {
 pub enum LinkProblem {
     /// The URL does not parse.
     #[error("invalid URL {url:?}: {reason}")]
+    #[non_exhaustive]
     Url {
         /// The URL, without userinfo.
         url: String,
@@ -55,18 +58,21 @@ pub enum LinkProblem {
     },
     /// The URL's scheme is not http or https.
     #[error("unsupported scheme in {url:?}: only http:// and https:// are allowed")]
+    #[non_exhaustive]
     Scheme {
         /// The URL, without userinfo.
         url: String,
     },
     /// The method is not a valid token (or is CONNECT).
     #[error("invalid method {method:?}")]
+    #[non_exhaustive]
     Method {
         /// The method as given.
         method: String,
     },
     /// A header name is invalid.
     #[error("invalid header name {name:?}")]
+    #[non_exhaustive]
     HeaderName {
         /// The name as given.
         name: String,
@@ -74,6 +80,7 @@ pub enum LinkProblem {
     /// A header value is invalid. The value itself is never printed: it
     /// may be a secret.
     #[error("invalid value for header {name:?}: {reason}")]
+    #[non_exhaustive]
     HeaderValue {
         /// The header's name.
         name: String,
@@ -86,6 +93,7 @@ pub enum LinkProblem {
     OneShotBody,
     /// The body file cannot be used.
     #[error("body file {path:?}: {reason}")]
+    #[non_exhaustive]
     BodyFile {
         /// The file's path.
         path: String,

@@ -160,7 +160,7 @@
 //!
 //! ## Large bodies
 //!
-//! [`Chain::call_into`] streams the winner's body into a [`Sink`] that the
+//! [`Chain::call_into`] streams the winner's body into a [`BodySink`] that the
 //! caller supplies; if the body breaks mid-way the sink is reset and the
 //! chain moves on.
 //!
@@ -283,13 +283,13 @@ pub use body::Body;
 pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
-pub use classify::{Classifier, ClassifierParseError, Verdict};
+pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};
 pub use error::{BuildError, Error, ErrorKind, LinkProblem};
 pub use hedge::Hedge;
 pub use link::{Link, LinkInfo};
 pub use observer::{Observer, RequestHead, ResponseHead};
 pub use report::{Attempt, Outcome, Report};
-pub use response::{Response, Sink};
+pub use response::{BodySink, Response};
 pub use timeout::Phase;
 
 /// The README's examples, compiled as doctests.

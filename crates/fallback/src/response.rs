@@ -1,4 +1,4 @@
-//! The winning response, the streaming [`Sink`], and how bodies are read.
+//! The winning response, the streaming [`BodySink`], and how bodies are read.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +16,7 @@ use crate::transport::{BoxError, ResponseBody};
 ///
 /// `T` is [`Bytes`] for [`Chain::call`], the decoded type for
 /// [`Chain::call_json`], and `()` for [`Chain::call_into`], whose body went
-/// to a [`Sink`].
+/// to a [`BodySink`].
 ///
 /// [`Chain::call`]: crate::Chain::call
 /// [`Chain::call_json`]: crate::Chain::call_json
@@ -83,27 +83,33 @@ impl<T> Response<T> {
 
 /// Where [`Chain::call_into`] streams the winner's body.
 ///
-/// If a body breaks mid-way, the chain calls [`reset`](Sink::reset) and moves
+/// If a body breaks mid-way, the chain calls [`reset`](BodySink::reset) and moves
 /// on (when the request may be re-sent), so the sink only ever ends up
 /// holding one attempt's bytes: the winner's.
 ///
 /// ```
 /// # async fn demo(chain: fallback_chain::Chain) -> Result<(), fallback_chain::Error> {
-/// let mut sink: Vec<u8> = Vec::new(); // Vec<u8> is a Sink
+/// let mut sink: Vec<u8> = Vec::new(); // Vec<u8> is a BodySink
 /// let resp = chain.call_into(&mut sink).await?;
 /// println!("{} bytes from link {}", sink.len(), resp.winner());
 /// # Ok(()) }
 /// ```
 ///
 /// [`Chain::call_into`]: crate::Chain::call_into
-pub trait Sink: Send {
+///
+/// It is used as a generic parameter, not as a trait object: its methods
+/// return futures, so `dyn BodySink` does not exist. ([`Observer`], which
+/// the chain keeps for its whole life, is object-safe.)
+///
+/// [`Observer`]: crate::Observer
+pub trait BodySink: Send {
     /// Takes the next chunk of the body.
     fn write(&mut self, chunk: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Discards everything written so far.
     fn reset(&mut self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-impl Sink for Vec<u8> {
+impl BodySink for Vec<u8> {
     async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         self.extend_from_slice(&chunk);
         Ok(())
@@ -200,7 +206,7 @@ impl<T: DeserializeOwned + Send> Consume for Typed<T> {
 /// Streams the body into a caller's sink.
 pub(crate) struct ToSink<'a, S>(pub(crate) &'a mut S);
 
-impl<S: Sink> Consume for ToSink<'_, S> {
+impl<S: BodySink> Consume for ToSink<'_, S> {
     type Output = ();
 
     async fn consume(
