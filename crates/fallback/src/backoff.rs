@@ -1,49 +1,49 @@
-//! Backoff between tries on the same link: exponential, with full jitter.
-//!
-//! A backoff is just an `Iterator<Item = Duration>`. The n-th delay (from 0)
-//! is drawn uniformly from `[0, min(cap, base × factorⁿ)]` ("full jitter",
-//! which spreads retries of many callers best). The randomness is a small
-//! seedable generator, so a seeded schedule is the same on every run.
-//!
-//! | setting | default |
-//! | --- | --- |
-//! | [`base`](ExponentialBackoff::base) | 50 ms |
-//! | [`factor`](ExponentialBackoff::factor) | 2.0 |
-//! | [`cap`](ExponentialBackoff::cap) | 2 s |
-//! | [`jitter`](ExponentialBackoff::jitter) | on (full jitter) |
-//! | [`seed`](ExponentialBackoff::seed) | random per call |
-//!
-//! ```
-//! use std::time::Duration;
-//! use fallback_chain::backoff::ExponentialBackoff;
-//!
-//! let plain: Vec<_> = ExponentialBackoff::new()
-//!     .base(Duration::from_millis(100))
-//!     .cap(Duration::from_millis(500))
-//!     .jitter(false)
-//!     .take(5)
-//!     .collect();
-//! let ms = |n| Duration::from_millis(n);
-//! assert_eq!(plain, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
-//!
-//! // Seeded jitter is reproducible, and never above the un-jittered delay.
-//! let a: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
-//! let b: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
-//! assert_eq!(a, b);
-//! ```
-
 use std::time::Duration;
 
 use crate::error::BuildError;
 
 /// Default first delay.
-pub const DEFAULT_BASE: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_BASE: Duration = Duration::from_millis(50);
 /// Default cap on any delay.
-pub const DEFAULT_CAP: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_CAP: Duration = Duration::from_secs(2);
 /// Default growth factor.
-pub const DEFAULT_FACTOR: f64 = 2.0;
+pub(crate) const DEFAULT_FACTOR: f64 = 2.0;
 
-/// Exponential backoff with full jitter. See the [module docs](self).
+/// Backoff between tries on the same link: exponential, with full jitter.
+///
+/// A backoff is just an `Iterator<Item = Duration>`. The n-th delay (from 0)
+/// is drawn uniformly from `[0, min(cap, base × factorⁿ)]` ("full jitter",
+/// which spreads retries of many callers best). The randomness is a small
+/// seedable generator, so a seeded schedule is the same on every run.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`base`](ExponentialBackoff::base) | 50 ms |
+/// | [`factor`](ExponentialBackoff::factor) | 2.0 |
+/// | [`cap`](ExponentialBackoff::cap) | 2 s |
+/// | [`jitter`](ExponentialBackoff::jitter) | on (full jitter) |
+/// | [`seed`](ExponentialBackoff::seed) | random per call |
+///
+/// ```
+/// use std::time::Duration;
+/// use fallback_chain::ExponentialBackoff;
+///
+/// let plain: Vec<_> = ExponentialBackoff::new()
+///     .base(Duration::from_millis(100))
+///     .cap(Duration::from_millis(500))
+///     .jitter(false)
+///     .take(5)
+///     .collect();
+/// let ms = |n| Duration::from_millis(n);
+/// assert_eq!(plain, [ms(100), ms(200), ms(400), ms(500), ms(500)]);
+///
+/// // Seeded jitter is reproducible, and never above the un-jittered delay.
+/// let a: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
+/// let b: Vec<_> = ExponentialBackoff::new().seed(7).take(4).collect();
+/// assert_eq!(a, b);
+/// ```
+///
+/// Exponential backoff with full jitter.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub struct ExponentialBackoff {
@@ -72,7 +72,7 @@ impl Default for ExponentialBackoff {
 }
 
 impl ExponentialBackoff {
-    /// The defaults of the [module docs](self).
+    /// The defaults above.
     pub fn new() -> Self {
         Self::default()
     }

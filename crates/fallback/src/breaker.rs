@@ -1,59 +1,3 @@
-//! Circuit breakers: one per link, shared by every call through a chain,
-//! so a dead link is skipped instead of making every call pay for it.
-//!
-//! - **Closed → open.** A link opens when, over a sliding window, its
-//!   failure ratio reaches the threshold (given a minimum number of calls),
-//!   or after a run of consecutive failures, which lets a chain with little
-//!   traffic learn that a link is dead.
-//! - **Open.** The link is skipped without spending an attempt or a
-//!   timeout, and reported `skipped`.
-//! - **Half-open.** After the break, one probe call is let through. A
-//!   success closes the link; a failure reopens it for a longer, jittered
-//!   break, up to a cap.
-//! - **All links open.** The chain still tries the link whose break expires
-//!   first (Envoy's "panic mode"), so a recovered system is found.
-//!
-//! What counts as a failure: no connection, a timeout, a broken connection,
-//! a body that is too large or does not decode, and the statuses 408, 429
-//! and 5xx. Other 4xx answers show a live server and count as successes.
-//!
-//! | setting | default | why |
-//! | --- | --- | --- |
-//! | [`failure_ratio`](BreakerConfig::failure_ratio) | 0.5 | a backup is at hand, so a link failing half its calls is better skipped; Polly's 0.1 suits a lone endpoint with nowhere else to go |
-//! | [`window`](BreakerConfig::window) | 10 s | long enough to smooth bursts, short enough to react within seconds |
-//! | [`min_calls`](BreakerConfig::min_calls) | 20 | a ratio over fewer calls is noise (Polly asks 100, for a 30 s window) |
-//! | [`consecutive_failures`](BreakerConfig::consecutive_failures) | 5 | Envoy's outlier detection and Finagle's failure accrual |
-//! | [`break_duration`](BreakerConfig::break_duration) | 5 s | Polly's and Finagle's first break |
-//! | [`max_break_duration`](BreakerConfig::max_break_duration) | 60 s | breaks double on each failed probe; a cap keeps recovery found within a minute |
-//!
-//! Breakers are on by default; [`ChainBuilder::breaker`] sets them, and
-//! `ChainBuilder::breaker(None)` turns them off.
-//!
-//! ```
-//! use std::time::Duration;
-//! use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome};
-//! use fallback_chain_testserver::{Behavior, Server};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let dead = Server::refused();
-//! let backup = Server::start(Behavior::ok("fine"));
-//! let chain = Chain::builder()
-//!     .breaker(BreakerConfig::new().consecutive_failures(2))
-//!     .link(Link::get(dead.url("/")).name("primary"))
-//!     .link(Link::get(backup.url("/")).name("backup"))
-//!     .build()?;
-//! for _ in 0..2 {
-//!     chain.call().await?; // the primary fails twice: its breaker opens
-//! }
-//! let resp = chain.call().await?;
-//! assert_eq!(resp.report().attempts()[0].outcome(), Outcome::Skipped);
-//! assert_eq!(chain.health()[0].state(), BreakerState::Open);
-//! # Ok(()) }
-//! ```
-//!
-//! [`ChainBuilder::breaker`]: crate::ChainBuilder::breaker
-
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -65,7 +9,63 @@ use crate::backoff::{random_seed, SplitMix64};
 use crate::error::BuildError;
 use crate::window::{Window, MIN_WINDOW};
 
-/// The settings of the per-link breakers. See the [module docs](self).
+/// Circuit breakers: one per link, shared by every call through a chain,
+/// so a dead link is skipped instead of making every call pay for it.
+///
+/// - **Closed → open.** A link opens when, over a sliding window, its
+///   failure ratio reaches the threshold (given a minimum number of calls),
+///   or after a run of consecutive failures, which lets a chain with little
+///   traffic learn that a link is dead.
+/// - **Open.** The link is skipped without spending an attempt or a
+///   timeout, and reported `skipped`.
+/// - **Half-open.** After the break, one probe call is let through. A
+///   success closes the link; a failure reopens it for a longer, jittered
+///   break, up to a cap.
+/// - **All links open.** The chain still tries the link whose break expires
+///   first (Envoy's "panic mode"), so a recovered system is found.
+///
+/// What counts as a failure: no connection, a timeout, a broken connection,
+/// a body that is too large or does not decode, and the statuses 408, 429
+/// and 5xx. Other 4xx answers show a live server and count as successes.
+///
+/// | setting | default | why |
+/// | --- | --- | --- |
+/// | [`failure_ratio`](BreakerConfig::failure_ratio) | 0.5 | a backup is at hand, so a link failing half its calls is better skipped; Polly's 0.1 suits a lone endpoint with nowhere else to go |
+/// | [`window`](BreakerConfig::window) | 10 s | long enough to smooth bursts, short enough to react within seconds |
+/// | [`min_calls`](BreakerConfig::min_calls) | 20 | a ratio over fewer calls is noise (Polly asks 100, for a 30 s window) |
+/// | [`consecutive_failures`](BreakerConfig::consecutive_failures) | 5 | Envoy's outlier detection and Finagle's failure accrual |
+/// | [`break_duration`](BreakerConfig::break_duration) | 5 s | Polly's and Finagle's first break |
+/// | [`max_break_duration`](BreakerConfig::max_break_duration) | 60 s | breaks double on each failed probe; a cap keeps recovery found within a minute |
+///
+/// Breakers are on by default; [`ChainBuilder::breaker`] sets them, and
+/// `ChainBuilder::breaker(None)` turns them off.
+///
+/// ```
+/// use std::time::Duration;
+/// use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+/// use fallback_chain_testserver::{Behavior, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dead = Server::refused();
+/// let backup = Server::start(Behavior::ok("fine"));
+/// let chain = Chain::builder()
+///     .breaker(BreakerConfig::new().consecutive_failures(2))
+///     .link(Link::get(dead.url("/")).name("primary"))
+///     .link(Link::get(backup.url("/")).name("backup"))
+///     .build()?;
+/// for _ in 0..2 {
+///     chain.call().await?; // the primary fails twice: its breaker opens
+/// }
+/// let resp = chain.call().await?;
+/// assert_eq!(resp.report().attempts()[0].outcome(), Outcome::Skipped);
+/// assert_eq!(chain.health()[0].state(), BreakerState::Open);
+/// # Ok(()) }
+/// ```
+///
+/// [`ChainBuilder::breaker`]: crate::ChainBuilder::breaker
+///
+/// The settings of the per-link breakers.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub struct BreakerConfig {
@@ -93,7 +93,7 @@ impl Default for BreakerConfig {
 }
 
 impl BreakerConfig {
-    /// The defaults of the [module docs](self).
+    /// The defaults above.
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,39 +1,3 @@
-//! The retry budget: a cap on the extra load that retries and hedges add.
-//!
-//! One budget is shared by every call through a chain and by its clones.
-//! Each call deposits one request; each extra try on the *same* link (and
-//! each hedge) withdraws one retry. A withdrawal is allowed while, over the
-//! sliding window,
-//!
-//! ```text
-//! retries ≤ ratio × requests + min_per_sec × window
-//! ```
-//!
-//! Moving to the *next* link never draws from the budget: failing over is
-//! what the chain is for; hammering a dead link is not.
-//!
-//! | setting | default | from |
-//! | --- | --- | --- |
-//! | [`ratio`](RetryBudget::ratio) | 0.2 (20 % extra load) | Finagle, Envoy |
-//! | [`window`](RetryBudget::window) | 10 s | Finagle |
-//! | [`min_per_sec`](RetryBudget::min_per_sec) | 10 retries per second | Finagle |
-//!
-//! The ratio is kept in parts per million and compared without division, so
-//! a ratio of 0.6 allows 60 % (tower's TPS budget truncates `1 / ratio` and
-//! lets 0.6 through as 100 %, its issue 857).
-//!
-//! ```
-//! use std::time::Duration;
-//! use fallback_chain::budget::RetryBudget;
-//!
-//! let budget = RetryBudget::new().ratio(0.5).min_per_sec(0.0);
-//! for _ in 0..10 {
-//!     budget.deposit();
-//! }
-//! let allowed = (0..100).filter(|_| budget.try_withdraw()).count();
-//! assert_eq!(allowed, 5);
-//! ```
-
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +9,43 @@ use crate::window::{Window, MIN_WINDOW};
 
 const PPM: u128 = 1_000_000;
 
-/// A retry budget shared by every clone. See the [module docs](self).
+/// The retry budget: a cap on the extra load that retries and hedges add.
+///
+/// One budget is shared by every call through a chain and by its clones.
+/// Each call deposits one request; each extra try on the *same* link (and
+/// each hedge) withdraws one retry. A withdrawal is allowed while, over the
+/// sliding window,
+///
+/// ```text
+/// retries ≤ ratio × requests + min_per_sec × window
+/// ```
+///
+/// Moving to the *next* link never draws from the budget: failing over is
+/// what the chain is for; hammering a dead link is not.
+///
+/// | setting | default | from |
+/// | --- | --- | --- |
+/// | [`ratio`](RetryBudget::ratio) | 0.2 (20 % extra load) | Finagle, Envoy |
+/// | [`window`](RetryBudget::window) | 10 s | Finagle |
+/// | [`min_per_sec`](RetryBudget::min_per_sec) | 10 retries per second | Finagle |
+///
+/// The ratio is kept in parts per million and compared without division, so
+/// a ratio of 0.6 allows 60 % (tower's TPS budget truncates `1 / ratio` and
+/// lets 0.6 through as 100 %, its issue 857).
+///
+/// ```
+/// use std::time::Duration;
+/// use fallback_chain::RetryBudget;
+///
+/// let budget = RetryBudget::new().ratio(0.5).min_per_sec(0.0);
+/// for _ in 0..10 {
+///     budget.deposit();
+/// }
+/// let allowed = (0..100).filter(|_| budget.try_withdraw()).count();
+/// assert_eq!(allowed, 5);
+/// ```
+///
+/// A retry budget shared by every clone.
 #[derive(Clone)]
 #[must_use]
 pub struct RetryBudget {
@@ -73,7 +73,7 @@ impl Default for RetryBudget {
 }
 
 impl RetryBudget {
-    /// The defaults of the [module docs](self).
+    /// The defaults above.
     pub fn new() -> Self {
         Self::default()
     }

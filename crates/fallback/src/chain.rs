@@ -36,7 +36,7 @@ use crate::transport::{
 };
 
 /// Default limit on a response body: 16 MiB.
-pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// An ordered chain of links. Calls try them in order and return the first
 /// success.
@@ -302,17 +302,56 @@ impl ChainBuilder {
         self
     }
 
+    /// Following redirects within a link (opt-in).
+    ///
+    /// Off by default: as in the original package, a 3xx answer is a non-2xx
+    /// status and the chain falls back. With
+    /// [`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects)
+    /// a link follows `301`, `302`, `303`, `307` and `308` answers that carry a
+    /// `Location`, up to a bound on hops, all within the attempt's timeout:
+    ///
+    /// - `303` becomes a `GET` (a `HEAD` stays a `HEAD`), and so do `301` and
+    ///   `302` after a `POST`, as curl and browsers do; the body and its
+    ///   `Content-*` headers are dropped. `307` and `308` keep the method and
+    ///   re-send the body.
+    /// - When the origin (scheme, host, port) changes from the link's own,
+    ///   `Authorization`, `Proxy-Authorization`, cookies and every other secret
+    ///   header ([`crate::redact`]) are dropped.
+    /// - Each hop is a `redirect` line in the report, with the status and the
+    ///   next URL.
+    /// - More hops than the bound, a loop, or a `Location` that is not an
+    ///   `http(s)` URL make the link fail (outcome `status`) with its own
+    ///   error text, and the chain moves on.
+    /// - Once a `POST` has been turned into a `GET`, the server has answered
+    ///   it: whatever happens next, the `POST` is not re-sent to another link
+    ///   unless it is idempotent.
+    ///
     /// Follows up to `max_hops` redirects within each link (0, the
     /// default, follows none: a 3xx falls back like any non-2xx status).
-    /// See [`crate::redirect`].
+    /// See [`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects).
     pub fn follow_redirects(mut self, max_hops: u32) -> Self {
         self.follow_redirects = max_hops;
         self
     }
 
+    /// Compressed answers (feature `compression`, then
+    /// [`ChainBuilder::decompress`](crate::ChainBuilder::decompress)).
+    ///
+    /// The chain asks for `gzip`, `deflate`, `br` and `zstd` with
+    /// `Accept-Encoding` (unless a link sets its own) and decodes the body of
+    /// an answer whose `Content-Encoding` is one of them, success or failure,
+    /// as it streams in; the `Content-Encoding` and `Content-Length` headers
+    /// are removed from what the caller sees. The decoders are
+    /// `async-compression`'s.
+    ///
+    /// [`ChainBuilder::max_body`](crate::ChainBuilder::max_body) bounds the
+    /// *decoded* size, so a decompression bomb ends as `too_large`, having
+    /// used no more memory than the limit; a body that does not decompress is
+    /// a failed link (`io`).
+    ///
     /// Asks for compressed answers and decodes them (gzip, deflate, br,
     /// zstd); [`max_body`](Self::max_body) then bounds the decoded size.
-    /// Default: off. See [`crate::decompress`].
+    /// Default: off. See the crate docs.
     #[cfg(feature = "compression")]
     pub fn decompress(mut self, on: bool) -> Self {
         self.decompress = on;
@@ -347,8 +386,31 @@ impl ChainBuilder {
         self
     }
 
+    /// Retries on the same link: how many, which failures, and when.
+    ///
+    /// A link may be tried again before the chain moves on
+    /// ([`ChainBuilder::retries`], per link [`Link::retries`]; default 0). Which
+    /// failures are worth another try *on the same link* is decided apart from
+    /// when to try:
+    ///
+    /// - **Which.** A connect failure, a timeout, a broken connection, and the
+    ///   statuses 408, 429 and 5xx. A body over the size limit, a body that does
+    ///   not decode, and other statuses would fail the same way again, so the
+    ///   chain moves on at once. The re-send rule of [the re-send rule](crate#when-is-a-request-re-sent) applies
+    ///   first: a request that must not be re-sent is never retried.
+    /// - **When.** After a delay from the [backoff](crate::ExponentialBackoff), or after
+    ///   the server's `Retry-After` on 429 and 503 (seconds or an HTTP date).
+    ///   A `Retry-After` longer than its cap (default 30 s) or than the time
+    ///   left before the deadline is not waited for: the chain moves to the next
+    ///   link at once.
+    /// - **Budget.** Every extra try draws from the [retry budget](crate::RetryBudget).
+    ///   When it is spent the try is reported `skipped` and the chain moves on.
+    ///
+    /// [`ChainBuilder::retries`]: crate::ChainBuilder::retries
+    /// [`Link::retries`]: crate::Link::retries
+    ///
     /// Extra tries on each link before moving to the next (a link's own
-    /// [`Link::retries`] overrides it). See [`crate::retry`].
+    /// [`Link::retries`] overrides it). See [`ChainBuilder::retries`](crate::ChainBuilder::retries).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
         self
@@ -376,7 +438,7 @@ impl ChainBuilder {
     }
 
     /// The per-link circuit breakers (`None` turns them off). See
-    /// [`crate::breaker`].
+    /// [`BreakerConfig`](crate::BreakerConfig).
     pub fn breaker(mut self, config: impl Into<Option<BreakerConfig>>) -> Self {
         self.breaker = config.into();
         self
@@ -393,7 +455,7 @@ impl ChainBuilder {
     }
 
     /// Hedged requests: start the next link when the current one has not
-    /// answered within the hedge delay. See [`crate::hedge`].
+    /// answered within the hedge delay. See [`Hedge`](crate::Hedge).
     pub fn hedge(mut self, hedge: impl Into<Option<Hedge>>) -> Self {
         self.hedge = hedge.into();
         self

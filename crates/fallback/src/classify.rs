@@ -1,13 +1,3 @@
-//! Classification: which statuses are a success, which fall back to the
-//! next link, and which are a final answer.
-//!
-//! Classification only says *what* an answer means. Whether a failed request
-//! may then be sent again is the re-send rule of [`crate::safety`], and
-//! *when* is the business of the chain.
-//!
-//! Transport failures (refused, reset, timed out, truncated) always fall
-//! back, subject to the re-send rule.
-
 use std::fmt;
 use std::sync::Arc;
 
@@ -94,6 +84,16 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// Classification: which statuses are a success, which fall back to the
+/// next link, and which are a final answer.
+///
+/// Classification only says *what* an answer means. Whether a failed request
+/// may then be sent again is the re-send rule of [the re-send rule](crate#when-is-a-request-re-sent), and
+/// *when* is the business of the chain.
+///
+/// Transport failures (refused, reset, timed out, truncated) always fall
+/// back, subject to the re-send rule.
+///
 /// Decides the [`Verdict`] for each answer.
 ///
 /// | preset | success | falls back | final |

@@ -1,18 +1,3 @@
-//! Compressed answers (feature `compression`, then
-//! [`ChainBuilder::decompress`](crate::ChainBuilder::decompress)).
-//!
-//! The chain asks for `gzip`, `deflate`, `br` and `zstd` with
-//! `Accept-Encoding` (unless a link sets its own) and decodes the body of
-//! an answer whose `Content-Encoding` is one of them, success or failure,
-//! as it streams in; the `Content-Encoding` and `Content-Length` headers
-//! are removed from what the caller sees. The decoders are
-//! `async-compression`'s.
-//!
-//! [`ChainBuilder::max_body`](crate::ChainBuilder::max_body) bounds the
-//! *decoded* size, so a decompression bomb ends as `too_large`, having
-//! used no more memory than the limit; a body that does not decompress is
-//! a failed link (`io`).
-
 use std::io;
 
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};

@@ -1,56 +1,3 @@
-//! Hedged requests: when the current link has not answered within the
-//! hedge delay, the next link is started too, and the first acceptable
-//! answer wins.
-//!
-//! - **Answered** means the head *and* the whole body, read and valid (for
-//!   a typed call, decoded). A hedged call never mixes bytes of two
-//!   attempts.
-//! - **Losers** are cancelled (their connections dropped) and reported
-//!   `cancelled`. The winner's body is never cancelled: it has already
-//!   been read whole when it wins.
-//! - **At most** [`max_in_flight`](Hedge::max_in_flight) attempts
-//!   run at once (default 2).
-//! - **Only idempotent requests hedge**: a link is started as a hedge only
-//!   when it and every attempt in flight may be re-sent (see
-//!   [`crate::safety`]). A POST is never hedged unless marked idempotent.
-//! - **Budget.** Every hedge draws from the [retry budget](crate::budget),
-//!   so a broad slowdown cannot double the load. A spent budget stops new
-//!   hedges; it never cancels one in flight.
-//! - **Delay.** Fixed, or adaptive: a percentile (default p95) of the
-//!   link's recent latencies, never below a floor.
-//!
-//! A failed attempt still fails over at once, as without hedging; hedged
-//! calls do not retry on the same link (the hedge is the retry). Streaming
-//! calls ([`Chain::call_into`](crate::Chain::call_into)) are never hedged.
-//!
-//! | setting | default |
-//! | --- | --- |
-//! | delay | [`Hedge::fixed`]: as given; [`Hedge::adaptive`]: p95 of the last 1000 successes |
-//! | [`floor`](Hedge::floor) (adaptive) | 5 ms |
-//! | [`percentile`](Hedge::percentile) (adaptive) | 0.95 |
-//! | [`max_in_flight`](Hedge::max_in_flight) | 2 |
-//!
-//! ```
-//! use std::time::Duration;
-//! use fallback_chain::{Chain, Hedge, Link, Outcome};
-//! use fallback_chain_testserver::{Behavior, Reply, Server};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let slow = Server::start(Reply::new(200).body("slow").delay(Duration::from_secs(3)));
-//! let fast = Server::start(Behavior::ok("fast"));
-//! let chain = Chain::builder()
-//!     .hedge(Hedge::fixed(Duration::from_millis(50)))
-//!     .link(Link::get(slow.url("/")))
-//!     .link(Link::get(fast.url("/")))
-//!     .build()?;
-//! let resp = chain.call().await?;
-//! assert_eq!(resp.body().as_ref(), b"fast");
-//! let outcomes: Vec<_> = resp.report().attempts().iter().map(|a| a.outcome()).collect();
-//! assert_eq!(outcomes, [Outcome::Ok, Outcome::Cancelled]);
-//! # Ok(()) }
-//! ```
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -61,7 +8,60 @@ const WINDOW: usize = 1000;
 const MIN_SAMPLES: usize = 20;
 const RECOMPUTE_EVERY: u64 = 32;
 
-/// Hedging settings. See the [module docs](self).
+/// Hedged requests: when the current link has not answered within the
+/// hedge delay, the next link is started too, and the first acceptable
+/// answer wins.
+///
+/// - **Answered** means the head *and* the whole body, read and valid (for
+///   a typed call, decoded). A hedged call never mixes bytes of two
+///   attempts.
+/// - **Losers** are cancelled (their connections dropped) and reported
+///   `cancelled`. The winner's body is never cancelled: it has already
+///   been read whole when it wins.
+/// - **At most** [`max_in_flight`](Hedge::max_in_flight) attempts
+///   run at once (default 2).
+/// - **Only idempotent requests hedge**: a link is started as a hedge only
+///   when it and every attempt in flight may be re-sent (see
+///   [the re-send rule](crate#when-is-a-request-re-sent)). A POST is never hedged unless marked idempotent.
+/// - **Budget.** Every hedge draws from the [retry budget](crate::RetryBudget),
+///   so a broad slowdown cannot double the load. A spent budget stops new
+///   hedges; it never cancels one in flight.
+/// - **Delay.** Fixed, or adaptive: a percentile (default p95) of the
+///   link's recent latencies, never below a floor.
+///
+/// A failed attempt still fails over at once, as without hedging; hedged
+/// calls do not retry on the same link (the hedge is the retry). Streaming
+/// calls ([`Chain::call_into`](crate::Chain::call_into)) are never hedged.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | delay | [`Hedge::fixed`]: as given; [`Hedge::adaptive`]: p95 of the last 1000 successes |
+/// | [`floor`](Hedge::floor) (adaptive) | 5 ms |
+/// | [`percentile`](Hedge::percentile) (adaptive) | 0.95 |
+/// | [`max_in_flight`](Hedge::max_in_flight) | 2 |
+///
+/// ```
+/// use std::time::Duration;
+/// use fallback_chain::{Chain, Hedge, Link, Outcome};
+/// use fallback_chain_testserver::{Behavior, Reply, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let slow = Server::start(Reply::new(200).body("slow").delay(Duration::from_secs(3)));
+/// let fast = Server::start(Behavior::ok("fast"));
+/// let chain = Chain::builder()
+///     .hedge(Hedge::fixed(Duration::from_millis(50)))
+///     .link(Link::get(slow.url("/")))
+///     .link(Link::get(fast.url("/")))
+///     .build()?;
+/// let resp = chain.call().await?;
+/// assert_eq!(resp.body().as_ref(), b"fast");
+/// let outcomes: Vec<_> = resp.report().attempts().iter().map(|a| a.outcome()).collect();
+/// assert_eq!(outcomes, [Outcome::Ok, Outcome::Cancelled]);
+/// # Ok(()) }
+/// ```
+///
+/// Hedging settings.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub struct Hedge {

@@ -66,7 +66,9 @@
 //!
 //! The error names the link that may have processed the request and says
 //! that marking it idempotent, or sending an `Idempotency-Key`, allows
-//! re-sending. See [`safety`].
+//! re-sending. Whether a timer fired before anything was sent is the
+//! transport's to say, through a [`transport::Handoff`]; a transport that
+//! does not say is taken to have sent the request.
 //!
 //! ## Time limits
 //!
@@ -77,7 +79,7 @@
 //! | [`ChainBuilder::deadline`] | none | the whole call: every attempt, backoff and `Retry-After` wait |
 //!
 //! A timeout reports its [`Phase`]: `connect`, `head` or `body`. See
-//! [`timeout`].
+//! [`Phase`].
 //!
 //! ## Retries, backoff and the budget
 //!
@@ -91,7 +93,7 @@
 //! Every extra try draws from a [`RetryBudget`] shared by all calls through
 //! the chain (20 % extra load over 10 s plus 10 per second, by default), so
 //! an outage cannot turn into a retry storm. Moving to the *next* link never
-//! draws from it. See [`retry`], [`backoff`] and [`budget`].
+//! draws from it. See [`ChainBuilder::retries`], [`ExponentialBackoff`] and [`RetryBudget`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -125,7 +127,7 @@
 //! first is tried anyway. With [`ChainBuilder::sticky`], calls stay on the
 //! backup while the primary is probed in the background, and return to it
 //! once it answers. [`Chain::health`] shows each link's state and counts.
-//! See [`breaker`].
+//! See [`BreakerConfig`].
 //!
 //! ## Hedged requests
 //!
@@ -133,7 +135,7 @@
 //! hedge delay (fixed, or a percentile of its recent latency) gets company:
 //! the next link starts too, and the first whole, valid answer wins. Losers
 //! are cancelled and reported `cancelled`. Only idempotent requests hedge,
-//! and hedges draw from the retry budget. See [`hedge`].
+//! and hedges draw from the retry budget. See [`Hedge`].
 //!
 //! ## Secrets never print
 //!
@@ -183,7 +185,7 @@
 //!
 //! A TLS handshake the server refuses is a connect failure: nothing was
 //! sent, so even a `POST` fails over. Redirects are followed within a link
-//! when asked ([`ChainBuilder::follow_redirects`], see [`redirect`]), and
+//! when asked ([`ChainBuilder::follow_redirects`]), and
 //! with the feature `compression`, `ChainBuilder::decompress` asks for and
 //! decodes compressed answers.
 //!
@@ -205,6 +207,7 @@
 //! assert_eq!(resp.version(), http::Version::HTTP_2); // negotiated by ALPN
 //! # Ok(()) }
 //! ```
+//!
 //! With the feature `reqwest`,
 //! `transport::ReqwestTransport` sends through your own `reqwest::Client`.
 //! Any client can be plugged in by implementing [`transport::Transport`],
@@ -229,16 +232,22 @@
 //!   child span per attempt, with the link's name, URL, try, outcome, status
 //!   and elapsed time. A failed attempt is a `warn` event, a success after a
 //!   failover an `info`, a first-link success a `debug`.
-//! - **metrics** (feature `metrics`): attempts by link and outcome, latency
-//!   by link, breaker state by link, budget denials. See the `metrics`
-//!   module and `examples/metrics.rs`.
-//! - **The observer hook** ([`Observer`]) is called for every attempt.
+//! - **The observer hook** ([`Observer`]) is called for every attempt, and
+//!   for every request and response head if you want to see the wire.
+//! - **metrics** (feature `metrics`), through the
+//!   [`metrics`](https://docs.rs/metrics) facade: install any recorder
+//!   (Prometheus, StatsD, …) and these appear (see `examples/metrics.rs`):
 //!
-//! Secrets stay secret: credentials in a URL are sent as a Basic
-//! `Authorization` header and removed from the URL, query values with
-//! secret-looking names (`token`, `key`, `secret`, `password`, `sig`, …) are
-//! masked, and `Authorization`, `Proxy-Authorization` and cookie values
-//! never appear in reports, spans, metrics, errors or `Debug` output.
+//! | name | kind | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `fallback_attempts_total` | counter | `link`, `outcome` | attempts, by how they ended |
+//! | `fallback_attempt_duration_seconds` | histogram | `link` | how long attempts took |
+//! | `fallback_breaker_state` | gauge | `link` | 0 closed, 1 half-open, 2 open |
+//! | `fallback_budget_denied_total` | counter | | retries and hedges the budget refused |
+//!
+//! `link` is the link's name (by default the URL's host and port): never a
+//! URL with credentials. None of these outputs ever shows a secret (see
+//! [Secrets never print](#secrets-never-print)).
 //!
 //! ## Examples
 //!
@@ -250,29 +259,29 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod backoff;
+mod backoff;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod body;
-pub mod breaker;
-pub mod budget;
+mod breaker;
+mod budget;
 mod chain;
-pub mod classify;
+mod classify;
 #[cfg(feature = "compression")]
-pub mod decompress;
+mod decompress;
 mod error;
-pub mod hedge;
+mod hedge;
 mod link;
 #[cfg(feature = "metrics")]
-pub mod metrics;
+mod metrics;
 mod observer;
 pub mod redact;
-pub mod redirect;
-pub mod report;
+mod redirect;
+mod report;
 mod response;
-pub mod retry;
-pub mod safety;
-pub mod timeout;
+mod retry;
+mod safety;
+mod timeout;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod transport;
@@ -282,7 +291,7 @@ pub use backoff::ExponentialBackoff;
 pub use body::Body;
 pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
 pub use budget::RetryBudget;
-pub use chain::{Chain, ChainBuilder, DEFAULT_MAX_BODY};
+pub use chain::{Chain, ChainBuilder};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};
 pub use error::{BuildError, Error, ErrorKind, LinkProblem};
 pub use hedge::Hedge;

@@ -189,7 +189,7 @@ impl Link {
     /// Marks the request idempotent (`true`), so it may be re-sent after an
     /// unknown outcome, or not (`false`), even for GET. Default: by method,
     /// or `true` when an `Idempotency-Key` header is set. See
-    /// [`crate::safety`].
+    /// [the re-send rule](crate#when-is-a-request-re-sent).
     pub fn idempotent(mut self, idempotent: bool) -> Link {
         self.idempotent = Some(idempotent);
         self
@@ -202,7 +202,7 @@ impl Link {
     }
 
     /// Extra tries on this link before moving on, overriding the chain's
-    /// [`retries`](crate::ChainBuilder::retries). See [`crate::retry`].
+    /// [`retries`](crate::ChainBuilder::retries). See [`ChainBuilder::retries`](crate::ChainBuilder::retries).
     pub fn retries(mut self, retries: u32) -> Link {
         self.retries = Some(retries);
         self

@@ -1,16 +1,3 @@
-//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
-//! `metrics`). Install any recorder (Prometheus, StatsD, …) and these appear:
-//!
-//! | name | kind | labels | meaning |
-//! | --- | --- | --- | --- |
-//! | `fallback_attempts_total` | counter | `link`, `outcome` | attempts, by how they ended |
-//! | `fallback_attempt_duration_seconds` | histogram | `link` | how long attempts took |
-//! | `fallback_breaker_state` | gauge | `link` | 0 closed, 1 half-open, 2 open |
-//! | `fallback_budget_denied_total` | counter | | retries and hedges the budget refused |
-//!
-//! `link` is the link's name (by default the URL's host and port): never a
-//! URL with credentials.
-
 use crate::breaker::BreakerState;
 use crate::report::Attempt;
 

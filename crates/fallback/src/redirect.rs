@@ -1,27 +1,3 @@
-//! Following redirects within a link (opt-in).
-//!
-//! Off by default: as in the original package, a 3xx answer is a non-2xx
-//! status and the chain falls back. With
-//! [`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects)
-//! a link follows `301`, `302`, `303`, `307` and `308` answers that carry a
-//! `Location`, up to a bound on hops, all within the attempt's timeout:
-//!
-//! - `303` becomes a `GET` (a `HEAD` stays a `HEAD`), and so do `301` and
-//!   `302` after a `POST`, as curl and browsers do; the body and its
-//!   `Content-*` headers are dropped. `307` and `308` keep the method and
-//!   re-send the body.
-//! - When the origin (scheme, host, port) changes from the link's own,
-//!   `Authorization`, `Proxy-Authorization`, cookies and every other secret
-//!   header ([`crate::redact`]) are dropped.
-//! - Each hop is a `redirect` line in the report, with the status and the
-//!   next URL.
-//! - More hops than the bound, a loop, or a `Location` that is not an
-//!   `http(s)` URL make the link fail (outcome `status`) with its own
-//!   error text, and the chain moves on.
-//! - Once a `POST` has been turned into a `GET`, the server has answered
-//!   it: whatever happens next, the `POST` is not re-sent to another link
-//!   unless it is idempotent.
-
 use http::header::{HeaderName, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 

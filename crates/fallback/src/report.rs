@@ -1,12 +1,3 @@
-//! The attempt report: what happened at every link, in order.
-//!
-//! A [`Report`] comes back with every success ([`Response::report`]) and
-//! every failure ([`Error::report`]), so a caller never loses the trail of
-//! what was tried.
-//!
-//! [`Response::report`]: crate::Response::report
-//! [`Error::report`]: crate::Error::report
-
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -45,7 +36,7 @@ pub enum Outcome {
     /// a failure of the link, and draws nothing from the retry budget.
     Stale,
     /// The link answered a redirect that was followed: the next line is
-    /// the request to where it led ([`crate::redirect`]).
+    /// the request to where it led ([`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects)).
     Redirect,
 }
 
@@ -235,6 +226,15 @@ impl fmt::Display for Attempt {
     }
 }
 
+/// The attempt report: what happened at every link, in order.
+///
+/// A [`Report`] comes back with every success ([`Response::report`]) and
+/// every failure ([`Error::report`]), so a caller never loses the trail of
+/// what was tried.
+///
+/// [`Response::report`]: crate::Response::report
+/// [`Error::report`]: crate::Error::report
+///
 /// Every attempt of one call, in the order they were made.
 #[derive(Clone, Debug, Default)]
 pub struct Report {

@@ -1,26 +1,3 @@
-//! Retries on the same link: how many, which failures, and when.
-//!
-//! A link may be tried again before the chain moves on
-//! ([`ChainBuilder::retries`], per link [`Link::retries`]; default 0). Which
-//! failures are worth another try *on the same link* is decided apart from
-//! when to try:
-//!
-//! - **Which.** A connect failure, a timeout, a broken connection, and the
-//!   statuses 408, 429 and 5xx. A body over the size limit, a body that does
-//!   not decode, and other statuses would fail the same way again, so the
-//!   chain moves on at once. The re-send rule of [`crate::safety`] applies
-//!   first: a request that must not be re-sent is never retried.
-//! - **When.** After a delay from the [backoff](crate::backoff), or after
-//!   the server's `Retry-After` on 429 and 503 (seconds or an HTTP date).
-//!   A `Retry-After` longer than its cap (default 30 s) or than the time
-//!   left before the deadline is not waited for: the chain moves to the next
-//!   link at once.
-//! - **Budget.** Every extra try draws from the [retry budget](crate::budget).
-//!   When it is spent the try is reported `skipped` and the chain moves on.
-//!
-//! [`ChainBuilder::retries`]: crate::ChainBuilder::retries
-//! [`Link::retries`]: crate::Link::retries
-
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
@@ -28,7 +5,7 @@ use http::{HeaderMap, StatusCode};
 use crate::report::Outcome;
 
 /// Default cap on a `Retry-After` the chain will wait for.
-pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 
 /// Whether a failure is worth another try on the same link.
 pub(crate) fn worth_retrying(outcome: Outcome, status: Option<StatusCode>) -> bool {
@@ -48,7 +25,11 @@ pub(crate) fn worth_retrying(outcome: Outcome, status: Option<StatusCode>) -> bo
 /// Both forms of RFC 9110 are read: delta-seconds (`120`) and an HTTP date
 /// (`Wed, 21 Oct 2015 07:28:00 GMT`, and the two obsolete date forms). A
 /// date in the past means "now". Anything unreadable is ignored.
-pub fn retry_after(status: StatusCode, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
     if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }

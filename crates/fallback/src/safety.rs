@@ -1,34 +1,3 @@
-//! When is a request re-sent? The rule that never turns an unknown outcome
-//! into a duplicate side effect.
-//!
-//! This is nginx's `proxy_next_upstream` rule. A request is *idempotent*
-//! when its method is GET, HEAD, OPTIONS, PUT, DELETE or TRACE (RFC 9110),
-//! when it carries an `Idempotency-Key` header, or when its link is marked
-//! with [`Link::idempotent`]. Everything else (POST, PATCH, and extension
-//! methods) is re-sent, to the same link or the next, only when the outcome
-//! of the failed attempt is *known*:
-//!
-//! | failed attempt | idempotent | POST, PATCH, … |
-//! | --- | --- | --- |
-//! | no connection (refused, DNS, TLS handshake, connect timeout, or an attempt timeout or deadline that fired while the transport was still connecting): nothing was sent | re-sent | re-sent |
-//! | a pooled connection the server had closed (a reused HTTP/1 connection failed before any byte of the answer) | re-sent once, at once, on a new connection, as the same try: `stale` in the report | **not re-sent**: the call fails with [`ErrorKind::MaybeProcessed`] |
-//! | the server answered a status that falls back | re-sent | re-sent |
-//! | timeout after sending, reset after sending, truncated answer: outcome unknown | re-sent | **not re-sent**: the call fails with [`ErrorKind::MaybeProcessed`] |
-//! | a 2xx whose body is unusable (too large, truncated, not decodable): processed | re-sent | **not re-sent**: the call fails with [`ErrorKind::Processed`] |
-//!
-//! Whether a timer fired before anything was sent is the transport's to
-//! say, through a [`Handoff`]; a transport that does not say is taken to
-//! have sent the request.
-//!
-//! The error says which link may have processed the request, and that
-//! marking the link idempotent, or sending an `Idempotency-Key`, allows
-//! re-sending.
-//!
-//! [`Link::idempotent`]: crate::Link::idempotent
-//! [`Handoff`]: crate::transport::Handoff
-//! [`ErrorKind::MaybeProcessed`]: crate::ErrorKind::MaybeProcessed
-//! [`ErrorKind::Processed`]: crate::ErrorKind::Processed
-
 use http::{HeaderMap, Method};
 
 /// What is known about whether a failed attempt's request took effect.

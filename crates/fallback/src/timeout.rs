@@ -1,26 +1,3 @@
-//! Time limits: the per-attempt timeout, the connect timeout and the
-//! overall deadline.
-//!
-//! | limit | set with | default | covers |
-//! | --- | --- | --- | --- |
-//! | per attempt | [`ChainBuilder::timeout`], [`Link::timeout`] | 10 s | connect, sending, the response head and the whole body |
-//! | connect | [`ChainBuilder::connect_timeout`] | 2 s | the TCP (and TLS) connect; nothing was sent, so any request may fail over |
-//! | deadline | [`ChainBuilder::deadline`] | none | the whole call: every attempt and every wait |
-//!
-//! Each attempt's timeout is cut to the time left before the deadline, and
-//! a timeout reports the [`Phase`] that expired.
-//!
-//! Registering a tokio timer costs about 1.4 µs here (measured), more than
-//! the rest of the chain's per-call work. So attempts whose deadlines fall
-//! in the same short window share one timer: the window is a thousandth of
-//! the timeout, rounded down to a power of ten (a 10 s timeout fires within
-//! 10 ms of its time, a 300 ms one within 100 µs).
-//!
-//! [`ChainBuilder::timeout`]: crate::ChainBuilder::timeout
-//! [`ChainBuilder::connect_timeout`]: crate::ChainBuilder::connect_timeout
-//! [`ChainBuilder::deadline`]: crate::ChainBuilder::deadline
-//! [`Link::timeout`]: crate::Link::timeout
-
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,10 +7,33 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Default per-attempt timeout.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Time limits: the per-attempt timeout, the connect timeout and the
+/// overall deadline.
+///
+/// | limit | set with | default | covers |
+/// | --- | --- | --- | --- |
+/// | per attempt | [`ChainBuilder::timeout`], [`Link::timeout`] | 10 s | connect, sending, the response head and the whole body |
+/// | connect | [`ChainBuilder::connect_timeout`] | 2 s | the TCP (and TLS) connect; nothing was sent, so any request may fail over |
+/// | deadline | [`ChainBuilder::deadline`] | none | the whole call: every attempt and every wait |
+///
+/// Each attempt's timeout is cut to the time left before the deadline, and
+/// a timeout reports the [`Phase`] that expired.
+///
+/// Registering a tokio timer costs about 1.4 µs here (measured), more than
+/// the rest of the chain's per-call work. So attempts whose deadlines fall
+/// in the same short window share one timer: the window is a thousandth of
+/// the timeout, rounded down to a power of ten (a 10 s timeout fires within
+/// 10 ms of its time, a 300 ms one within 100 µs).
+///
+/// [`ChainBuilder::timeout`]: crate::ChainBuilder::timeout
+/// [`ChainBuilder::connect_timeout`]: crate::ChainBuilder::connect_timeout
+/// [`ChainBuilder::deadline`]: crate::ChainBuilder::deadline
+/// [`Link::timeout`]: crate::Link::timeout
+///
 /// The phase of an attempt in which a time limit expired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
