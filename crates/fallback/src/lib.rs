@@ -249,6 +249,78 @@
 //! URL with credentials. None of these outputs ever shows a secret (see
 //! [Secrets never print](#secrets-never-print)).
 //!
+//! ## Coming from the Go package
+//!
+//! | the Go package `fallback` | this crate |
+//! | --- | --- |
+//! | `Connection` (name, method, path, body, headers) | [`Link`]: one full request of its own |
+//! | `NewConnectionBuilder(name, method, path, returnsJSON, body, …)` | `Link::post(url).name(name).json(&body)`; [`Link::json`] sets `Content-Type: application/json` as `returnsJSON` did |
+//! | `ConnectionManager` (the director) and each `Fallback` field | [`ChainBuilder::link`], in order: the chain holds the links, no link points at the next |
+//! | `failBuilder1.Connection.ExecuteHTTPRequest()` | [`Chain::call_json`] (or [`Chain::call`], [`Chain::call_into`]) |
+//! | `Output`, decoded from the first 2xx | [`Response::body`] of `call_json::<T>()`; a 2xx that does not decode now falls back (`decode`) |
+//! | `CustomError`, decoded from the last failure | [`Error::json`]`::<E>()` |
+//! | the returned status code | [`Response::status`], or [`Error::status`] (`None` when no link answered: no more 503 stand-in) |
+//! | a bad URL: 400 at run time | a [`BuildError`] naming the link, before anything is sent |
+//! | `Logger` ("NAME returned HTTP Error: CODE") | an [`Observer`], or `tracing`; the same words are in each [`Attempt`] of the [`Report`] |
+//! | `Connecter`, for links of your own | [`transport::Transport`], for the chain or one link ([`Link::transport`]) |
+//!
+//! The original's three-link chain: two POSTs that fail, then a GET that
+//! works.
+//!
+//! ```go
+//! passBuilder := fallback.NewConnectionBuilder("PASS", "GET", passPath, true,
+//!     nil, nil, &basicResponse, &basicError, nil)
+//! failBuilder2 := fallback.NewConnectionBuilder("FAIL2", "POST", failPath2,
+//!     true, nil, nil, &basicResponse, &basicError, passBuilder.Connection)
+//! failBuilder1 := fallback.NewConnectionBuilder("FAIL1", "POST", failPath1,
+//!     true, postBody, nil, &basicResponse, &basicError, failBuilder2.Connection)
+//! statusCode, err := failBuilder1.Connection.ExecuteHTTPRequest()
+//! ```
+//!
+//! ```
+//! use fallback_chain::{Chain, Link};
+//! use fallback_chain_testserver::{Behavior, Reply, Server};
+//!
+//! #[derive(serde::Deserialize, Debug)]
+//! struct BasicResponse { #[serde(rename = "Text")] text: String }
+//! #[derive(serde::Deserialize)]
+//! struct BasicError { #[serde(rename = "Message")] message: String }
+//! #[derive(serde::Serialize)]
+//! struct PostBody { #[serde(rename = "Name")] name: String, #[serde(rename = "Amount")] amount: u32 }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fail1 = Server::start(Reply::json(400, r#"{"Code": 400, "Message": "bad"}"#));
+//! let fail2 = Server::start(Reply::json(500, r#"{"Code": 500, "Message": "down"}"#));
+//! let pass = Server::start(Behavior::ok_json(r#"{"Text": "hello", "Detail": "from PASS"}"#));
+//! let post_body = PostBody { name: "Random".into(), amount: 100 };
+//!
+//! let chain = Chain::builder()
+//!     .link(Link::post(fail1.url("/fail-basic-post")).name("FAIL1").json(&post_body))
+//!     .link(Link::post(fail2.url("/fail-basic")).name("FAIL2"))
+//!     .link(Link::get(pass.url("/get-basic")).name("PASS"))
+//!     .observer(|a: &fallback_chain::Attempt| println!("{a}")) // the Logger
+//!     .build()?;
+//! let resp = chain.call_json::<BasicResponse>().await?;
+//! assert_eq!((resp.status().as_u16(), resp.body().text.as_str()), (200, "hello"));
+//! assert_eq!(resp.winner(), 2);
+//!
+//! // Every link down: the last status, and its body as the error type.
+//! let down = Chain::builder()
+//!     .link(Link::post(fail1.url("/fail-basic-post")).name("FAIL1"))
+//!     .link(Link::post(fail2.url("/fail-basic")).name("FAIL2"))
+//!     .build()?;
+//! let err = down.call_json::<BasicResponse>().await.unwrap_err();
+//! assert_eq!(err.status().map(|s| s.as_u16()), Some(500));
+//! assert_eq!(err.json::<BasicError>().unwrap()?.message, "down");
+//! # Ok(()) }
+//! ```
+//!
+//! What the original could not do is the rest of this page: time limits
+//! (it waited forever on a server that never answered), retries, breakers,
+//! hedging, and the rule that never re-sends a `POST` whose outcome is
+//! unknown.
+//!
 //! ## Examples
 //!
 //! One runnable file per topic, each offline on 127.0.0.1:
