@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fallback_chain::transport::{RequestBody, ResponseBody, SendFuture, Transport};
 use fallback_chain::{Chain, Link};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 
 #[global_allocator]
 static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
@@ -32,9 +32,7 @@ struct Instant200;
 impl Transport for Instant200 {
     fn send(&self, _req: http::Request<RequestBody>) -> SendFuture {
         Box::pin(async {
-            let body: ResponseBody = Full::new(Bytes::from_static(ITEM))
-                .map_err(|e| match e {})
-                .boxed_unsync();
+            let body = ResponseBody::full(Bytes::from_static(ITEM));
             Ok(http::Response::new(body))
         })
     }

@@ -48,7 +48,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{} {}",
         resp.status(),
-        String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes())
+        String::from_utf8_lossy(
+            &resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes()
+        )
     );
     Ok(())
 }

@@ -101,5 +101,5 @@ pub(crate) fn decode(headers: &mut HeaderMap, body: ResponseBody) -> ResponseBod
             }) as BoxError
         })
     });
-    StreamBody::new(frames).boxed_unsync()
+    ResponseBody::new(StreamBody::new(frames))
 }

@@ -40,13 +40,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower_service::Service;
 
 use crate::error::{Error, ErrorKind};
 use crate::report::Report;
 use crate::transport::{
-    BoxError, RequestBody, SendFuture, Transport, TransportError, TransportErrorKind,
+    BoxError, RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
 };
 use crate::Chain;
 
@@ -100,7 +100,7 @@ where
                 return Err(TransportError::new(TransportErrorKind::Connect, e));
             }
             match svc.call(request).await {
-                Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
+                Ok(resp) => Ok(resp.map(ResponseBody::new)),
                 Err(e) => {
                     let e: BoxError = e.into();
                     Err(TransportError::new(kind(&e), e))
@@ -115,7 +115,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = http::Response<Full<Bytes>>;
+    type Response = http::Response<ResponseBody>;
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>> + Send>>;
 
@@ -139,8 +139,9 @@ where
                     })?
                     .to_bytes();
             let resp = chain.send(http::Request::from_parts(parts, body)).await?;
-            let mut out = http::Response::new(Full::new(resp.body().clone()));
+            let mut out = http::Response::new(ResponseBody::full(resp.body().clone()));
             *out.status_mut() = resp.status();
+            *out.version_mut() = resp.version();
             *out.headers_mut() = resp.headers().clone();
             Ok(out)
         })

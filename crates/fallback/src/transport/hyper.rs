@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use http::header::PROXY_AUTHORIZATION;
 use http::Version;
-use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,7 +14,7 @@ use super::connector::{Connector, Usage};
 use super::proxy::{self, Proxies};
 use super::tls::Tls;
 use super::{
-    BoxError, FreshConnection, Handoff, RequestBody, SendFuture, Transport, TransportError,
+    FreshConnection, Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError,
     TransportErrorKind,
 };
 use crate::error::BuildError;
@@ -342,7 +341,7 @@ impl Transport for HyperTransport {
         let fut = client.request(request);
         Box::pin(async move {
             match fut.await {
-                Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
+                Ok(resp) => Ok(resp.map(ResponseBody::new)),
                 Err(e) => {
                     let kind = if e.is_connect() || never_left(&e) {
                         if timed_out(&e) {

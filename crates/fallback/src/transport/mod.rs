@@ -36,8 +36,64 @@ use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 /// A boxed error, as carried through bodies and transports.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The streaming body of a response handed back by a [`Transport`].
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The streaming body of a response: what a [`Transport`] hands back, and
+/// what the chain's tower service answers with.
+///
+/// Any [`http_body::Body`] of [`Bytes`] becomes one with
+/// [`ResponseBody::new`]; [`ResponseBody::full`] holds bytes already read.
+pub struct ResponseBody {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+}
+
+impl ResponseBody {
+    /// Wraps any body of `Bytes` chunks.
+    pub fn new<B>(body: B) -> ResponseBody
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        ResponseBody {
+            inner: body.map_err(Into::into).boxed_unsync(),
+        }
+    }
+
+    /// A body of the given bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::new(http_body_util::Full::new(bytes.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> ResponseBody {
+        ResponseBody::new(http_body_util::Empty::<Bytes>::new())
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseBody")
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The future returned by [`Transport::send`].
 pub type SendFuture =
@@ -52,7 +108,6 @@ pub type SendFuture =
 ///
 /// ```
 /// use fallback_chain::transport::{ResponseBody, SendFuture, Transport, RequestBody};
-/// use http_body_util::{BodyExt, Full};
 ///
 /// /// Answers every request with 200 and "pong", without a network.
 /// struct Pong;
@@ -60,8 +115,7 @@ pub type SendFuture =
 /// impl Transport for Pong {
 ///     fn send(&self, _req: http::Request<RequestBody>) -> SendFuture {
 ///         Box::pin(async {
-///             let body: ResponseBody = Full::from("pong").map_err(|e| match e {}).boxed_unsync();
-///             Ok(http::Response::new(body))
+///             Ok(http::Response::new(ResponseBody::full("pong")))
 ///         })
 ///     }
 /// }

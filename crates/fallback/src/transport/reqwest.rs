@@ -1,8 +1,6 @@
 //! A transport over a caller-configured `reqwest::Client`.
 
-use http_body_util::BodyExt;
-
-use super::{BoxError, RequestBody, SendFuture, Transport, TransportError, TransportErrorKind};
+use super::{RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind};
 
 /// Sends through a `reqwest::Client` that the caller configured (proxies,
 /// cookies, TLS roots, and so on).
@@ -47,7 +45,7 @@ impl Transport for ReqwestTransport {
             match client.execute(request).await {
                 Ok(resp) => {
                     let resp: http::Response<reqwest::Body> = resp.into();
-                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()))
+                    Ok(resp.map(ResponseBody::new))
                 }
                 Err(e) => {
                     let kind = match (e.is_connect(), e.is_timeout()) {

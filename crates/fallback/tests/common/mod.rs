@@ -9,7 +9,6 @@ use bytes::Bytes;
 use fallback_chain::transport::{
     Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError, TransportErrorKind,
 };
-use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 
 #[derive(Clone)]
@@ -94,9 +93,7 @@ impl Transport for Script {
                     if let Some(ra) = retry_after {
                         b = b.header("retry-after", ra);
                     }
-                    let body: ResponseBody = Full::new(Bytes::from_static(body.as_bytes()))
-                        .map_err(|e| match e {})
-                        .boxed_unsync();
+                    let body = ResponseBody::full(Bytes::from_static(body.as_bytes()));
                     Ok(b.body(body).unwrap())
                 }
                 Step::Refuse => Err(TransportError::new(
