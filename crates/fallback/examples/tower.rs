@@ -1,7 +1,7 @@
 //! The chain as a tower Service in a stack, and a tower service as one
 //! link's transport.
 //!
-//! Run: `cargo run -p fallback-chain --example tower --features tower`
+//! Run: `cargo run -p fallback-chain --example tower --features tower-0_3`
 
 use bytes::Bytes;
 use fallback_chain::tower::TowerTransport;

@@ -208,12 +208,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With the feature `reqwest`,
+//! With the feature `reqwest-0_13`,
 //! `transport::ReqwestTransport` sends through your own `reqwest::Client`.
 //! Any client can be plugged in by implementing [`transport::Transport`],
 //! for the whole chain or for one link ([`Link::transport`]).
 //!
-//! ## tower (feature `tower`)
+//! ## tower (feature `tower-0_3`)
 //!
 //! A [`Chain`] is a `tower::Service<http::Request<B>>`: the incoming
 //! request's method, headers, body, path and query go to every link in turn,
@@ -326,8 +326,24 @@
 //! One runnable file per topic, each offline on 127.0.0.1:
 //! `failover`, `typed_json`, `resend`, `budgets`, `breakers`, `hedging`,
 //! `tracing`, `tower`, `blocking`, `metrics`
-//! (`cargo run -p fallback-chain --example NAME`, with `--features NAME` for the
-//! last three).
+//! (`cargo run -p fallback-chain --example NAME`, with `--features tower-0_3`,
+//! `blocking` or `metrics` for the last three).
+//!
+//! ## Features, and the semver promise
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `reqwest-0_13` | `transport::ReqwestTransport`, over a `reqwest::Client` of reqwest 0.13 |
+//! | `tower-0_3` | `Chain` as a `tower::Service` (tower-service 0.3), `tower::FallbackLayer`, `tower::TowerTransport` |
+//! | `blocking` | `blocking::Chain`, for programs without an async runtime |
+//! | `metrics` | counters, histograms and gauges through the `metrics` facade |
+//! | `compression` | `ChainBuilder::decompress`: gzip, deflate, br and zstd |
+//!
+//! The public API uses types of this crate and of crates that are 1.0 or
+//! later (`http`, `http-body`, `bytes`, `serde`, `serde_json`, `tokio`).
+//! A crate before 1.0 appears only behind a feature that names its version,
+//! so that its next release can come as a new feature (`reqwest-0_14`)
+//! beside the old one, without a breaking release of this crate.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -354,7 +370,7 @@ mod response;
 mod retry;
 mod safety;
 mod timeout;
-#[cfg(feature = "tower")]
+#[cfg(feature = "tower-0_3")]
 pub mod tower;
 pub mod transport;
 mod window;

@@ -1,4 +1,4 @@
-//! tower integration (feature `tower`).
+//! tower integration (feature `tower-0_3`).
 //!
 //! - [`Chain`] implements `tower::Service<http::Request<B>>`:
 //!   each call sends the incoming request (its method, headers, body, path

@@ -102,7 +102,7 @@ fn metrics_count_attempts_latency_breakers_and_budget() {
     );
 }
 
-#[cfg(feature = "tower")]
+#[cfg(feature = "tower-0_3")]
 mod tower_tests {
     use super::*;
     use bytes::Bytes;

@@ -1,5 +1,5 @@
 //! The `reqwest` transport: a caller's own client, same behaviour.
-#![cfg(feature = "reqwest")]
+#![cfg(feature = "reqwest-0_13")]
 
 use std::time::Duration;
 

@@ -8,18 +8,18 @@
 //! - [`HyperTransport`] is the default: hyper 1.x with hyper-util's pooled
 //!   client and rustls, the system's trust store, proxies from the
 //!   environment, HTTP/2 by ALPN and h2c.
-//! - `ReqwestTransport` (feature `reqwest`) wraps a caller-configured
+//! - `ReqwestTransport` (feature `reqwest-0_13`) wraps a caller-configured
 //!   `reqwest::Client`, with its proxies, cookies and whatever else.
 
 mod connector;
 mod hyper;
 mod proxy;
-#[cfg(feature = "reqwest")]
+#[cfg(feature = "reqwest-0_13")]
 mod reqwest;
 mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
-#[cfg(feature = "reqwest")]
+#[cfg(feature = "reqwest-0_13")]
 pub use self::reqwest::ReqwestTransport;
 
 use std::fmt;

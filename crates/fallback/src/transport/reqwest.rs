@@ -8,6 +8,16 @@ use super::{RequestBody, ResponseBody, SendFuture, Transport, TransportError, Tr
 /// The chain's own per-attempt timeout still applies on top of any timeout
 /// set on the client.
 ///
+/// **Versions.** This is reqwest 0.13's `Client`, behind the feature
+/// `reqwest-0_13`. A later reqwest will get a feature of its own beside this
+/// one, so upgrading reqwest never forces a breaking release here: the
+/// `Client` you pass must come from the same reqwest version as the feature
+/// you enable (`cargo tree -i reqwest` shows which you have).
+///
+/// It does not report [`Handoff`](super::Handoff)s or stale pooled
+/// connections, so a request cut short by the chain's timer is taken as
+/// possibly sent.
+///
 /// ```
 /// # fn demo() -> Result<(), fallback_chain::BuildError> {
 /// let client = reqwest::Client::builder().build().expect("client");
