@@ -333,6 +333,7 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
+//! | `rustls` (default) | HTTPS for the default transport: rustls, the system's trust store, client certificates |
 //! | `reqwest-0_13` | `transport::ReqwestTransport`, over a `reqwest::Client` of reqwest 0.13 |
 //! | `tower-0_3` | `Chain` as a `tower::Service` (tower-service 0.3), `tower::FallbackLayer`, `tower::TowerTransport` |
 //! | `blocking` | `blocking::Chain`, for programs without an async runtime |

@@ -1,6 +1,7 @@
 //! What the default transport takes from the environment: `SSL_CERT_FILE`
 //! and the proxy variables. One test in this binary, since it sets
 //! process-wide variables.
+#![cfg(feature = "rustls")]
 
 use fallback_chain::transport::HyperTransport;
 use fallback_chain::{Chain, Link, Outcome};

@@ -1,5 +1,6 @@
 //! Forward proxies on loopback: plain HTTP in absolute form, HTTPS through
 //! `CONNECT`, `no_proxy`, and credentials that never show.
+#![cfg(feature = "rustls")]
 
 use fallback_chain::transport::HyperTransport;
 use fallback_chain::{Chain, Link, Outcome};

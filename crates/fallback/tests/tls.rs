@@ -1,6 +1,7 @@
 //! HTTPS with a private CA, client certificates, HTTP/2 by ALPN and h2c,
 //! against real TLS servers on loopback whose certificates are made at test
 //! time.
+#![cfg(feature = "rustls")]
 
 use fallback_chain::transport::HyperTransport;
 use fallback_chain::{BuildError, Chain, Link, Outcome};

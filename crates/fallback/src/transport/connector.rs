@@ -10,23 +10,40 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
+#[cfg(feature = "rustls")]
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+#[cfg(feature = "rustls")]
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
-use super::proxy::{self, Proxies};
+#[cfg(feature = "rustls")]
+use super::proxy;
+use super::proxy::Proxies;
+#[cfg(feature = "rustls")]
 use super::tls::Tls;
 use super::BoxError;
 
+#[cfg(feature = "rustls")]
 type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+#[cfg(not(feature = "rustls"))]
+type Io = TokioIo<tokio::net::TcpStream>;
+
+/// A plain TCP connection, as the connection type.
+fn plain(io: TokioIo<tokio::net::TcpStream>) -> Io {
+    #[cfg(feature = "rustls")]
+    return MaybeHttpsStream::Http(io);
+    #[cfg(not(feature = "rustls"))]
+    io
+}
 
 /// TCP (hyper-util's `HttpConnector`), proxies, and rustls.
 #[derive(Clone, Debug)]
 pub(crate) struct Connector {
     pub(crate) http: HttpConnector,
+    #[cfg(feature = "rustls")]
     pub(crate) tls: Arc<Tls>,
     pub(crate) proxies: Option<Arc<Proxies>>,
 }
@@ -44,20 +61,24 @@ impl Service<Uri> for Connector {
         let intercept = self.proxies.as_ref().and_then(|p| p.intercept(&dst));
         let https = dst.scheme() == Some(&http::uri::Scheme::HTTPS);
         let mut http = self.http.clone();
+        #[cfg(feature = "rustls")]
         let tls = self.tls.clone();
         Box::pin(async move {
             let (io, proxied): (Io, bool) = match (https, intercept) {
-                (false, None) => (MaybeHttpsStream::Http(http.call(dst).await?), false),
+                (false, None) => (plain(http.call(dst).await?), false),
                 // hyper-util sends the request in absolute form to a
                 // connection marked proxied.
-                (false, Some(p)) => (
-                    MaybeHttpsStream::Http(http.call(p.uri().clone()).await?),
-                    true,
-                ),
+                (false, Some(p)) => (plain(http.call(p.uri().clone()).await?), true),
+                #[cfg(not(feature = "rustls"))]
+                (true, _) => {
+                    return Err("https:// needs the `rustls` feature of fallback-chain".into())
+                }
+                #[cfg(feature = "rustls")]
                 (true, None) => (
                     HttpsConnector::from((http, tls.config())).call(dst).await?,
                     false,
                 ),
+                #[cfg(feature = "rustls")]
                 (true, Some(p)) => {
                     let mut tunnel = Tunnel::new(p.uri().clone(), http);
                     if let Some(auth) = proxy::auth(&p) {

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::connector::{Connector, Usage};
 use super::proxy::{self, Proxies};
+#[cfg(feature = "rustls")]
 use super::tls::Tls;
 use super::{
     FreshConnection, Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError,
@@ -206,6 +207,7 @@ impl HyperTransportBuilder {
         self
     }
 
+    #[cfg(feature = "rustls")]
     /// Also trusts the CA certificates in `pem` (one or many). Call it
     /// again to add more.
     pub fn add_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
@@ -213,6 +215,7 @@ impl HyperTransportBuilder {
         self
     }
 
+    #[cfg(feature = "rustls")]
     /// Whether the system's trust store (or the bundled webpki roots where
     /// it is empty) is trusted; `false` trusts only the roots added with
     /// [`add_root_certificate_pem`](Self::add_root_certificate_pem).
@@ -221,6 +224,7 @@ impl HyperTransportBuilder {
         self
     }
 
+    #[cfg(feature = "rustls")]
     /// A client certificate for mutual TLS: `cert_pem` holds the leaf and
     /// any intermediates, `key_pem` its private key (PKCS#8, PKCS#1 or
     /// SEC1).
@@ -233,6 +237,7 @@ impl HyperTransportBuilder {
         self
     }
 
+    #[cfg(feature = "rustls")]
     /// **Dangerous.** Accepts any server certificate, expired, self-signed
     /// or for another name, as curl's `--insecure` does. Every attempt made
     /// through such a transport says so in its report and in tracing.
@@ -268,12 +273,13 @@ impl HyperTransportBuilder {
     /// transport. It needs a tokio runtime only when used; the system's
     /// trust store is read on the first HTTPS connection.
     pub fn build(self) -> Result<HyperTransport, BuildError> {
-        let tls = Tls::new(
+        #[cfg(feature = "rustls")]
+        let tls = Arc::new(Tls::new(
             &self.roots,
             self.built_in_roots,
             self.identity.as_ref(),
             self.insecure,
-        )?;
+        )?);
         let proxies = Proxies::new(
             self.proxy.as_deref(),
             self.no_proxy.as_deref(),
@@ -286,7 +292,8 @@ impl HyperTransportBuilder {
         http.set_connect_timeout(self.connect_timeout);
         let connector = Connector {
             http,
-            tls: Arc::new(tls),
+            #[cfg(feature = "rustls")]
+            tls,
             proxies: proxies.clone(),
         };
         let client = |max_idle: usize, h2c: bool| {
@@ -374,6 +381,18 @@ impl Transport for HyperTransport {
 ///   TLS 1.3 client certificates, after the client's side of the
 ///   handshake was done), so it never took application data.
 fn never_left(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.to_string().starts_with("client error (Canceled)") {
+        return true;
+    }
+    #[cfg(feature = "rustls")]
+    return tls_refused(e);
+    #[cfg(not(feature = "rustls"))]
+    false
+}
+
+/// A TLS alert that refuses the session.
+#[cfg(feature = "rustls")]
+fn tls_refused(e: &hyper_util::client::legacy::Error) -> bool {
     use rustls::AlertDescription as A;
     const REFUSALS: [A; 9] = [
         A::CertificateRequired,
@@ -386,9 +405,6 @@ fn never_left(e: &hyper_util::client::legacy::Error) -> bool {
         A::AccessDenied,
         A::HandshakeFailure,
     ];
-    if e.to_string().starts_with("client error (Canceled)") {
-        return true;
-    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {

@@ -16,6 +16,7 @@ mod hyper;
 mod proxy;
 #[cfg(feature = "reqwest-0_13")]
 mod reqwest;
+#[cfg(feature = "rustls")]
 mod tls;
 
 pub use self::hyper::{HyperTransport, HyperTransportBuilder};
