@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderName, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -18,9 +18,10 @@ use crate::backoff::ExponentialBackoff;
 use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
 use crate::budget::RetryBudget;
 use crate::classify::{Answer, Classifier, Verdict};
+use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
 use crate::error::{BuildError, Error, ErrorKind, LastResponse};
 use crate::hedge::{Hedge, Latencies};
-use crate::link::{parse_header, Endpoint, Link, LinkInfo};
+use crate::link::{checked_header, Endpoint, Link, LinkInfo};
 use crate::observer::{Observer, RequestHead, ResponseHead};
 use crate::redact;
 use crate::redirect;
@@ -122,7 +123,7 @@ impl fmt::Debug for Chain {
 #[must_use]
 pub struct ChainBuilder {
     links: Vec<Link>,
-    headers: Vec<(String, String)>,
+    headers: Vec<(Given<HeaderName>, Given<HeaderValue>)>,
     classifier: Classifier,
     max_body: u64,
     timeout: Duration,
@@ -164,12 +165,14 @@ impl fmt::Debug for ChainBuilder {
             .headers
             .iter()
             .map(|(n, v)| {
+                let n = n.as_str();
                 let secret = redact::is_secret_header(n)
+                    || matches!(v, Given::Typed(v) if v.is_sensitive())
                     || self
                         .secret_headers
                         .iter()
                         .any(|m| m.trim().eq_ignore_ascii_case(n.trim()));
-                (n.as_str(), if secret { redact::REDACTED } else { v })
+                (n, if secret { redact::REDACTED } else { v.as_str() })
             })
             .collect();
         f.debug_struct("ChainBuilder")
@@ -231,8 +234,9 @@ impl ChainBuilder {
 
     /// A default header for every link. A link's own header of the same name
     /// replaces it.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl IntoHeaderName, value: impl IntoHeaderValue) -> Self {
+        self.headers
+            .push((name.into_header_name(), value.into_header_value()));
         self
     }
 
@@ -503,7 +507,7 @@ impl ChainBuilder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
-            let (name, value) = parse_header(n, v).map_err(BuildError::DefaultHeader)?;
+            let (name, value) = checked_header(n, v).map_err(BuildError::DefaultHeader)?;
             defaults.append(name, value);
         }
         let endpoints = self

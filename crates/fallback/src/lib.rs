@@ -356,6 +356,7 @@ mod breaker;
 mod budget;
 mod chain;
 mod classify;
+mod conv;
 #[cfg(feature = "compression")]
 mod decompress;
 mod error;
@@ -382,6 +383,7 @@ pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};
+pub use conv::{IntoHeaderName, IntoHeaderValue, IntoMethod, IntoUrl};
 pub use error::{BuildError, Error, ErrorKind, LinkProblem};
 pub use hedge::Hedge;
 pub use link::{Link, LinkInfo};

@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Uri};
 
 use crate::body::Body;
+use crate::conv::{Given, IntoHeaderName, IntoHeaderValue, IntoMethod, IntoUrl};
 use crate::error::{BuildError, LinkProblem};
 use crate::redact;
 use crate::safety;
@@ -32,7 +33,7 @@ pub struct Link {
     pub(crate) name: Option<String>,
     pub(crate) method: String,
     pub(crate) url: String,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(Given<HeaderName>, Given<HeaderValue>)>,
     pub(crate) body: Body,
     pub(crate) idempotent: Option<bool>,
     pub(crate) timeout: Option<Duration>,
@@ -63,7 +64,11 @@ impl Link {
         let headers: Vec<_> = self
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str(), if secret(n) { redact::REDACTED } else { v }))
+            .map(|(n, v)| {
+                let n = n.as_str();
+                let secret = secret(n) || matches!(v, Given::Typed(v) if v.is_sensitive());
+                (n, if secret { redact::REDACTED } else { v.as_str() })
+            })
             .collect();
         f.debug_struct("Link")
             .field("name", &self.name)
@@ -80,12 +85,14 @@ impl Link {
 }
 
 impl Link {
-    /// A link sending `method` to `url`.
-    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Link {
+    /// A link sending `method` to `url`: an [`http::Method`] or a string,
+    /// and an [`http::Uri`] or a string. Both are checked when the chain is
+    /// built.
+    pub fn new(method: impl IntoMethod, url: impl IntoUrl) -> Link {
         Link {
             name: None,
-            method: method.into(),
-            url: url.into(),
+            method: method.into_method(),
+            url: url.into_url(),
             headers: Vec::new(),
             body: Body::empty(),
             idempotent: None,
@@ -98,32 +105,32 @@ impl Link {
     }
 
     /// A `GET` link.
-    pub fn get(url: impl Into<String>) -> Link {
+    pub fn get(url: impl IntoUrl) -> Link {
         Link::new("GET", url)
     }
 
     /// A `POST` link.
-    pub fn post(url: impl Into<String>) -> Link {
+    pub fn post(url: impl IntoUrl) -> Link {
         Link::new("POST", url)
     }
 
     /// A `PUT` link.
-    pub fn put(url: impl Into<String>) -> Link {
+    pub fn put(url: impl IntoUrl) -> Link {
         Link::new("PUT", url)
     }
 
     /// A `PATCH` link.
-    pub fn patch(url: impl Into<String>) -> Link {
+    pub fn patch(url: impl IntoUrl) -> Link {
         Link::new("PATCH", url)
     }
 
     /// A `DELETE` link.
-    pub fn delete(url: impl Into<String>) -> Link {
+    pub fn delete(url: impl IntoUrl) -> Link {
         Link::new("DELETE", url)
     }
 
     /// A `HEAD` link.
-    pub fn head(url: impl Into<String>) -> Link {
+    pub fn head(url: impl IntoUrl) -> Link {
         Link::new("HEAD", url)
     }
 
@@ -134,15 +141,16 @@ impl Link {
     }
 
     /// Sets the method (case-insensitive for the standard methods).
-    pub fn method(mut self, method: impl Into<String>) -> Link {
-        self.method = method.into();
+    pub fn method(mut self, method: impl IntoMethod) -> Link {
+        self.method = method.into_method();
         self
     }
 
     /// Adds a header. A link's headers replace chain-wide defaults of the
     /// same name; several values of one name are all sent.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Link {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl IntoHeaderName, value: impl IntoHeaderValue) -> Link {
+        self.headers
+            .push((name.into_header_name(), value.into_header_value()));
         self
     }
 
@@ -235,7 +243,7 @@ impl Link {
         let method = parse_method(&self.method).map_err(|p| fail(&self.name, p))?;
         let mut headers = HeaderMap::new();
         for (n, v) in &self.headers {
-            let (name, value) = parse_header(n, v).map_err(|p| fail(&self.name, p))?;
+            let (name, value) = checked_header(n, v).map_err(|p| fail(&self.name, p))?;
             headers.append(name, value);
         }
         let mut secrets = chain_secrets.to_vec();
@@ -542,6 +550,19 @@ pub(crate) fn parse_method(method: &str) -> Result<Method, LinkProblem> {
         _ => Err(LinkProblem::Method {
             method: method.to_owned(),
         }),
+    }
+}
+
+/// A header as given, checked: typed parts as they are, text parsed.
+pub(crate) fn checked_header(
+    name: &Given<HeaderName>,
+    value: &Given<HeaderValue>,
+) -> Result<(HeaderName, HeaderValue), LinkProblem> {
+    match (name, value) {
+        (Given::Typed(n), Given::Typed(v)) => Ok((n.clone(), v.clone())),
+        (Given::Typed(n), Given::Text(v)) => parse_header(n.as_str(), v),
+        (Given::Text(n), Given::Typed(v)) => Ok((parse_header(n, "")?.0, v.clone())),
+        (Given::Text(n), Given::Text(v)) => parse_header(n, v),
     }
 }
 

@@ -184,3 +184,44 @@ fn debug_output_hides_secrets() {
     let dbg = format!("{chain:?}");
     assert!(!dbg.contains("s3cret"), "{dbg}");
 }
+
+#[tokio::test]
+async fn typed_methods_uris_and_headers_work_as_strings_do() {
+    use http::header::{HeaderName, HeaderValue};
+    let s = Server::start(Behavior::Echo);
+    let uri: http::Uri = s.url("/typed").parse().unwrap();
+    let mut secret = HeaderValue::from_static("t0ken");
+    secret.set_sensitive(true);
+    let chain = Chain::builder()
+        .header(HeaderName::from_static("x-default"), "d")
+        .link(
+            Link::new(http::Method::PUT, &uri)
+                .header(
+                    HeaderName::from_static("x-typed"),
+                    HeaderValue::from_static("v"),
+                )
+                .header("X-Text", String::from("w"))
+                .header("x-custom-auth", secret)
+                .body("b"),
+        )
+        .build()
+        .unwrap();
+    assert!(!format!("{:?}", chain.links()).contains("t0ken"));
+    chain.call().await.unwrap();
+    let got = &s.requests()[0];
+    assert_eq!((got.method.as_str(), got.path.as_str()), ("PUT", "/typed"));
+    for (n, v) in [
+        ("x-default", "d"),
+        ("x-typed", "v"),
+        ("x-text", "w"),
+        ("x-custom-auth", "t0ken"),
+    ] {
+        assert_eq!(got.header(n), Some(v), "{n}");
+    }
+    // Strings are still checked at build, naming the culprit.
+    let (e, msg) = refused(|s| Link::new("post", s.url("/")).header("X-Bad", "a\r\nb"));
+    assert!(
+        matches!(problem(&e), LinkProblem::HeaderValue { .. }),
+        "{msg}"
+    );
+}
