@@ -255,8 +255,6 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
         "fallback",
     );
     let show_head = args.include || args.head;
-    // The head goes before the body, so -i with -o buffers the body.
-    let hedged = args.hedge.or(cfg.hedge).is_some() || (show_head && args.output.is_some());
 
     let rt = runtime();
     let done = rt.block_on(async {
@@ -281,48 +279,21 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
                 body,
             };
         if let Some(dest) = &args.output {
-            let sink = output::FileSink::new(dest, progress.clone())
+            let mut sink = output::FileSink::new(dest, progress.clone())
                 .map_err(|e| Usage(format!("-o {}: {e}", dest.display())))?;
-            if hedged {
-                return Ok(match chain.call().await {
-                    Ok(resp) => {
-                        let mut d = won(
-                            resp.report(),
-                            resp.version(),
-                            resp.status(),
-                            resp.headers(),
-                            BodyOut::None,
-                        );
-                        // With -i, curl writes the head into the file too.
-                        let mut bytes = d.head.take().unwrap_or_default();
-                        bytes.extend_from_slice(resp.body());
-                        d.body = BodyOut::Committed(sink.write_all_and_commit(&bytes));
-                        d
-                    }
-                    Err(e) => failed(e),
-                });
-            }
-            let mut sink = sink;
             return Ok(match chain.call_into(&mut sink).await {
-                Ok(resp) => won(
-                    resp.report(),
-                    resp.version(),
-                    resp.status(),
-                    resp.headers(),
-                    BodyOut::Committed(sink.commit()),
-                ),
-                Err(e) => failed(e),
-            });
-        }
-        if hedged {
-            return Ok(match chain.call().await {
-                Ok(resp) => won(
-                    resp.report(),
-                    resp.version(),
-                    resp.status(),
-                    resp.headers(),
-                    BodyOut::Bytes(resp.body().clone()),
-                ),
+                Ok(resp) => {
+                    let mut d = won(
+                        resp.report(),
+                        resp.version(),
+                        resp.status(),
+                        resp.headers(),
+                        BodyOut::None,
+                    );
+                    // With -i, curl writes the head into the file too.
+                    d.body = BodyOut::Committed(sink.commit(d.head.take().as_deref()));
+                    d
+                }
                 Err(e) => failed(e),
             });
         }
@@ -359,7 +330,6 @@ fn send(args: SendArgs) -> Result<ExitCode, Usage> {
     };
     let written = head_written.and_then(|()| match body_out {
         BodyOut::Spool(s) => s.copy_to(&mut stdout),
-        BodyOut::Bytes(b) => stdout.write_all(&b).and_then(|_| stdout.flush()),
         BodyOut::Committed(Err(e)) => {
             errln!(
                 "fallback: cannot write {}: {e}",
@@ -415,7 +385,6 @@ struct Done {
 enum BodyOut {
     None,
     Spool(output::Spool),
-    Bytes(bytes::Bytes),
     Committed(std::io::Result<()>),
 }
 

@@ -19,43 +19,36 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(dest: &Path, progress: Option<ProgressBar>) -> io::Result<FileSink> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = format!(".{name}.");
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(&prefix).suffix(".part");
-        // Like any new file (0666 less the umask), not tempfile's private 0600.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let tmp = builder.tempfile_in(dir)?;
         Ok(FileSink {
-            tmp,
+            tmp: temp_beside(dest)?,
             dest: dest.to_path_buf(),
             progress,
         })
     }
 
-    /// Moves the finished file into place. Dropping a `FileSink` without
-    /// calling this deletes the temporary.
-    pub fn commit(self) -> io::Result<()> {
-        self.tmp.as_file().sync_all()?;
-        self.tmp.persist(&self.dest).map_err(|e| e.error)?;
-        Ok(())
+    fn temp_beside(&self) -> io::Result<tempfile::NamedTempFile> {
+        temp_beside(&self.dest)
     }
 
-    /// Writes a whole body (from a buffered call) and commits it.
-    pub fn write_all_and_commit(mut self, body: &[u8]) -> io::Result<()> {
-        self.tmp.as_file_mut().write_all(body)?;
-        self.commit()
+    /// Moves the finished file into place, after `head` if given (the
+    /// status line and headers of `-i`). Dropping a `FileSink` without
+    /// calling this deletes the temporary.
+    pub fn commit(mut self, head: Option<&[u8]>) -> io::Result<()> {
+        let done = match head {
+            None => self.tmp,
+            Some(head) => {
+                // The head is known only once the body has streamed in.
+                let mut with_head = self.temp_beside()?;
+                with_head.as_file_mut().write_all(head)?;
+                let body = self.tmp.as_file_mut();
+                body.seek(SeekFrom::Start(0))?;
+                io::copy(body, with_head.as_file_mut())?;
+                with_head
+            }
+        };
+        done.as_file().sync_all()?;
+        done.persist(&self.dest).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
@@ -77,6 +70,29 @@ impl BodySink for FileSink {
         }
         Ok(())
     }
+}
+
+/// A temporary file in `dest`'s folder, so that renaming it into place is
+/// atomic.
+fn temp_beside(dest: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".part");
+    // Like any new file (0666 less the umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;

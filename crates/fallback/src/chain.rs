@@ -884,6 +884,11 @@ impl Chain {
     /// Sends along the chain and streams the first success's body into
     /// `sink`. If a body breaks mid-way the sink is reset before the chain
     /// moves on, so it only ever holds the winner's bytes.
+    ///
+    /// With [hedging](ChainBuilder::hedge), attempts race, and a sink
+    /// cannot take two bodies at once: each attempt in flight buffers its
+    /// body (up to [`max_body`](ChainBuilder::max_body)), and the winner's
+    /// bytes go to the sink once it has won. A loser's bytes never reach it.
     pub async fn call_into<S: BodySink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
         self.run(&mut ToSink(sink), &self.inner.endpoints).await
     }
@@ -895,14 +900,53 @@ impl Chain {
     ) -> Result<Response<C::Output>, Error> {
         let span = tracing::debug_span!("fallback.call", links = eps.len());
         if let Some(hedge) = &self.inner.hedge {
-            if let Some(proto) = consumer.fork() {
-                // Boxed, so calls that do not hedge do not carry its state.
-                return Box::pin(self.run_hedged(proto, hedge, eps))
-                    .instrument(span)
-                    .await;
-            }
+            // Boxed, so calls that do not hedge do not carry its state.
+            return match consumer.fork() {
+                Some(proto) => {
+                    Box::pin(self.run_hedged(proto, hedge, eps))
+                        .instrument(span)
+                        .await
+                }
+                None => {
+                    let won = Box::pin(self.run_hedged(Buffered, hedge, eps))
+                        .instrument(span)
+                        .await?;
+                    self.deliver(consumer, won).await
+                }
+            };
         }
         self.run_sequential(consumer, eps).instrument(span).await
+    }
+
+    /// Hands a hedged call's buffered winner to a consumer that could not
+    /// race (a caller's sink).
+    async fn deliver<C: Consume>(
+        &self,
+        consumer: &mut C,
+        won: Response<Bytes>,
+    ) -> Result<Response<C::Output>, Error> {
+        let Response {
+            status,
+            version,
+            headers,
+            body,
+            winner,
+            report,
+        } = won;
+        match consumer.take(body).await {
+            Ok(output) => Ok(Response {
+                status,
+                version,
+                headers,
+                body: output,
+                winner,
+                report,
+            }),
+            Err(e) => {
+                let _ = consumer.reset().await;
+                Err(Error::new(ErrorKind::Sink, report, None).with_detail(e.to_string()))
+            }
+        }
     }
 
     /// Links one after another: the original package's behaviour, with

@@ -31,7 +31,9 @@ const RECOMPUTE_EVERY: u64 = 32;
 ///
 /// A failed attempt still fails over at once, as without hedging; hedged
 /// calls do not retry on the same link (the hedge is the retry). Streaming
-/// calls ([`Chain::call_into`](crate::Chain::call_into)) are never hedged.
+/// calls ([`Chain::call_into`](crate::Chain::call_into)) hedge too: each
+/// attempt in flight buffers its body, and only the winner's bytes reach
+/// the sink.
 ///
 /// | setting | default |
 /// | --- | --- |

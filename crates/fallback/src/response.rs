@@ -146,6 +146,17 @@ pub(crate) trait Consume: Send {
         async { Ok(()) }
     }
 
+    /// Takes a whole body already read (a hedged call's winner), for a
+    /// consumer that does not fork.
+    fn take(&mut self, bytes: Bytes) -> impl Future<Output = io::Result<Self::Output>> + Send {
+        let _ = bytes;
+        async {
+            Err(io::Error::other(
+                "this consumer forks: it never takes a buffered body",
+            ))
+        }
+    }
+
     /// A fresh consumer for a concurrent attempt, when this one keeps no
     /// state (buffering does; a caller's sink does not fork).
     fn fork(&self) -> Option<Self>
@@ -232,6 +243,13 @@ impl<S: BodySink> Consume for ToSink<'_, S> {
 
     fn reset(&mut self) -> impl Future<Output = io::Result<()>> + Send {
         self.0.reset()
+    }
+
+    async fn take(&mut self, bytes: Bytes) -> io::Result<()> {
+        if !bytes.is_empty() {
+            self.0.write(bytes).await?;
+        }
+        Ok(())
     }
 }
 

@@ -159,26 +159,6 @@ async fn a_failure_fails_over_at_once_while_hedging() {
     );
 }
 
-#[tokio::test]
-async fn streaming_calls_are_never_hedged() {
-    let slow = Server::start(
-        Reply::new(200)
-            .body("slow")
-            .delay(Duration::from_millis(300)),
-    );
-    let fast = Server::start(Behavior::ok("fast"));
-    let chain = Chain::builder()
-        .hedge(Hedge::fixed(Duration::from_millis(20)))
-        .link(Link::get(slow.url("/")))
-        .link(Link::get(fast.url("/")))
-        .build()
-        .unwrap();
-    let mut sink = Vec::new();
-    chain.call_into(&mut sink).await.unwrap();
-    assert_eq!(sink, b"slow");
-    assert_eq!(fast.request_count(), 0);
-}
-
 // ---- exact schedules on a paused clock ----
 
 #[tokio::test(start_paused = true)]
@@ -267,4 +247,31 @@ async fn adaptive_delay_follows_the_link_s_latency() {
     let resp = chain.call().await.unwrap();
     assert_eq!(t0.elapsed(), Duration::from_millis(1));
     assert_eq!(resp.winner(), 1);
+}
+
+#[tokio::test]
+async fn call_into_hedges_too_and_only_the_winner_reaches_the_sink() {
+    // The slow primary starts its body at once, then stalls: a sink fed as
+    // bytes arrive would hold the loser's first half.
+    let slow = Server::start(Behavior::StallMidBody {
+        status: 200,
+        body: bytes::Bytes::from_static(b"LOSER-LOSER-LOSER"),
+        sent: 6,
+    });
+    let fast = Server::start(Behavior::ok("winner"));
+    let chain = Chain::builder()
+        .hedge(Hedge::fixed(Duration::from_millis(100)))
+        .timeout(Duration::from_secs(5))
+        .link(Link::get(slow.url("/")))
+        .link(Link::get(fast.url("/")))
+        .build()
+        .unwrap();
+    let mut sink: Vec<u8> = Vec::new();
+    let resp = chain.call_into(&mut sink).await.unwrap();
+    assert_eq!(sink, b"winner");
+    assert_eq!(resp.winner(), 1);
+    assert_eq!(
+        outcomes(resp.report()),
+        [(1, Outcome::Ok), (0, Outcome::Cancelled)]
+    );
 }
