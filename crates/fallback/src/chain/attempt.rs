@@ -1,0 +1,551 @@
+//! One attempt at one link: send (with its re-sends and redirect hops),
+//! time limits, the body, and the classification of the answer.
+
+use super::*;
+
+/// How one attempt ended, before it is recorded.
+pub(super) enum Ended<O> {
+    Won {
+        status: StatusCode,
+        version: http::Version,
+        headers: HeaderMap,
+        output: O,
+    },
+    // Boxed: failures are rare, and a small enum is cheap to move.
+    Lost(Box<Lost>),
+}
+
+/// A request that went out within an attempt before its last one: a
+/// re-send after a stale pooled connection, or a followed redirect. Each
+/// becomes a line of the report.
+pub(super) struct Hop {
+    pub(super) outcome: Outcome,
+    pub(super) status: Option<StatusCode>,
+    pub(super) url: Arc<str>,
+    pub(super) elapsed: Duration,
+    pub(super) error: ErrorText,
+}
+
+/// The request for one hop of an attempt: the link's own, or where a
+/// redirect led.
+pub(super) async fn hop_request(
+    ep: &Endpoint,
+    follow: Option<&redirect::Follow>,
+) -> std::io::Result<http::Request<crate::transport::RequestBody>> {
+    let Some(f) = follow else {
+        return ep.request().await;
+    };
+    let mut request = if f.to_get {
+        let mut r = http::Request::new(crate::transport::RequestBody::empty());
+        *r.method_mut() = if ep.method == http::Method::HEAD {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        *r.version_mut() = ep.version;
+        *r.headers_mut() = ep.headers.clone();
+        r
+    } else {
+        ep.request().await?
+    };
+    let cross_origin = !redirect::same_origin(&ep.uri, &f.uri);
+    redirect::headers(request.headers_mut(), f.to_get, cross_origin, &ep.secrets);
+    *request.uri_mut() = f.uri.clone();
+    Ok(request)
+}
+
+pub(super) fn hop_url(ep: &Endpoint, follow: Option<&redirect::Follow>) -> Arc<str> {
+    match follow {
+        Some(f) => redirect::shown(&f.uri).into(),
+        None => ep.url.clone(),
+    }
+}
+
+/// A transport error, as a lost attempt.
+pub(super) fn transport_lost(e: crate::transport::TransportError) -> Lost {
+    match e.kind() {
+        // Rendered only if someone reads it.
+        TransportErrorKind::Connect => {
+            Lost::new(Outcome::Connect, Delivery::NotSent, ErrorText::error(e))
+        }
+        TransportErrorKind::ConnectTimeout => Lost {
+            phase: Some(Phase::Connect),
+            ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
+        },
+        TransportErrorKind::StaleConnection => Lost::new(
+            Outcome::Io,
+            Delivery::Unknown,
+            format!(
+                "{e}: a reused connection failed before any answer \
+                 (the server may have closed it while idle)"
+            ),
+        ),
+        _ => Lost::new(Outcome::Io, Delivery::Unknown, ErrorText::error(e)),
+    }
+}
+
+/// The attempt's timer fired before a response head arrived.
+pub(super) fn timer_lost(handoff: &Handoff, begun: Instant, until: Instant) -> Lost {
+    let limit = until.duration_since(begun);
+    if handoff.never_left() {
+        // Before the transport handed the request to a connection: nothing
+        // was sent.
+        Lost {
+            phase: Some(Phase::Connect),
+            ..Lost::new(
+                Outcome::Timeout,
+                Delivery::NotSent,
+                format!("no connection within {limit:?}"),
+            )
+        }
+    } else {
+        Lost {
+            phase: Some(Phase::Head),
+            ..Lost::new(
+                Outcome::Timeout,
+                Delivery::Unknown,
+                format!("no response head within {limit:?}"),
+            )
+        }
+    }
+}
+
+/// A redirect that is not followed (a loop, too many hops, a bad
+/// `Location`): the link failed with that answer.
+pub(super) async fn redirect_lost(
+    resp: http::Response<crate::transport::ResponseBody>,
+    why: String,
+    alarm: &Alarm,
+    limit: u64,
+) -> Lost {
+    let (parts, body) = resp.into_parts();
+    let body = match within(collect(body, limit, None), alarm).await {
+        Some(Ok(b)) => Some(b),
+        _ => None,
+    };
+    Lost {
+        status: Some(parts.status),
+        response: Some(LastResponse {
+            version: parts.version,
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }),
+        ..Lost::new(Outcome::Status, Delivery::Rejected, why)
+    }
+}
+
+pub(super) struct Lost {
+    pub(super) outcome: Outcome,
+    pub(super) phase: Option<Phase>,
+    pub(super) status: Option<StatusCode>,
+    pub(super) error: ErrorText,
+    pub(super) delivery: Delivery,
+    pub(super) verdict: Verdict,
+    pub(super) response: Option<LastResponse>,
+    pub(super) retry_after: Option<Duration>,
+    /// Ends the call at once (the sink or the request body failed).
+    pub(super) stop: Option<ErrorKind>,
+}
+
+impl Lost {
+    fn new(outcome: Outcome, delivery: Delivery, error: impl Into<ErrorText>) -> Lost {
+        Lost {
+            outcome,
+            phase: None,
+            status: None,
+            error: error.into(),
+            delivery,
+            verdict: Verdict::Fallback,
+            response: None,
+            retry_after: None,
+            stop: None,
+        }
+    }
+}
+
+impl Chain {
+    /// One attempt at one link, bounded by `until`: connect, send, head
+    /// and the whole body, under one timer.
+    ///
+    /// `hops` gets a line for each request that went out before the last
+    /// one: a re-send after a stale pooled connection, a followed redirect.
+    pub(super) async fn attempt<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        begun: Instant,
+        until: Instant,
+        hops: &mut Vec<Hop>,
+    ) -> Ended<C::Output> {
+        let mut converted = false;
+        let mut ended = self
+            .attempt_hops(ep, consumer, begun, until, hops, &mut converted)
+            .await;
+        // A POST turned into a GET by a redirect was answered: whatever
+        // happened after, it is not re-sent.
+        if let (true, Ended::Lost(l)) = (converted, &mut ended) {
+            l.delivery = Delivery::Processed;
+        }
+        ended
+    }
+
+    pub(super) async fn attempt_hops<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        begun: Instant,
+        until: Instant,
+        hops: &mut Vec<Hop>,
+        converted: &mut bool,
+    ) -> Ended<C::Output> {
+        let inner = &*self.inner;
+        let limit = inner.max_body;
+        let lost = |l: Lost| Ended::Lost(Box::new(l));
+        let body_failed = |e: std::io::Error| {
+            lost(Lost {
+                stop: Some(ErrorKind::Body),
+                ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
+            })
+        };
+        // One (shared) alarm for every phase and hop.
+        let alarm = inner.alarms.alarm(begun, until);
+        let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
+        let mut follow: Option<redirect::Follow> = None;
+        let mut visited: Vec<Uri> = Vec::new();
+        let mut stale_resent = false;
+        let resp = loop {
+            let mut request = match hop_request(ep, follow.as_ref()).await {
+                Ok(r) => r,
+                Err(e) => return body_failed(e),
+            };
+            let mut handoff = Handoff::new();
+            request.body_mut().set_handoff(handoff.clone());
+            self.show_request(ep, &request);
+            let resp = match within(transport.send(request), &alarm).await {
+                Some(Ok(resp)) => resp,
+                Some(Err(e))
+                    if e.kind() == TransportErrorKind::StaleConnection
+                        && ep.idempotent
+                        && !stale_resent =>
+                {
+                    // Go's net/http rule: the server closed a pooled
+                    // connection under the request; send it once more, on
+                    // a new connection, as the same try.
+                    stale_resent = true;
+                    hops.push(Hop {
+                        outcome: Outcome::Stale,
+                        status: None,
+                        url: hop_url(ep, follow.as_ref()),
+                        elapsed: begun.elapsed(),
+                        error: format!(
+                            "{e}: the pooled connection had been closed by the server; \
+                             re-sent at once on a new connection"
+                        )
+                        .into(),
+                    });
+                    let mut request = match hop_request(ep, follow.as_ref()).await {
+                        Ok(r) => r,
+                        Err(e) => return body_failed(e),
+                    };
+                    handoff = Handoff::new();
+                    request.body_mut().set_handoff(handoff.clone());
+                    request.extensions_mut().insert(FreshConnection);
+                    self.show_request(ep, &request);
+                    match within(transport.send(request), &alarm).await {
+                        Some(Ok(resp)) => resp,
+                        Some(Err(e)) => return lost(transport_lost(e)),
+                        None => return lost(timer_lost(&handoff, begun, until)),
+                    }
+                }
+                Some(Err(e)) => return lost(transport_lost(e)),
+                None => return lost(timer_lost(&handoff, begun, until)),
+            };
+            if let Some(o) = &inner.observer {
+                o.on_response(&ResponseHead {
+                    link: ep.index,
+                    name: &ep.name,
+                    status: resp.status(),
+                    version: resp.version(),
+                    headers: resp.headers(),
+                });
+            }
+            if inner.max_redirects == 0 {
+                break resp;
+            }
+            let current = follow.as_ref().map_or(&ep.uri, |f| &f.uri);
+            let method = if follow.as_ref().is_some_and(|f| f.to_get) {
+                &http::Method::GET
+            } else {
+                &ep.method
+            };
+            let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
+                None => break resp,
+                Some(Ok(next)) => next,
+                Some(Err(why)) => return lost(redirect_lost(resp, why, &alarm, limit).await),
+            };
+            if visited.len() as u32 >= inner.max_redirects {
+                let why = format!(
+                    "too many redirects: more than {} (the next to {})",
+                    inner.max_redirects,
+                    redirect::shown(&next.uri)
+                );
+                return lost(redirect_lost(resp, why, &alarm, limit).await);
+            }
+            if next.uri == ep.uri || visited.contains(&next.uri) {
+                let why = format!("redirect loop: back to {}", redirect::shown(&next.uri));
+                return lost(redirect_lost(resp, why, &alarm, limit).await);
+            }
+            hops.push(Hop {
+                outcome: Outcome::Redirect,
+                status: Some(resp.status()),
+                url: hop_url(ep, follow.as_ref()),
+                elapsed: begun.elapsed(),
+                error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
+            });
+            // Drained, so the connection goes back to the pool.
+            let _ = within(collect(resp.into_body(), limit, None), &alarm).await;
+            *converted |= next.to_get && !ep.idempotent;
+            visited.push(next.uri.clone());
+            let to_get = next.to_get || follow.as_ref().is_some_and(|f| f.to_get);
+            follow = Some(redirect::Follow { to_get, ..next });
+        };
+        let (mut parts, body) = resp.into_parts();
+        let head_request =
+            ep.method == http::Method::HEAD && follow.as_ref().is_none_or(|f| !f.to_get);
+        if !ep.secrets.is_empty() {
+            redact::mark(&mut parts.headers, &ep.secrets);
+        }
+        let status = parts.status;
+        // A HEAD answer's Content-Length describes a body that never comes.
+        let bodiless =
+            head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        #[cfg(feature = "compression")]
+        let body = if inner.decompress && !bodiless {
+            crate::decompress::decode(&mut parts.headers, body)
+        } else {
+            body
+        };
+        let len = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .filter(|_| !bodiless)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let method = if follow.as_ref().is_some_and(|f| f.to_get) {
+            &http::Method::GET
+        } else {
+            &ep.method
+        };
+        let verdict = inner.classifier.classify(&Answer::of(
+            status,
+            &parts.headers,
+            method,
+            ep.index,
+            &ep.name,
+        ));
+        if verdict == Verdict::Success {
+            let failed = match within(consumer.consume(body, limit, len), &alarm).await {
+                Some(Ok(output)) => {
+                    return Ended::Won {
+                        status,
+                        version: parts.version,
+                        headers: parts.headers,
+                        output,
+                    }
+                }
+                Some(Err(ConsumeError::TooLarge(limit))) => Lost::new(
+                    Outcome::TooLarge,
+                    Delivery::Processed,
+                    format!("body larger than the limit of {limit} bytes"),
+                ),
+                Some(Err(ConsumeError::Body(e))) => Lost::new(
+                    Outcome::Io,
+                    Delivery::Processed,
+                    format!("body could not be read whole: {}", error_chain(&*e)),
+                ),
+                Some(Err(ConsumeError::Decode(e, bytes))) => Lost {
+                    response: Some(LastResponse {
+                        version: parts.version,
+                        status,
+                        headers: parts.headers.clone(),
+                        body: Some(bytes),
+                    }),
+                    ..Lost::new(
+                        Outcome::Decode,
+                        Delivery::Processed,
+                        format!("body does not decode: {e}"),
+                    )
+                },
+                Some(Err(ConsumeError::Sink(e))) => Lost {
+                    stop: Some(ErrorKind::Sink),
+                    ..Lost::new(
+                        Outcome::Io,
+                        Delivery::Processed,
+                        format!("sink failed: {e}"),
+                    )
+                },
+                None => Lost {
+                    phase: Some(Phase::Body),
+                    ..Lost::new(
+                        Outcome::Timeout,
+                        Delivery::Processed,
+                        format!(
+                            "body not read whole within {:?}",
+                            until.duration_since(begun)
+                        ),
+                    )
+                },
+            };
+            // No byte of a failed attempt may stay with the caller.
+            if let Err(e) = consumer.reset().await {
+                return lost(Lost {
+                    stop: Some(ErrorKind::Sink),
+                    status: Some(status),
+                    ..Lost::new(
+                        Outcome::Io,
+                        Delivery::Processed,
+                        format!("sink reset failed: {e}"),
+                    )
+                });
+            }
+            return lost(Lost {
+                status: Some(status),
+                response: failed.response.or(Some(LastResponse {
+                    version: parts.version,
+                    status,
+                    headers: parts.headers,
+                    body: None,
+                })),
+                ..failed
+            });
+        }
+        // Read the failure's body: it may be the caller's error body, and a
+        // drained connection goes back to the pool.
+        let body = match within(collect(body, limit, len), &alarm).await {
+            Some(Ok(b)) => Some(b),
+            _ => None,
+        };
+        lost(Lost {
+            status: Some(status),
+            verdict,
+            retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
+            response: Some(LastResponse {
+                version: parts.version,
+                status,
+                headers: parts.headers,
+                body,
+            }),
+            ..Lost::new(
+                Outcome::Status,
+                Delivery::Rejected,
+                format!("{} returned HTTP Error: {}", ep.name, status.as_u16()),
+            )
+        })
+    }
+}
+
+/// Says in a failed attempt's error text that its certificate was not
+/// verified.
+pub(super) fn mark_insecure(ep: &Endpoint, lost: &mut Lost) {
+    if ep.insecure {
+        lost.error = format!(
+            "{} (TLS certificate verification was off)",
+            lost.error.as_str()
+        )
+        .into();
+    }
+}
+
+pub(super) fn not_resent_kind(delivery: Delivery) -> ErrorKind {
+    if delivery == Delivery::Processed {
+        ErrorKind::Processed
+    } else {
+        ErrorKind::MaybeProcessed
+    }
+}
+
+/// The message for a request that must not be re-sent.
+pub(super) fn not_resent(
+    ep: &Endpoint,
+    delivery: Delivery,
+    status: Option<StatusCode>,
+    attempt: Option<&Attempt>,
+) -> String {
+    let why = attempt.and_then(|a| a.error()).unwrap_or("unknown failure");
+    let m = &ep.method;
+    if delivery == Delivery::Processed {
+        let s = status.map_or(0, |s| s.as_u16());
+        format!(
+            "accepted the {m} with {s}, but the answer could not be used ({why}); \
+             it was not re-sent because the request was processed"
+        )
+    } else {
+        format!(
+            "the {m} may have been processed ({why}); it was not re-sent because {m} is not idempotent. \
+             Mark the link idempotent or send an Idempotency-Key header to allow re-sending"
+        )
+    }
+}
+
+impl Hop {
+    pub(super) fn attempt(self, link: usize, ep: &Endpoint, try_number: u32) -> Attempt {
+        Attempt {
+            link,
+            name: ep.name.clone(),
+            url: self.url,
+            try_number,
+            outcome: self.outcome,
+            phase: None,
+            status: self.status,
+            elapsed: self.elapsed,
+            error: Some(self.error),
+            insecure: ep.insecure,
+        }
+    }
+}
+
+/// `fut`'s output, or `None` if the alarm fires first.
+pub(super) async fn within<F: Future>(fut: F, alarm: &Alarm) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        _ = alarm.wait() => None,
+    }
+}
+
+/// Whether a lost attempt ends the call, and why.
+pub(super) fn stop_kind(
+    ep: &Endpoint,
+    lost: &Lost,
+    deadline: Option<Instant>,
+) -> Option<ErrorKind> {
+    if lost.stop.is_some() {
+        lost.stop
+    } else if lost.verdict == Verdict::Final {
+        Some(ErrorKind::FinalStatus)
+    } else if !may_resend(ep.idempotent, lost.delivery) {
+        Some(not_resent_kind(lost.delivery))
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
+        Some(ErrorKind::Deadline)
+    } else {
+        None
+    }
+}
+
+pub(super) fn stop_detail(
+    kind: ErrorKind,
+    ep: &Endpoint,
+    lost: &Lost,
+    report: &Report,
+) -> Option<String> {
+    match kind {
+        ErrorKind::MaybeProcessed | ErrorKind::Processed => {
+            Some(not_resent(ep, lost.delivery, lost.status, report.last()))
+        }
+        ErrorKind::Sink | ErrorKind::Body => {
+            report.last().and_then(|a| a.error()).map(str::to_owned)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,440 @@
+//! The chain: links tried in order until one succeeds.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::backoff::ExponentialBackoff;
+use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
+use crate::budget::RetryBudget;
+use crate::classify::{Answer, Classifier, Verdict};
+use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
+use crate::error::{BuildError, Error, ErrorKind, LastResponse};
+use crate::hedge::{Hedge, Latencies};
+use crate::link::{checked_header, Endpoint, Link, LinkInfo};
+use crate::observer::{Observer, RequestHead, ResponseHead};
+use crate::redact;
+use crate::redirect;
+use crate::report::{Attempt, ErrorText, Outcome, Report};
+use crate::response::{
+    collect, BodySink, Buffered, Consume, ConsumeError, Response, ToSink, Typed,
+};
+use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
+use crate::safety::{may_resend, Delivery};
+use crate::timeout::{attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT};
+use crate::transport::{
+    error_chain, FreshConnection, Handoff, HyperTransportBuilder, Transport, TransportErrorKind,
+};
+
+/// Default limit on a response body: 16 MiB.
+pub(crate) const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// An ordered chain of links. Calls try them in order and return the first
+/// success.
+///
+/// A chain is cheap to clone (one `Arc`) and `Send + Sync`: build it once
+/// and share it between tasks. Clones share the connection pool.
+#[derive(Clone)]
+pub struct Chain {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Box<[Endpoint]>,
+    transport: Arc<dyn Transport>,
+    classifier: Classifier,
+    max_body: u64,
+    timeout: Duration,
+    deadline: Option<Duration>,
+    observer: Option<Arc<dyn Observer>>,
+    retries: u32,
+    retries_possible: bool,
+    max_redirects: u32,
+    /// Decode compressed answers (feature `compression`).
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
+    decompress: bool,
+    backoff: ExponentialBackoff,
+    retry_after_cap: Duration,
+    budget: RetryBudget,
+    calls: AtomicU64,
+    alarms: Alarms,
+    /// One per link, when breakers are on.
+    breakers: Option<Box<[Breaker]>>,
+    breaker_cfg: Option<BreakerConfig>,
+    sticky: bool,
+    hedge: Option<Hedge>,
+    latencies: Box<[Latencies]>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let links: Vec<_> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| format!("{} {} ({})", e.method, e.url, e.name))
+            .collect();
+        f.debug_struct("Chain")
+            .field("links", &links)
+            .field("classifier", &self.inner.classifier)
+            .field("max_body", &self.inner.max_body)
+            .field("timeout", &self.inner.timeout)
+            .field("deadline", &self.inner.deadline)
+            .field("retries", &self.inner.retries)
+            .field("backoff", &self.inner.backoff)
+            .field("retry_after_cap", &self.inner.retry_after_cap)
+            .field("budget", &self.inner.budget)
+            .finish()
+    }
+}
+
+mod attempt;
+mod builder;
+mod hedged;
+mod probe;
+mod sequential;
+
+use attempt::*;
+pub use builder::ChainBuilder;
+use probe::*;
+
+impl Chain {
+    /// Gives `inner` fresh per-link state (breakers, latencies).
+    fn assemble(mut inner: Inner) -> Chain {
+        let epoch = Instant::now();
+        inner.breakers = inner.breaker_cfg.as_ref().map(|cfg| {
+            inner
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Breaker::new(cfg, epoch, i, e.name.clone()))
+                .collect()
+        });
+        inner.latencies = inner
+            .endpoints
+            .iter()
+            .map(|_| Latencies::default())
+            .collect();
+        Chain {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same chain over another transport, with breakers and latency
+    /// records of its own (the retry budget stays shared). Links with a
+    /// transport of their own keep it. Used by the tower layer.
+    pub fn with_transport(&self, transport: impl Transport) -> Chain {
+        let i = &*self.inner;
+        Chain::assemble(Inner {
+            endpoints: i.endpoints.clone(),
+            transport: Arc::new(transport),
+            classifier: i.classifier.clone(),
+            max_body: i.max_body,
+            timeout: i.timeout,
+            deadline: i.deadline,
+            observer: i.observer.clone(),
+            retries: i.retries,
+            retries_possible: i.retries_possible,
+            max_redirects: i.max_redirects,
+            decompress: i.decompress,
+            backoff: i.backoff.clone(),
+            retry_after_cap: i.retry_after_cap,
+            budget: i.budget.clone(),
+            calls: AtomicU64::new(0),
+            alarms: Alarms::new(),
+            breakers: None,
+            breaker_cfg: i.breaker_cfg.clone(),
+            sticky: i.sticky,
+            hedge: i.hedge.clone(),
+            latencies: Box::default(),
+        })
+    }
+}
+
+impl Chain {
+    /// A builder for a chain.
+    pub fn builder() -> ChainBuilder {
+        ChainBuilder::new()
+    }
+
+    /// The number of links.
+    pub fn len(&self) -> usize {
+        self.inner.endpoints.len()
+    }
+
+    /// Whether the chain has no links (never true for a built chain).
+    pub fn is_empty(&self) -> bool {
+        self.inner.endpoints.is_empty()
+    }
+
+    /// Sends `request` along the chain: its method, headers, body, path and
+    /// query go to every link, whose URL gives the scheme, host and path
+    /// prefix (`http://b/api` + `/orders?x=1` = `http://b/api/orders?x=1`).
+    /// The idempotency rules follow the request's method and headers.
+    pub async fn send(&self, request: http::Request<Bytes>) -> Result<Response<Bytes>, Error> {
+        let eps: Vec<Endpoint> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.with_request(&request))
+            .collect();
+        self.run(&mut Buffered, &eps).await
+    }
+
+    /// The largest response body accepted, in bytes.
+    pub fn max_body(&self) -> u64 {
+        self.inner.max_body
+    }
+
+    /// The links, in order, as built (secrets redacted).
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.inner
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.info(i))
+            .collect()
+    }
+
+    /// Each link's breaker state and counts, in chain order (empty when
+    /// breakers are off).
+    pub fn health(&self) -> Vec<LinkHealth> {
+        let now = Instant::now();
+        let Some(breakers) = &self.inner.breakers else {
+            return Vec::new();
+        };
+        breakers
+            .iter()
+            .zip(self.inner.endpoints.iter())
+            .enumerate()
+            .map(|(i, (b, ep))| b.health(now, i, &ep.name))
+            .collect()
+    }
+
+    /// Sends along the chain and returns the first success, its body as
+    /// bytes.
+    pub async fn call(&self) -> Result<Response<Bytes>, Error> {
+        self.run(&mut Buffered, &self.inner.endpoints).await
+    }
+
+    /// Sends along the chain and decodes the first success as `T`. A 2xx
+    /// body that does not decode is a failed link (`decode`) and falls
+    /// back. On total failure, [`Error::json`] decodes the last failure's
+    /// body as the type of your choice.
+    ///
+    /// ```no_run
+    /// # async fn demo(chain: fallback_chain::Chain) {
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    /// #[derive(serde::Deserialize, Debug)]
+    /// struct ApiError { message: String }
+    ///
+    /// match chain.call_json::<Order>().await {
+    ///     Ok(resp) => println!("order {}", resp.body().id),
+    ///     Err(err) => println!("{:?}: {:?}", err.status(), err.json::<ApiError>()),
+    /// }
+    /// # }
+    /// ```
+    pub async fn call_json<T>(&self) -> Result<Response<T>, Error>
+    where
+        T: DeserializeOwned + Send,
+    {
+        self.run(&mut Typed::<T>::new(), &self.inner.endpoints)
+            .await
+    }
+
+    /// Sends along the chain and streams the first success's body into
+    /// `sink`. If a body breaks mid-way the sink is reset before the chain
+    /// moves on, so it only ever holds the winner's bytes.
+    ///
+    /// With [hedging](ChainBuilder::hedge), attempts race, and a sink
+    /// cannot take two bodies at once: each attempt in flight buffers its
+    /// body (up to [`max_body`](ChainBuilder::max_body)), and the winner's
+    /// bytes go to the sink once it has won. A loser's bytes never reach it.
+    pub async fn call_into<S: BodySink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
+        self.run(&mut ToSink(sink), &self.inner.endpoints).await
+    }
+
+    async fn run<C: Consume>(
+        &self,
+        consumer: &mut C,
+        eps: &[Endpoint],
+    ) -> Result<Response<C::Output>, Error> {
+        let span = tracing::debug_span!("fallback.call", links = eps.len());
+        if let Some(hedge) = &self.inner.hedge {
+            // Boxed, so calls that do not hedge do not carry its state.
+            return match consumer.fork() {
+                Some(proto) => {
+                    Box::pin(self.run_hedged(proto, hedge, eps))
+                        .instrument(span)
+                        .await
+                }
+                None => {
+                    let won = Box::pin(self.run_hedged(Buffered, hedge, eps))
+                        .instrument(span)
+                        .await?;
+                    self.deliver(consumer, won).await
+                }
+            };
+        }
+        self.run_sequential(consumer, eps).instrument(span).await
+    }
+
+    /// Hands a hedged call's buffered winner to a consumer that could not
+    /// race (a caller's sink).
+    async fn deliver<C: Consume>(
+        &self,
+        consumer: &mut C,
+        won: Response<Bytes>,
+    ) -> Result<Response<C::Output>, Error> {
+        let Response {
+            status,
+            version,
+            headers,
+            body,
+            winner,
+            report,
+        } = won;
+        match consumer.take(body).await {
+            Ok(output) => Ok(Response {
+                status,
+                version,
+                headers,
+                body: output,
+                winner,
+                report,
+            }),
+            Err(e) => {
+                let _ = consumer.reset().await;
+                Err(Error::new(ErrorKind::Sink, report, None).with_detail(e.to_string()))
+            }
+        }
+    }
+
+    /// The error ending a call that started at `started`.
+    fn failure(
+        &self,
+        kind: ErrorKind,
+        mut report: Report,
+        last: Option<LastResponse>,
+        started: Instant,
+    ) -> Error {
+        report.elapsed = started.elapsed();
+        let e = Error::new(kind, report, last);
+        match self.inner.deadline {
+            Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
+            _ => e,
+        }
+    }
+
+    /// Observes an attempt and adds it to the report.
+    fn note(&self, report: &mut Report, attempt: Attempt) {
+        self.observe(&attempt);
+        report.attempts.push(attempt);
+    }
+
+    /// Shows a request to the observer, if there is one.
+    fn show_request(&self, ep: &Endpoint, request: &http::Request<crate::transport::RequestBody>) {
+        if let Some(o) = &self.inner.observer {
+            o.on_request(&RequestHead {
+                link: ep.index,
+                name: &ep.name,
+                method: request.method(),
+                uri: request.uri(),
+                version: request.version(),
+                headers: request.headers(),
+            });
+        }
+    }
+
+    fn observe(&self, attempt: &Attempt) {
+        let status = attempt.status.map(|s| s.as_u16());
+        let elapsed_ms = attempt.elapsed.as_secs_f64() * 1e3;
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("outcome", attempt.outcome.as_str());
+            span.record("status", status);
+            span.record("elapsed_ms", elapsed_ms);
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::attempt(attempt);
+        if attempt.is_ok() {
+            if attempt.link == 0 && attempt.try_number == 1 {
+                tracing::debug!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded");
+            } else {
+                tracing::info!(link = %attempt.name, try_number = attempt.try_number, status, elapsed_ms, "link succeeded after failover");
+            }
+        } else if attempt.outcome == Outcome::Stale {
+            tracing::debug!(link = %attempt.name, try_number = attempt.try_number, "stale pooled connection; re-sent");
+        } else {
+            tracing::warn!(
+                link = %attempt.name,
+                try_number = attempt.try_number,
+                outcome = attempt.outcome.as_str(),
+                status,
+                elapsed_ms,
+                error = attempt.error().unwrap_or(""),
+                "link failed"
+            );
+        }
+        if let Some(o) = &self.inner.observer {
+            o.on_attempt(attempt);
+        }
+    }
+}
+
+/// The span of one attempt; its outcome, status and time are recorded when
+/// it ends. The URL carries no userinfo and no secret query values.
+fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
+    tracing::debug_span!(
+        "fallback.attempt",
+        link = %ep.name,
+        url = %ep.url,
+        try_number,
+        insecure = ep.insecure,
+        outcome = tracing::field::Empty,
+        status = tracing::field::Empty,
+        elapsed_ms = tracing::field::Empty,
+    )
+}
+
+/// An attempt that got no answer: skipped, or cancelled as a hedge loser.
+fn unanswered(
+    index: usize,
+    ep: &Endpoint,
+    try_number: u32,
+    outcome: Outcome,
+    elapsed: Duration,
+    why: ErrorText,
+) -> Attempt {
+    Attempt {
+        link: index,
+        name: ep.name.clone(),
+        url: ep.url.clone(),
+        try_number,
+        outcome,
+        phase: None,
+        status: None,
+        elapsed,
+        error: Some(why),
+        insecure: ep.insecure,
+    }
+}
+
+fn skip_reason(until: Instant, now: Instant) -> ErrorText {
+    if until > now {
+        ErrorText::breaker_open(until - now)
+    } else {
+        ErrorText::fixed("breaker half-open: a probe is in flight")
+    }
+}
