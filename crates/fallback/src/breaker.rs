@@ -3,10 +3,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::time::Instant;
 
-use crate::backoff::{random_seed, SplitMix64};
 use crate::error::BuildError;
+use crate::rand::{random_seed, SplitMix64};
+use crate::report::Outcome;
 use crate::window::{Window, MIN_WINDOW};
 
 /// Circuit breakers: one per link, shared by every call through a chain,
@@ -263,8 +265,6 @@ pub(crate) enum Admit {
 /// One link's breaker. Time is passed in, so tests drive it without waiting.
 #[derive(Debug)]
 pub(crate) struct Breaker {
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    link: std::sync::Arc<str>,
     state: Mutex<State>,
     /// True while the state is not Closed: lets a closed link admit calls
     /// without taking the lock.
@@ -287,15 +287,9 @@ struct State {
 }
 
 impl Breaker {
-    pub(crate) fn new(
-        cfg: &BreakerConfig,
-        epoch: Instant,
-        link: usize,
-        name: std::sync::Arc<str>,
-    ) -> Breaker {
+    pub(crate) fn new(cfg: &BreakerConfig, epoch: Instant, link: usize) -> Breaker {
         let seed = cfg.seed.unwrap_or_else(random_seed) ^ (link as u64).wrapping_mul(0x9E37_79B9);
         Breaker {
-            link: name,
             tripped: AtomicBool::new(false),
             state: Mutex::new(State {
                 window: Window::new(cfg.window),
@@ -328,8 +322,6 @@ impl Breaker {
             BreakerState::Open | BreakerState::HalfOpen if !s.probing => {
                 s.kind = BreakerState::HalfOpen;
                 s.probing = true;
-                #[cfg(feature = "metrics")]
-                crate::metrics::breaker_state(&self.link, BreakerState::HalfOpen);
                 Admit::Probe
             }
             _ => Admit::Skip(s.until.max(now)),
@@ -358,9 +350,9 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn record(&self, now: Instant, ok: bool, probe: bool) {
+    /// Records an attempt's verdict; returns the new state if it changed.
+    pub(crate) fn record(&self, now: Instant, ok: bool, probe: bool) -> Option<BreakerState> {
         let mut s = self.lock();
-        #[cfg(feature = "metrics")]
         let before = s.kind;
         let since = now.saturating_duration_since(s.epoch);
         if ok {
@@ -385,10 +377,7 @@ impl Breaker {
         // Written under the lock, so it never disagrees with the state for long.
         self.tripped
             .store(s.kind != BreakerState::Closed, Ordering::Release);
-        #[cfg(feature = "metrics")]
-        if s.kind != before {
-            crate::metrics::breaker_state(&self.link, s.kind);
-        }
+        (s.kind != before).then_some(s.kind)
     }
 
     /// A probe that ended without a verdict (cancelled or dropped): the next
@@ -457,6 +446,86 @@ impl State {
     }
 }
 
+/// Envoy's panic mode: when every breaker is open, the link whose break
+/// ends first is tried anyway. `None` while any link may be used.
+pub(crate) fn panic_link(breakers: &[Breaker], now: Instant) -> Option<usize> {
+    let mut soonest: Option<(usize, Instant)> = None;
+    for (i, b) in breakers.iter().enumerate() {
+        let until = b.blocked_until(now)?;
+        if soonest.is_none_or(|(_, u)| until < u) {
+            soonest = Some((i, until));
+        }
+    }
+    soonest.map(|(i, _)| i)
+}
+
+/// Whether a lost attempt counts against its link's health. Other 4xx
+/// answers show a live server; a skipped, cancelled, stale or redirected
+/// line says nothing about it.
+pub(crate) fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
+    match outcome {
+        Outcome::Status => status.is_none_or(|s| {
+            s.is_server_error()
+                || s == StatusCode::REQUEST_TIMEOUT
+                || s == StatusCode::TOO_MANY_REQUESTS
+        }),
+        Outcome::Skipped
+        | Outcome::Cancelled
+        | Outcome::Ok
+        | Outcome::Stale
+        | Outcome::Redirect => false,
+        _ => true,
+    }
+}
+
+/// Feeds one attempt's verdict to its link's breaker. Dropped without one
+/// (the call was cancelled), a probe frees the way for the next probe.
+pub(crate) struct ProbeGuard<'a> {
+    breaker: Option<&'a Breaker>,
+    probe: bool,
+}
+
+impl<'a> ProbeGuard<'a> {
+    /// No breaker: settling does nothing.
+    pub(crate) fn none() -> Self {
+        ProbeGuard {
+            breaker: None,
+            probe: false,
+        }
+    }
+
+    pub(crate) fn new(breaker: &'a Breaker, probe: bool) -> Self {
+        ProbeGuard {
+            breaker: Some(breaker),
+            probe,
+        }
+    }
+
+    /// `Some(ok)` records a verdict; `None` (the call was stopped by the
+    /// caller's own failure) records nothing. Returns the breaker's new
+    /// state if it changed.
+    pub(crate) fn settle(&mut self, verdict: Option<bool>, now: Instant) -> Option<BreakerState> {
+        let b = self.breaker.take()?;
+        match verdict {
+            Some(ok) => b.record(now, ok, self.probe),
+            None => {
+                if self.probe {
+                    b.release_probe();
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let (Some(b), true) = (self.breaker, self.probe) {
+            b.release_probe();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,7 +548,7 @@ mod tests {
     #[test]
     fn opens_at_exactly_the_ratio_threshold() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0, "x".into());
+        let b = Breaker::new(&cfg(), t0, 0);
         // 4 failures and 5 successes: 9 calls, under the minimum.
         for i in 0..9 {
             b.record(at(t0, 1), i % 2 == 1, false);
@@ -493,7 +562,7 @@ mod tests {
     #[test]
     fn below_the_threshold_stays_closed() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0, "x".into());
+        let b = Breaker::new(&cfg(), t0, 0);
         // 4 failures in 10: 0.4.
         for i in 0..10 {
             b.record(at(t0, 1), i >= 4, false);
@@ -504,7 +573,7 @@ mod tests {
     #[test]
     fn consecutive_failures_open_with_little_traffic() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().consecutive_failures(3), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(3), t0, 0);
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), false, false);
         b.record(at(t0, 0), true, false);
@@ -518,7 +587,7 @@ mod tests {
     #[test]
     fn failures_leave_the_window() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg(), t0, 0, "x".into());
+        let b = Breaker::new(&cfg(), t0, 0);
         for _ in 0..9 {
             b.record(at(t0, 0), false, false);
         }
@@ -530,7 +599,7 @@ mod tests {
     #[test]
     fn half_open_probe_closes_or_reopens_longer() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0);
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 4_999)), Admit::Skip(at(t0, 5_000)));
         // The break is over: one probe, and only one.
@@ -560,7 +629,7 @@ mod tests {
     #[test]
     fn breaks_grow_up_to_the_cap() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0);
         b.record(t0, false, false);
         let mut now = t0;
         let mut breaks = Vec::new();
@@ -593,7 +662,7 @@ mod tests {
     #[test]
     fn an_abandoned_probe_lets_the_next_call_probe() {
         let t0 = Instant::now();
-        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0, "x".into());
+        let b = Breaker::new(&cfg().consecutive_failures(1), t0, 0);
         b.record(t0, false, false);
         assert_eq!(b.admit(at(t0, 6_000)), Admit::Probe);
         b.release_probe();
@@ -620,7 +689,7 @@ mod tests {
         #[test]
         fn ratio_rule_holds(outcomes in proptest::collection::vec(any::<bool>(), 0..200), ratio in 0.05f64..1.0, min in 1u32..50) {
             let t0 = Instant::now();
-            let b = Breaker::new(&cfg().failure_ratio(ratio).min_calls(min), t0, 0, "x".into());
+            let b = Breaker::new(&cfg().failure_ratio(ratio).min_calls(min), t0, 0);
             let (mut ok, mut bad) = (0u64, 0u64);
             for o in outcomes {
                 if b.admit(t0) != Admit::Go {

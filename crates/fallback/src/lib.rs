@@ -365,6 +365,7 @@ mod link;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod observer;
+mod rand;
 pub mod redact;
 mod redirect;
 mod report;

@@ -18,6 +18,18 @@ pub(super) enum Ended<O> {
 /// A request that went out within an attempt before its last one: a
 /// re-send after a stale pooled connection, or a followed redirect. Each
 /// becomes a line of the report.
+impl<O> Ended<O> {
+    /// What the attempt says about its link's health: `None` when the call
+    /// was stopped by the caller's own side (its sink or request body).
+    pub(super) fn breaker_verdict(&self) -> Option<bool> {
+        match self {
+            Ended::Won { .. } => Some(true),
+            Ended::Lost(l) if l.stop.is_some() => None,
+            Ended::Lost(l) => Some(!breaker::counts_as_failure(l.outcome, l.status)),
+        }
+    }
+}
+
 pub(super) struct Hop {
     pub(super) outcome: Outcome,
     pub(super) status: Option<StatusCode>,

@@ -93,8 +93,8 @@ impl Chain {
                 continue;
             };
             let flight = flights.remove(i);
-            guard.settle(&ended, Instant::now());
             let ep = &eps[flight.index];
+            self.settle(&mut guard, ep, &ended, Instant::now());
             for hop in hops {
                 self.note(&mut report, hop.attempt(flight.index, ep, 1));
             }

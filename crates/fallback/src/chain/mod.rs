@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backoff::ExponentialBackoff;
-use crate::breaker::{Admit, Breaker, BreakerConfig, LinkHealth};
+use crate::breaker::{self, Admit, Breaker, BreakerConfig, LinkHealth, ProbeGuard};
 use crate::budget::RetryBudget;
 use crate::classify::{Answer, Classifier, Verdict};
 use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
@@ -106,7 +106,6 @@ mod sequential;
 
 use attempt::*;
 pub use builder::ChainBuilder;
-use probe::*;
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
@@ -117,7 +116,7 @@ impl Chain {
                 .endpoints
                 .iter()
                 .enumerate()
-                .map(|(i, e)| Breaker::new(cfg, epoch, i, e.name.clone()))
+                .map(|(i, _)| Breaker::new(cfg, epoch, i))
                 .collect()
         });
         inner.latencies = inner

@@ -6,15 +6,25 @@ impl Chain {
     /// Envoy's panic mode: when every link's breaker is open, the link whose
     /// break ends first is tried anyway.
     pub(super) fn panic_link(&self, now: Instant) -> Option<usize> {
-        let breakers = self.inner.breakers.as_ref()?;
-        let mut soonest: Option<(usize, Instant)> = None;
-        for (i, b) in breakers.iter().enumerate() {
-            let until = b.blocked_until(now)?;
-            if soonest.is_none_or(|(_, u)| until < u) {
-                soonest = Some((i, until));
-            }
+        breaker::panic_link(self.inner.breakers.as_ref()?, now)
+    }
+
+    /// Settles an attempt with its link's breaker, and reports the
+    /// breaker's new state, if it changed, to the metrics.
+    pub(super) fn settle<O>(
+        &self,
+        guard: &mut ProbeGuard<'_>,
+        ep: &Endpoint,
+        ended: &Ended<O>,
+        now: Instant,
+    ) {
+        let changed = guard.settle(ended.breaker_verdict(), now);
+        #[cfg(feature = "metrics")]
+        if let Some(state) = changed {
+            crate::metrics::breaker_state(&ep.name, state);
         }
-        soonest.map(|(i, _)| i)
+        #[cfg(not(feature = "metrics"))]
+        let _ = (changed, ep);
     }
 
     /// Asks link `index`'s breaker; `Err` is when the break ends.
@@ -38,7 +48,11 @@ impl Chain {
             Admit::Probe if self.inner.sticky && ep.idempotent && self.spawn_probe(index) => {
                 Err(now)
             }
-            Admit::Probe => Ok(ProbeGuard::new(b, true)),
+            Admit::Probe => {
+                #[cfg(feature = "metrics")]
+                crate::metrics::breaker_state(&ep.name, crate::breaker::BreakerState::HalfOpen);
+                Ok(ProbeGuard::new(b, true))
+            }
             Admit::Skip(until) => Err(until),
         }
     }
@@ -62,71 +76,8 @@ impl Chain {
                 .attempt(ep, &mut Buffered, begun, until, &mut Vec::new())
                 .await;
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
-            guard.settle(&ended, Instant::now());
+            chain.settle(&mut guard, ep, &ended, Instant::now());
         });
         true
-    }
-}
-
-/// Feeds one attempt's result to its link's breaker. Dropped without a
-/// result (the call was cancelled), a probe frees the way for the next one.
-pub(super) struct ProbeGuard<'a> {
-    pub(super) breaker: Option<&'a Breaker>,
-    pub(super) probe: bool,
-}
-
-impl<'a> ProbeGuard<'a> {
-    pub(super) fn none() -> Self {
-        ProbeGuard {
-            breaker: None,
-            probe: false,
-        }
-    }
-
-    pub(super) fn new(breaker: &'a Breaker, probe: bool) -> Self {
-        ProbeGuard {
-            breaker: Some(breaker),
-            probe,
-        }
-    }
-
-    pub(super) fn settle<O>(&mut self, ended: &Ended<O>, now: Instant) {
-        let Some(b) = self.breaker.take() else { return };
-        let verdict = match ended {
-            Ended::Won { .. } => Some(true),
-            Ended::Lost(l) if l.stop.is_some() => None,
-            Ended::Lost(l) => Some(!counts_as_failure(l.outcome, l.status)),
-        };
-        match verdict {
-            Some(ok) => b.record(now, ok, self.probe),
-            None if self.probe => b.release_probe(),
-            None => {}
-        }
-    }
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if let (Some(b), true) = (self.breaker, self.probe) {
-            b.release_probe();
-        }
-    }
-}
-
-/// Whether a lost attempt counts against its link's health. Other 4xx
-/// answers show a live server.
-pub(super) fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
-    match outcome {
-        Outcome::Status => status.is_none_or(|s| {
-            s.is_server_error()
-                || s == StatusCode::REQUEST_TIMEOUT
-                || s == StatusCode::TOO_MANY_REQUESTS
-        }),
-        Outcome::Skipped
-        | Outcome::Cancelled
-        | Outcome::Ok
-        | Outcome::Stale
-        | Outcome::Redirect => false,
-        _ => true,
     }
 }

@@ -70,7 +70,7 @@ impl Chain {
                 }
                 let ended_at = Instant::now();
                 let elapsed = ended_at - begun;
-                probe.settle(&ended, ended_at);
+                self.settle(&mut probe, ep, &ended, ended_at);
                 let record = move |outcome, phase, status, error| Attempt {
                     link: index,
                     name: ep.name.clone(),
