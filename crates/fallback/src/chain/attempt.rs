@@ -5,12 +5,7 @@ use super::*;
 
 /// How one attempt ended, before it is recorded.
 pub(super) enum Ended<O> {
-    Won {
-        status: StatusCode,
-        version: http::Version,
-        headers: HeaderMap,
-        output: O,
-    },
+    Won(Won<O>),
     // Boxed: failures are rare, and a small enum is cheap to move.
     Lost(Box<Lost>),
 }
@@ -18,12 +13,20 @@ pub(super) enum Ended<O> {
 /// A request that went out within an attempt before its last one: a
 /// re-send after a stale pooled connection, or a followed redirect. Each
 /// becomes a line of the report.
+/// A winning answer: its head and what the consumer made of its body.
+pub(super) struct Won<O> {
+    pub(super) status: StatusCode,
+    pub(super) version: http::Version,
+    pub(super) headers: HeaderMap,
+    pub(super) output: O,
+}
+
 impl<O> Ended<O> {
     /// What the attempt says about its link's health: `None` when the call
     /// was stopped by the caller's own side (its sink or request body).
     pub(super) fn breaker_verdict(&self) -> Option<bool> {
         match self {
-            Ended::Won { .. } => Some(true),
+            Ended::Won(_) => Some(true),
             Ended::Lost(l) if l.stop.is_some() => None,
             Ended::Lost(l) => Some(!breaker::counts_as_failure(l.outcome, l.status)),
         }
@@ -359,12 +362,12 @@ impl Chain {
         if verdict == Verdict::Success {
             let failed = match within(consumer.consume(body, limit, len), &alarm).await {
                 Some(Ok(output)) => {
-                    return Ended::Won {
+                    return Ended::Won(Won {
                         status,
                         version: parts.version,
                         headers: parts.headers,
                         output,
-                    }
+                    })
                 }
                 Some(Err(ConsumeError::TooLarge(limit))) => Lost::new(
                     Outcome::TooLarge,
@@ -503,16 +506,9 @@ pub(super) fn not_resent(
 impl Hop {
     pub(super) fn attempt(self, link: usize, ep: &Endpoint, try_number: u32) -> Attempt {
         Attempt {
-            link,
-            name: ep.name.clone(),
             url: self.url,
-            try_number,
-            outcome: self.outcome,
-            phase: None,
             status: self.status,
-            elapsed: self.elapsed,
-            error: Some(self.error),
-            insecure: ep.insecure,
+            ..line(link, ep, try_number, self.outcome, self.elapsed).with_error(self.error)
         }
     }
 }

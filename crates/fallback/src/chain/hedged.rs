@@ -1,5 +1,5 @@
 //! The hedged scheduler: the next link starts when the current one is
-//! slow, and the first whole, valid answer wins.
+//! slow, and the first whole, valid answer wins; losers are cancelled.
 
 use super::*;
 
@@ -13,76 +13,60 @@ impl Chain {
         eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
-        let started = Instant::now();
-        let deadline = inner.deadline.map(|d| later(started, d));
-        let mut report = Report::default();
-        let mut last: Option<LastResponse> = None;
-        let fail = |kind, report, last| self.failure(kind, report, last, started);
+        let mut call = Call::start(self, Instant::now());
         inner.budget.deposit();
-        let forced = self.panic_link(started);
+        let mut race = Race {
+            chain: self,
+            eps,
+            proto,
+            next: 0,
+            flights: Vec::with_capacity(hedge.in_flight_limit()),
+        };
         let n = eps.len();
-        let mut next = 0usize;
-        let mut flights: Vec<Flight<'_, C::Output>> = Vec::with_capacity(hedge.in_flight_limit());
         let mut may_hedge = true;
-        let mut last_launch = started;
+        let mut last_launch = call.started;
 
         loop {
             // Fail over at once when nothing is in flight, or when a
             // failure left room and the next request is safe to overlap.
-            let overlap_ok = flights.iter().all(|f| eps[f.index].idempotent)
-                && eps.get(next).is_some_and(|e| e.idempotent);
-            if flights.is_empty()
-                || (flights.len() < hedge.in_flight_limit()
+            let overlap_ok = race.flights.iter().all(|f| eps[f.index].idempotent)
+                && eps.get(race.next).is_some_and(|e| e.idempotent);
+            if race.flights.is_empty()
+                || (race.flights.len() < hedge.in_flight_limit()
                     && overlap_ok
-                    && flights.iter().all(|f| f.failed_over))
+                    && race.flights.iter().all(|f| f.failed_over))
             {
-                match self.launch(
-                    &mut next,
-                    &mut flights,
-                    &mut report,
-                    &proto,
-                    forced,
-                    deadline,
-                    false,
-                    eps,
-                ) {
+                match race.launch(&mut call, false) {
                     Launch::Started => {
                         last_launch = Instant::now();
                         continue;
                     }
-                    Launch::Deadline if flights.is_empty() => {
-                        return Err(fail(ErrorKind::Deadline, report, last))
+                    Launch::Deadline if race.flights.is_empty() => {
+                        return Err(call.fail(self, ErrorKind::Deadline))
                     }
-                    Launch::NoneLeft if flights.is_empty() => {
-                        return Err(fail(ErrorKind::Exhausted, report, last))
+                    Launch::NoneLeft if race.flights.is_empty() => {
+                        return Err(call.fail(self, ErrorKind::Exhausted))
                     }
                     // Nothing more can start: wait for what is in flight.
-                    _ => next = n,
+                    _ => race.next = n,
                 }
             }
-            let newest = flights.last().map_or(0, |f| f.index);
-            let can_hedge =
-                may_hedge && next < n && flights.len() < hedge.in_flight_limit() && overlap_ok;
+            let newest = race.flights.last().map_or(0, |f| f.index);
+            let can_hedge = may_hedge
+                && race.next < n
+                && race.flights.len() < hedge.in_flight_limit()
+                && overlap_ok;
             let hedge_at = later(last_launch, hedge.delay(&inner.latencies[newest]));
             let done = tokio::select! {
                 biased;
-                d = first_done(&mut flights) => Some(d),
+                d = first_done(&mut race.flights) => Some(d),
                 _ = tokio::time::sleep_until(hedge_at), if can_hedge => None,
             };
             let Some((i, (mut guard, ended, hops))) = done else {
                 if inner.budget.try_withdraw() {
-                    match self.launch(
-                        &mut next,
-                        &mut flights,
-                        &mut report,
-                        &proto,
-                        forced,
-                        deadline,
-                        true,
-                        eps,
-                    ) {
+                    match race.launch(&mut call, true) {
                         Launch::Started => last_launch = Instant::now(),
-                        _ => next = n,
+                        _ => race.next = n,
                     }
                 } else {
                     #[cfg(feature = "metrics")]
@@ -92,130 +76,89 @@ impl Chain {
                 }
                 continue;
             };
-            let flight = flights.remove(i);
+            let flight = race.flights.remove(i);
             let ep = &eps[flight.index];
             self.settle(&mut guard, ep, &ended, Instant::now());
             for hop in hops {
-                self.note(&mut report, hop.attempt(flight.index, ep, 1));
+                call.note(self, hop.attempt(flight.index, ep, 1));
             }
             let elapsed = flight.begun.elapsed();
-            let mut attempt = Attempt {
-                link: flight.index,
-                name: ep.name.clone(),
-                url: ep.url.clone(),
-                try_number: 1,
-                outcome: Outcome::Ok,
-                phase: None,
-                status: None,
-                elapsed,
-                error: None,
-                insecure: ep.insecure,
-            };
+            let attempt = line(flight.index, ep, 1, Outcome::Ok, elapsed);
             match ended {
-                Ended::Won {
-                    status,
-                    version,
-                    headers,
-                    output,
-                } => {
+                Ended::Won(won) => {
                     inner.latencies[flight.index].record(elapsed, hedge.target_percentile());
-                    attempt.status = Some(status);
-                    self.observe(&attempt);
-                    report.attempts.push(attempt);
-                    self.cancel_all(&mut flights, &mut report, eps);
-                    report.winner = Some(flight.index);
-                    report.elapsed = started.elapsed();
-                    return Ok(Response {
-                        status,
-                        version,
-                        headers,
-                        body: output,
-                        winner: flight.index,
-                        report,
-                    });
+                    call.record_win(self, attempt.with_status(won.status));
+                    race.cancel_all(&mut call);
+                    return Ok(call.finish(won));
                 }
                 Ended::Lost(mut lost) => {
                     mark_insecure(ep, &mut lost);
-                    let stop = stop_kind(ep, &lost, deadline);
-                    attempt.outcome = lost.outcome;
-                    attempt.phase = lost.phase;
-                    attempt.status = lost.status;
-                    attempt.error = Some(lost.error.clone());
-                    self.observe(&attempt);
-                    report.attempts.push(attempt);
-                    if let Some(r) = lost.response.take() {
-                        last = Some(r);
-                    }
+                    let stop = stop_kind(ep, &lost, call.deadline);
+                    call.lost(self, attempt, &mut lost);
                     if let Some(kind) = stop {
-                        self.cancel_all(&mut flights, &mut report, eps);
-                        let detail = stop_detail(kind, ep, &lost, &report);
-                        let e = fail(kind, report, last);
-                        return Err(match detail {
-                            Some(d) => e.with_detail(d),
-                            None => e,
-                        });
+                        race.cancel_all(&mut call);
+                        return Err(call.stop(self, kind, ep, &lost));
                     }
                     // What is still in flight may now fail over at once.
-                    for f in &mut flights {
+                    for f in &mut race.flights {
                         f.failed_over = true;
                     }
                 }
             }
         }
     }
+}
 
-    /// Starts the next admissible link from `next`, recording skipped ones.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launch<'a, C: Consume + 'a>(
-        &'a self,
-        next: &mut usize,
-        flights: &mut Vec<Flight<'a, C::Output>>,
-        report: &mut Report,
-        proto: &C,
-        forced: Option<usize>,
-        deadline: Option<Instant>,
-        hedged: bool,
-        eps: &'a [Endpoint],
-    ) -> Launch {
-        let inner = &*self.inner;
-        while *next < eps.len() {
-            let index = *next;
-            let ep = &eps[index];
+/// The attempts of one hedged call: those in flight, and where the next
+/// one starts.
+struct Race<'a, C: Consume> {
+    chain: &'a Chain,
+    eps: &'a [Endpoint],
+    /// Forks a consumer for each attempt.
+    proto: C,
+    next: usize,
+    flights: Vec<Flight<'a, C::Output>>,
+}
+
+impl<'a, C: Consume + 'a> Race<'a, C> {
+    /// Starts the next admissible link, recording the skipped ones.
+    fn launch(&mut self, call: &mut Call, hedged: bool) -> Launch {
+        let chain = self.chain;
+        let inner = &*chain.inner;
+        while self.next < self.eps.len() {
+            let index = self.next;
+            let ep = &self.eps[index];
             let begun = Instant::now();
-            let guard = match self.admit(index, ep, begun, forced) {
+            let guard = match chain.admit(index, ep, begun, call.forced) {
                 Ok(g) => g,
                 Err(until) => {
-                    *next += 1;
-                    let why = skip_reason(until, begun);
-                    self.note(
-                        report,
-                        unanswered(index, ep, 1, Outcome::Skipped, Duration::ZERO, why),
-                    );
+                    self.next += 1;
+                    call.skipped(chain, index, ep, 1, until, begun);
                     continue;
                 }
             };
             let Some(until) =
-                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
+                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), call.deadline)
             else {
                 return Launch::Deadline;
             };
-            let Some(mut consumer) = proto.fork() else {
+            let Some(mut consumer) = self.proto.fork() else {
                 return Launch::NoneLeft;
             };
-            *next += 1;
+            self.next += 1;
             if hedged {
                 tracing::debug!(link = %ep.name, "hedging");
             }
             let span = attempt_span(ep, 1);
             let fut = async move {
                 let mut hops = Vec::new();
-                let ended = self
+                let ended = chain
                     .attempt(ep, &mut consumer, begun, until, &mut hops)
                     .await;
                 (guard, ended, hops)
             }
             .instrument(span);
-            flights.push(Flight {
+            self.flights.push(Flight {
                 index,
                 begun,
                 failed_over: false,
@@ -227,46 +170,39 @@ impl Chain {
     }
 
     /// Cancels every attempt in flight and reports each as `cancelled`.
-    pub(super) fn cancel_all<O>(
-        &self,
-        flights: &mut Vec<Flight<'_, O>>,
-        report: &mut Report,
-        eps: &[Endpoint],
-    ) {
-        for f in flights.drain(..) {
+    fn cancel_all(&mut self, call: &mut Call) {
+        for f in self.flights.drain(..) {
             let why = ErrorText::fixed("lost the hedge race; cancelled");
-            let elapsed = f.begun.elapsed();
-            self.note(
-                report,
-                unanswered(f.index, &eps[f.index], 1, Outcome::Cancelled, elapsed, why),
-            );
+            let ep = &self.eps[f.index];
+            let cancelled = line(f.index, ep, 1, Outcome::Cancelled, f.begun.elapsed());
+            call.note(self.chain, cancelled.with_error(why));
             // Dropping the future drops its connection and frees any probe.
             drop(f);
         }
     }
 }
 
-pub(super) type FlightFuture<'a, O> =
+type FlightFuture<'a, O> =
     Pin<Box<dyn Future<Output = (ProbeGuard<'a>, Ended<O>, Vec<Hop>)> + Send + 'a>>;
 
 /// One attempt in flight in a hedged call.
-pub(super) struct Flight<'a, O> {
-    pub(super) index: usize,
-    pub(super) begun: Instant,
+struct Flight<'a, O> {
+    index: usize,
+    begun: Instant,
     /// Set once another attempt has failed: this one no longer holds back
     /// the failover to the next link.
-    pub(super) failed_over: bool,
-    pub(super) fut: FlightFuture<'a, O>,
+    failed_over: bool,
+    fut: FlightFuture<'a, O>,
 }
 
-pub(super) enum Launch {
+enum Launch {
     Started,
     NoneLeft,
     Deadline,
 }
 
 /// The first attempt in flight to finish, and its position.
-pub(super) fn first_done<'f, 'a, O>(
+fn first_done<'f, 'a, O>(
     flights: &'f mut [Flight<'a, O>],
 ) -> impl Future<Output = (usize, (ProbeGuard<'a>, Ended<O>, Vec<Hop>))> + 'f {
     std::future::poll_fn(move |cx| {

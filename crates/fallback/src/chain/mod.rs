@@ -100,12 +100,14 @@ impl fmt::Debug for Chain {
 
 mod attempt;
 mod builder;
+mod call;
 mod hedged;
 mod probe;
 mod sequential;
 
 use attempt::*;
 pub use builder::ChainBuilder;
+use call::*;
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
@@ -320,28 +322,6 @@ impl Chain {
         }
     }
 
-    /// The error ending a call that started at `started`.
-    fn failure(
-        &self,
-        kind: ErrorKind,
-        mut report: Report,
-        last: Option<LastResponse>,
-        started: Instant,
-    ) -> Error {
-        report.elapsed = started.elapsed();
-        let e = Error::new(kind, report, last);
-        match self.inner.deadline {
-            Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
-            _ => e,
-        }
-    }
-
-    /// Observes an attempt and adds it to the report.
-    fn note(&self, report: &mut Report, attempt: Attempt) {
-        self.observe(&attempt);
-        report.attempts.push(attempt);
-    }
-
     /// Shows a request to the observer, if there is one.
     fn show_request(&self, ep: &Endpoint, request: &http::Request<crate::transport::RequestBody>) {
         if let Some(o) = &self.inner.observer {
@@ -405,35 +385,4 @@ fn attempt_span(ep: &Endpoint, try_number: u32) -> tracing::Span {
         status = tracing::field::Empty,
         elapsed_ms = tracing::field::Empty,
     )
-}
-
-/// An attempt that got no answer: skipped, or cancelled as a hedge loser.
-fn unanswered(
-    index: usize,
-    ep: &Endpoint,
-    try_number: u32,
-    outcome: Outcome,
-    elapsed: Duration,
-    why: ErrorText,
-) -> Attempt {
-    Attempt {
-        link: index,
-        name: ep.name.clone(),
-        url: ep.url.clone(),
-        try_number,
-        outcome,
-        phase: None,
-        status: None,
-        elapsed,
-        error: Some(why),
-        insecure: ep.insecure,
-    }
-}
-
-fn skip_reason(until: Instant, now: Instant) -> ErrorText {
-    if until > now {
-        ErrorText::breaker_open(until - now)
-    } else {
-        ErrorText::fixed("breaker half-open: a probe is in flight")
-    }
 }

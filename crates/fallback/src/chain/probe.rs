@@ -75,7 +75,7 @@ impl Chain {
             let ended = chain
                 .attempt(ep, &mut Buffered, begun, until, &mut Vec::new())
                 .await;
-            tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won { .. }), "background probe");
+            tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won(_)), "background probe");
             chain.settle(&mut guard, ep, &ended, Instant::now());
         });
         true

@@ -1,4 +1,5 @@
-//! The sequential scheduler: links one after another, with retries.
+//! The sequential scheduler: links one after another, with retries on the
+//! same link.
 
 use super::*;
 
@@ -11,14 +12,7 @@ impl Chain {
         eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
-        let started = Instant::now();
-        let deadline = inner.deadline.map(|d| later(started, d));
-        let mut report = Report {
-            attempts: Vec::with_capacity(1),
-            ..Report::default()
-        };
-        let mut last: Option<LastResponse> = None;
-        let fail = |kind, report, last| self.failure(kind, report, last, started);
+        let mut call = Call::start(self, Instant::now());
         // Only chains that can retry pay for the budget's bookkeeping.
         let call_no = if inner.retries_possible {
             inner.budget.deposit();
@@ -26,10 +20,8 @@ impl Chain {
         } else {
             0
         };
-
-        let forced = self.panic_link(started);
         // Clock reads cost: the first attempt starts when the call does.
-        let mut next_begin = Some(started);
+        let mut next_begin = Some(call.started);
 
         'links: for (index, ep) in eps.iter().enumerate() {
             let tries = 1 + ep.retries.unwrap_or(inner.retries);
@@ -37,26 +29,17 @@ impl Chain {
             let mut try_number = 1;
             loop {
                 let begun = next_begin.take().unwrap_or_else(Instant::now);
-                let mut probe = match self.admit(index, ep, begun, forced) {
+                let mut probe = match self.admit(index, ep, begun, call.forced) {
                     Ok(probe) => probe,
                     Err(until) => {
-                        let why = skip_reason(until, begun);
-                        let attempt = unanswered(
-                            index,
-                            ep,
-                            try_number,
-                            Outcome::Skipped,
-                            Duration::ZERO,
-                            why,
-                        );
-                        self.note(&mut report, attempt);
+                        call.skipped(self, index, ep, try_number, until, begun);
                         continue 'links;
                     }
                 };
                 let Some(until) =
-                    attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), deadline)
+                    attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), call.deadline)
                 else {
-                    return Err(fail(ErrorKind::Deadline, report, last));
+                    return Err(call.fail(self, ErrorKind::Deadline));
                 };
                 let span = attempt_span(ep, try_number);
                 let mut hops = Vec::new();
@@ -65,56 +48,29 @@ impl Chain {
                     .instrument(span.clone())
                     .await;
                 for hop in hops {
-                    let attempt = hop.attempt(index, ep, try_number);
-                    span.in_scope(|| self.note(&mut report, attempt));
+                    span.in_scope(|| call.note(self, hop.attempt(index, ep, try_number)));
                 }
                 let ended_at = Instant::now();
-                let elapsed = ended_at - begun;
                 self.settle(&mut probe, ep, &ended, ended_at);
-                let record = move |outcome, phase, status, error| Attempt {
-                    link: index,
-                    name: ep.name.clone(),
-                    url: ep.url.clone(),
-                    try_number,
-                    outcome,
-                    phase,
-                    status,
-                    elapsed,
-                    error,
-                    insecure: ep.insecure,
-                };
+                let attempt = line(index, ep, try_number, Outcome::Ok, ended_at - begun);
                 let mut lost = match ended {
-                    Ended::Won {
-                        status,
-                        version,
-                        headers,
-                        output,
-                    } => {
-                        let attempt = record(Outcome::Ok, None, Some(status), None);
-                        span.in_scope(|| self.observe(&attempt));
-                        report.attempts.push(attempt);
-                        report.winner = Some(index);
-                        report.elapsed = ended_at - started;
-                        return Ok(Response {
-                            status,
-                            version,
-                            headers,
-                            body: output,
-                            winner: index,
-                            report,
-                        });
+                    Ended::Won(won) => {
+                        let attempt = attempt.with_status(won.status);
+                        return Ok(span.in_scope(|| call.won(self, attempt, won)));
                     }
                     Ended::Lost(lost) => lost,
                 };
 
-                let stop = stop_kind(ep, &lost, deadline);
+                let stop = stop_kind(ep, &lost, call.deadline);
                 let plan = (stop.is_none()
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
                     let b = backoff
                         .get_or_insert_with(|| inner.backoff.start(call_no << 16 ^ index as u64));
-                    let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    let remaining = call
+                        .deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()));
                     retry::next(
                         lost.retry_after,
                         b.next().unwrap_or_default(),
@@ -126,25 +82,9 @@ impl Chain {
                     lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
                 }
                 mark_insecure(ep, &mut lost);
-
-                let attempt = record(
-                    lost.outcome,
-                    lost.phase,
-                    lost.status,
-                    Some(lost.error.clone()),
-                );
-                span.in_scope(|| self.observe(&attempt));
-                report.attempts.push(attempt);
-                if let Some(r) = lost.response.take() {
-                    last = Some(r);
-                }
+                span.in_scope(|| call.lost(self, attempt, &mut lost));
                 if let Some(kind) = stop {
-                    let detail = stop_detail(kind, ep, &lost, &report);
-                    let e = fail(kind, report, last);
-                    return Err(match detail {
-                        Some(d) => e.with_detail(d),
-                        None => e,
-                    });
+                    return Err(call.stop(self, kind, ep, &lost));
                 }
                 let Some(Next::RetryAfter(wait)) = plan else {
                     break;
@@ -154,14 +94,13 @@ impl Chain {
                     #[cfg(feature = "metrics")]
                     crate::metrics::budget_denied();
                     let why = ErrorText::fixed("retry budget spent; moved on");
-                    let attempt =
-                        unanswered(index, ep, try_number, Outcome::Skipped, Duration::ZERO, why);
-                    self.note(&mut report, attempt);
+                    let skipped = line(index, ep, try_number, Outcome::Skipped, Duration::ZERO);
+                    call.note(self, skipped.with_error(why));
                     break;
                 }
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(fail(ErrorKind::Exhausted, report, last))
+        Err(call.fail(self, ErrorKind::Exhausted))
     }
 }

@@ -93,10 +93,13 @@ impl Service<Uri> for Connector {
             Ok(TokioIo::new(Tracked {
                 io: TokioIo::new(io),
                 proxied,
+                write_error: None,
+                drained: false,
                 usage: Usage(Arc::new(UsageState {
                     exchanges: AtomicU32::new(0),
                     answered: AtomicU64::new(0),
                     reading: AtomicBool::new(true),
+                    refused: AtomicBool::new(false),
                 })),
             }))
         })
@@ -114,6 +117,8 @@ pub(crate) struct UsageState {
     answered: AtomicU64,
     /// The last operation was a read (true before the first write).
     reading: AtomicBool,
+    /// The server refused the TLS session with a fatal alert.
+    refused: AtomicBool,
 }
 
 /// A connection's [`UsageState`], as an extra of its `Connected`.
@@ -135,6 +140,12 @@ impl UsageState {
         }
     }
 
+    /// The server refused the TLS session: nothing sent on it was taken.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    pub(crate) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// The connection served an earlier exchange, and nothing of the
     /// current one's answer has arrived.
     pub(crate) fn reused_without_answer(&self) -> bool {
@@ -149,6 +160,9 @@ pub(crate) struct Tracked {
     io: TokioIo<Io>,
     proxied: bool,
     usage: Usage,
+    /// A write error held until the read side has drained.
+    write_error: Option<std::io::Error>,
+    drained: bool,
 }
 
 impl Connection for Tracked {
@@ -168,10 +182,68 @@ impl AsyncRead for Tracked {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            self.usage.0.on_read(buf.filled().len() - before);
+        match &polled {
+            Poll::Ready(Ok(())) => self.usage.0.on_read(buf.filled().len() - before),
+            Poll::Ready(Err(e)) => self.note_refusal(e),
+            Poll::Pending => {}
         }
         polled
+    }
+}
+
+impl Tracked {
+    fn note_refusal(&self, e: &std::io::Error) {
+        if refusal_alert(e) {
+            self.usage.0.refused.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A write failed because the peer closed the connection: the server
+    /// may have closed it right after a fatal alert that is still unread.
+    /// Reads to the end (a closed socket answers at once) before the write
+    /// error is reported, so the alert is seen.
+    fn poll_write_failed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        use std::io::ErrorKind::*;
+        let e = match polled {
+            Poll::Ready(Err(e))
+                if matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted) =>
+            {
+                e
+            }
+            other => return other,
+        };
+        if self.drained {
+            return Poll::Ready(Err(e));
+        }
+        let mut scratch = [0u8; 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                // The write is polled again once the read can go on.
+                Poll::Pending => {
+                    self.write_error = Some(e);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(Ok(())) => break,
+                Poll::Ready(Err(read)) => {
+                    self.note_refusal(&read);
+                    break;
+                }
+            }
+        }
+        self.drained = true;
+        Poll::Ready(Err(e))
+    }
+
+    /// A write error held back while the read side drains.
+    fn held_write_error<T>(&mut self, cx: &mut Context<'_>) -> Option<Poll<std::io::Result<T>>> {
+        let e = self.write_error.take()?;
+        Some(self.poll_write_failed(cx, Poll::Ready(Err(e))))
     }
 }
 
@@ -181,8 +253,12 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(held) = self.held_write_error(cx) {
+            return held;
+        }
         self.usage.0.on_write();
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.poll_write_failed(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -190,8 +266,12 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(held) = self.held_write_error(cx) {
+            return held;
+        }
         self.usage.0.on_write();
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.poll_write_failed(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -199,11 +279,54 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        if let Some(held) = self.held_write_error(cx) {
+            return held;
+        }
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.poll_write_failed(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Whether an I/O error is a fatal TLS alert by which the server refused
+/// the session (a certificate it would not take): the server then never
+/// took any application data from the connection.
+pub(crate) fn refusal_alert(e: &std::io::Error) -> bool {
+    #[cfg(feature = "rustls")]
+    {
+        use rustls::AlertDescription as A;
+        const REFUSALS: [A; 9] = [
+            A::CertificateRequired,
+            A::BadCertificate,
+            A::UnsupportedCertificate,
+            A::CertificateRevoked,
+            A::CertificateExpired,
+            A::CertificateUnknown,
+            A::UnknownCA,
+            A::AccessDenied,
+            A::HandshakeFailure,
+        ];
+        let inner = e.get_ref();
+        if let Some(rustls::Error::AlertReceived(alert)) =
+            inner.and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return REFUSALS.contains(alert);
+        }
+        // rustls reports an alert to a reader as text:
+        // "received fatal alert: CertificateRequired".
+        inner
+            .map(ToString::to_string)
+            .as_deref()
+            .and_then(|t| t.strip_prefix("received fatal alert: "))
+            .is_some_and(|name| REFUSALS.iter().any(|a| format!("{a:?}") == name))
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = e;
+        false
     }
 }
 
@@ -216,6 +339,7 @@ mod tests {
             exchanges: AtomicU32::new(0),
             answered: AtomicU64::new(0),
             reading: AtomicBool::new(true),
+            refused: AtomicBool::new(false),
         }
     }
 

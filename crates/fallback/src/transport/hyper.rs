@@ -390,43 +390,29 @@ fn never_left(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// A TLS alert that refuses the session.
+/// A TLS alert that refused the session: in the error itself, or seen by
+/// the connection (a write can fail first, on the socket the server closed
+/// after its alert).
 #[cfg(feature = "rustls")]
 fn tls_refused(e: &hyper_util::client::legacy::Error) -> bool {
-    use rustls::AlertDescription as A;
-    const REFUSALS: [A; 9] = [
-        A::CertificateRequired,
-        A::BadCertificate,
-        A::UnsupportedCertificate,
-        A::CertificateRevoked,
-        A::CertificateExpired,
-        A::CertificateUnknown,
-        A::UnknownCA,
-        A::AccessDenied,
-        A::HandshakeFailure,
-    ];
+    if usage(e).is_some_and(|u| u.0.refused()) {
+        return true;
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            let inner = io.get_ref();
-            if let Some(rustls::Error::AlertReceived(alert)) =
-                inner.and_then(|i| i.downcast_ref::<rustls::Error>())
-            {
-                return REFUSALS.contains(alert);
-            }
-            // rustls reports an alert to a reader as text:
-            // "received fatal alert: CertificateRequired".
-            if let Some(name) = inner
-                .map(ToString::to_string)
-                .as_deref()
-                .and_then(|t| t.strip_prefix("received fatal alert: "))
-            {
-                return REFUSALS.iter().any(|a| format!("{a:?}") == name);
-            }
+            return super::connector::refusal_alert(io);
         }
         cur = err.source();
     }
     false
+}
+
+/// The usage record of the connection an error happened on.
+fn usage(e: &hyper_util::client::legacy::Error) -> Option<Usage> {
+    let mut extras = http::Extensions::new();
+    e.connect_info()?.get_extras(&mut extras);
+    extras.get::<Usage>().cloned()
 }
 
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -452,9 +438,7 @@ fn is_stale(e: &hyper_util::client::legacy::Error) -> bool {
     if connected.is_negotiated_h2() {
         return false;
     }
-    let mut extras = http::Extensions::new();
-    connected.get_extras(&mut extras);
-    let Some(usage) = extras.get::<Usage>() else {
+    let Some(usage) = usage(e) else {
         return false;
     };
     if !usage.0.reused_without_answer() {

@@ -1,0 +1,151 @@
+//! One call's state, carried from attempt to attempt by both schedulers:
+//! when it started, its deadline, the link panic mode forces, the report
+//! so far and the last answer.
+
+use super::*;
+
+pub(super) struct Call {
+    pub(super) started: Instant,
+    pub(super) deadline: Option<Instant>,
+    /// The link panic mode sends to whatever its breaker says.
+    pub(super) forced: Option<usize>,
+    report: Report,
+    last: Option<LastResponse>,
+}
+
+impl Call {
+    pub(super) fn start(chain: &Chain, started: Instant) -> Call {
+        Call {
+            started,
+            deadline: chain.inner.deadline.map(|d| later(started, d)),
+            forced: chain.panic_link(started),
+            report: Report {
+                attempts: Vec::with_capacity(1),
+                ..Report::default()
+            },
+            last: None,
+        }
+    }
+
+    /// Observes a line and adds it to the report.
+    pub(super) fn note(&mut self, chain: &Chain, attempt: Attempt) {
+        chain.observe(&attempt);
+        self.report.attempts.push(attempt);
+    }
+
+    /// A link that could not be tried: its breaker is open.
+    pub(super) fn skipped(
+        &mut self,
+        chain: &Chain,
+        index: usize,
+        ep: &Endpoint,
+        try_number: u32,
+        until: Instant,
+        now: Instant,
+    ) {
+        let why = if until > now {
+            ErrorText::breaker_open(until - now)
+        } else {
+            ErrorText::fixed("breaker half-open: a probe is in flight")
+        };
+        self.note(
+            chain,
+            line(index, ep, try_number, Outcome::Skipped, Duration::ZERO).with_error(why),
+        );
+    }
+
+    /// A lost attempt's line; its answer becomes the last response.
+    pub(super) fn lost(&mut self, chain: &Chain, attempt: Attempt, lost: &mut Lost) {
+        let attempt = Attempt {
+            outcome: lost.outcome,
+            phase: lost.phase,
+            status: lost.status,
+            error: Some(lost.error.clone()),
+            ..attempt
+        };
+        self.note(chain, attempt);
+        if let Some(r) = lost.response.take() {
+            self.last = Some(r);
+        }
+    }
+
+    /// The winning line, and the call's response.
+    pub(super) fn won<O>(mut self, chain: &Chain, attempt: Attempt, won: Won<O>) -> Response<O> {
+        self.record_win(chain, attempt);
+        self.finish(won)
+    }
+
+    /// The winning line (other lines, such as cancelled hedges, may follow).
+    pub(super) fn record_win(&mut self, chain: &Chain, attempt: Attempt) {
+        self.report.winner = Some(attempt.link);
+        self.note(chain, attempt);
+    }
+
+    /// The call's response, once its winner is recorded.
+    pub(super) fn finish<O>(mut self, won: Won<O>) -> Response<O> {
+        self.report.elapsed = self.started.elapsed();
+        Response {
+            status: won.status,
+            version: won.version,
+            headers: won.headers,
+            body: won.output,
+            winner: self.report.winner.unwrap_or_default(),
+            report: self.report,
+        }
+    }
+
+    /// Ends the call with `kind`.
+    pub(super) fn fail(mut self, chain: &Chain, kind: ErrorKind) -> Error {
+        self.report.elapsed = self.started.elapsed();
+        let e = Error::new(kind, self.report, self.last);
+        match chain.inner.deadline {
+            Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
+            _ => e,
+        }
+    }
+
+    /// Ends the call with `kind`, because of `lost` at `ep`.
+    pub(super) fn stop(self, chain: &Chain, kind: ErrorKind, ep: &Endpoint, lost: &Lost) -> Error {
+        let detail = stop_detail(kind, ep, lost, &self.report);
+        let e = self.fail(chain, kind);
+        match detail {
+            Some(d) => e.with_detail(d),
+            None => e,
+        }
+    }
+}
+
+/// A line of the report for link `index`; the rest is set by the builders
+/// below.
+pub(super) fn line(
+    index: usize,
+    ep: &Endpoint,
+    try_number: u32,
+    outcome: Outcome,
+    elapsed: Duration,
+) -> Attempt {
+    Attempt {
+        link: index,
+        name: ep.name.clone(),
+        url: ep.url.clone(),
+        try_number,
+        outcome,
+        phase: None,
+        status: None,
+        elapsed,
+        error: None,
+        insecure: ep.insecure,
+    }
+}
+
+impl Attempt {
+    pub(super) fn with_error(mut self, error: ErrorText) -> Attempt {
+        self.error = Some(error);
+        self
+    }
+
+    pub(super) fn with_status(mut self, status: StatusCode) -> Attempt {
+        self.status = Some(status);
+        self
+    }
+}
