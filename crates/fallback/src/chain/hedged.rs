@@ -214,3 +214,84 @@ fn first_done<'f, 'a, O>(
         std::task::Poll::Pending
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::testing::{ok, Script, Step, NOW};
+    use crate::{Chain, Hedge, Link, Outcome, RetryBudget};
+    use tokio::time::Instant;
+
+    fn lines(r: &crate::Report) -> Vec<(usize, Outcome)> {
+        r.attempts()
+            .iter()
+            .map(|a| (a.link(), a.outcome()))
+            .collect()
+    }
+
+    fn hedged(s: &Arc<Script>, links: Vec<Link>) -> crate::ChainBuilder {
+        Chain::builder()
+            .transport(s.clone())
+            .breaker(None)
+            .hedge(Hedge::fixed(Duration::from_millis(100)))
+            .links(links)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_link_starts_after_the_delay_and_the_loser_is_cancelled() {
+        let s = Arc::new(Script::new(&[
+            ("slow", &[Step::Answer(200, Duration::from_secs(2))]),
+            ("fast", &[Step::Answer(200, Duration::from_millis(30))]),
+        ]));
+        let c = hedged(
+            &s,
+            vec![Link::get("http://slow/"), Link::get("http://fast/")],
+        );
+        let t = Instant::now();
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(t.elapsed(), Duration::from_millis(130));
+        assert_eq!(
+            lines(resp.report()),
+            [(1, Outcome::Ok), (0, Outcome::Cancelled)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_fails_over_at_once_without_waiting_for_the_delay() {
+        let s = Arc::new(Script::new(&[("down", &[Step::Refuse]), ("up", &[ok()])]));
+        let c = hedged(&s, vec![Link::get("http://down/"), Link::get("http://up/")]);
+        let t = Instant::now();
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(t.elapsed(), NOW);
+        assert_eq!(
+            lines(resp.report()),
+            [(0, Outcome::Connect), (1, Outcome::Ok)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_never_overlaps_and_a_spent_budget_stops_hedging() {
+        let s = Arc::new(Script::new(&[
+            ("slow", &[Step::Answer(200, Duration::from_secs(1))]),
+            ("fast", &[ok()]),
+        ]));
+        let c = hedged(
+            &s,
+            vec![Link::post("http://slow/"), Link::post("http://fast/")],
+        );
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(resp.winner(), 0, "a POST waits for its answer");
+        assert_eq!(s.seen(), ["slow"]);
+
+        let c = hedged(
+            &s,
+            vec![Link::get("http://slow/"), Link::get("http://fast/")],
+        )
+        .retry_budget(RetryBudget::new().ratio(0.0).min_per_sec(0.0));
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(resp.winner(), 0, "no budget, no hedge");
+        assert_eq!(lines(resp.report()), [(0, Outcome::Ok)]);
+    }
+}

@@ -104,6 +104,8 @@ mod call;
 mod hedged;
 mod probe;
 mod sequential;
+#[cfg(test)]
+mod testing;
 
 use attempt::*;
 pub use builder::ChainBuilder;

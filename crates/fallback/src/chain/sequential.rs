@@ -104,3 +104,143 @@ impl Chain {
         Err(call.fail(self, ErrorKind::Exhausted))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::testing::{ok, Script, Step, NOW};
+    use crate::{BreakerConfig, Chain, ErrorKind, ExponentialBackoff, Link, Outcome, RetryBudget};
+
+    fn lines(r: &crate::Report) -> Vec<(usize, u32, Outcome)> {
+        r.attempts()
+            .iter()
+            .map(|a| (a.link(), a.try_number(), a.outcome()))
+            .collect()
+    }
+
+    fn chain(s: &Arc<Script>, hosts: &[&str]) -> crate::ChainBuilder {
+        Chain::builder()
+            .transport(s.clone())
+            .breaker(None)
+            .links(hosts.iter().map(|h| Link::get(format!("http://{h}/"))))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn links_in_order_until_one_succeeds() {
+        let s = Arc::new(Script::new(&[
+            ("a", &[Step::Refuse]),
+            ("b", &[Step::Answer(503, NOW)]),
+            ("c", &[ok()]),
+            ("d", &[ok()]),
+        ]));
+        let resp = chain(&s, &["a", "b", "c", "d"])
+            .build()
+            .unwrap()
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(resp.winner(), 2);
+        assert_eq!(
+            lines(resp.report()),
+            [
+                (0, 1, Outcome::Connect),
+                (1, 1, Outcome::Status),
+                (2, 1, Outcome::Ok)
+            ]
+        );
+        assert_eq!(s.seen(), ["a", "b", "c"], "d is never asked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stay_on_the_link_then_an_empty_budget_moves_on() {
+        let s = Arc::new(Script::new(&[
+            ("a", &[Step::Answer(503, NOW)]),
+            ("b", &[ok()]),
+        ]));
+        let c = chain(&s, &["a", "b"])
+            .retries(2)
+            .backoff(
+                ExponentialBackoff::new()
+                    .jitter(false)
+                    .base(Duration::from_millis(10)),
+            )
+            .retry_budget(RetryBudget::unlimited());
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(
+            lines(resp.report()),
+            [
+                (0, 1, Outcome::Status),
+                (0, 2, Outcome::Status),
+                (0, 3, Outcome::Status),
+                (1, 1, Outcome::Ok)
+            ]
+        );
+        let c = chain(&s, &["a", "b"])
+            .retries(2)
+            .retry_budget(RetryBudget::new().ratio(0.0).min_per_sec(0.0));
+        let resp = c.build().unwrap().call().await.unwrap();
+        assert_eq!(
+            lines(resp.report()),
+            [
+                (0, 1, Outcome::Status),
+                (0, 2, Outcome::Skipped),
+                (1, 1, Outcome::Ok)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_status_and_the_deadline_end_the_call() {
+        let s = Arc::new(Script::new(&[
+            ("a", &[Step::Answer(404, NOW)]),
+            ("slow", &[Step::Answer(200, Duration::from_secs(5))]),
+            ("b", &[ok()]),
+        ]));
+        let c = chain(&s, &["a", "b"]).classifier(crate::Classifier::server_errors());
+        let e = c.build().unwrap().call().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FinalStatus);
+        assert_eq!(s.seen(), ["a"]);
+
+        let c = chain(&s, &["slow", "b"]).deadline(Duration::from_secs(1));
+        let e = c.build().unwrap().call().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Deadline);
+        assert_eq!(lines(e.report()), [(0, 1, Outcome::Timeout)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_is_skipped_and_panic_mode_tries_one_anyway() {
+        let s = Arc::new(Script::new(&[
+            ("a", &[Step::Refuse]),
+            ("b", &[Step::Refuse]),
+        ]));
+        let c = Chain::builder()
+            .transport(s.clone())
+            .breaker(BreakerConfig::new().consecutive_failures(1))
+            .link(Link::get("http://a/"))
+            .link(Link::get("http://b/"))
+            .build()
+            .unwrap();
+        // Both fail once: both breakers open.
+        let first = c.call().await.unwrap_err();
+        assert_eq!(
+            lines(first.report()),
+            [(0, 1, Outcome::Connect), (1, 1, Outcome::Connect)]
+        );
+        // Every breaker open: panic mode sends the call to the link whose
+        // break ends first, and skips the other.
+        let second = c.call().await.unwrap_err();
+        let outcomes: Vec<_> = lines(second.report()).iter().map(|l| l.2).collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Outcome::Connect).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Outcome::Skipped).count(),
+            1,
+            "{outcomes:?}"
+        );
+    }
+}
