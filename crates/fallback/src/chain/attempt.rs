@@ -10,9 +10,6 @@ pub(super) enum Ended<O> {
     Lost(Box<Lost>),
 }
 
-/// A request that went out within an attempt before its last one: a
-/// re-send after a stale pooled connection, or a followed redirect. Each
-/// becomes a line of the report.
 /// A winning answer: its head and what the consumer made of its body.
 pub(super) struct Won<O> {
     pub(super) status: StatusCode,
@@ -33,6 +30,9 @@ impl<O> Ended<O> {
     }
 }
 
+/// A request that went out within an attempt before its last one: a
+/// re-send after a stale pooled connection, or a followed redirect. Each
+/// becomes a line of the report.
 pub(super) struct Hop {
     pub(super) outcome: Outcome,
     pub(super) status: Option<StatusCode>,
@@ -150,6 +150,8 @@ pub(super) async fn redirect_lost(
     }
 }
 
+/// A failed attempt: how it failed, what is known about delivery, and
+/// the answer to keep.
 pub(super) struct Lost {
     pub(super) outcome: Outcome,
     pub(super) phase: Option<Phase>,
