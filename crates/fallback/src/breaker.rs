@@ -501,6 +501,12 @@ impl<'a> ProbeGuard<'a> {
         }
     }
 
+    /// Hands the verdict over to be recorded later: returns whether this
+    /// attempt is a probe, or `None` when there is no breaker.
+    pub(crate) fn defer(&mut self) -> Option<bool> {
+        self.breaker.take().map(|_| self.probe)
+    }
+
     /// `Some(ok)` records a verdict; `None` (the call was stopped by the
     /// caller's own failure) records nothing. Returns the breaker's new
     /// state if it changed.

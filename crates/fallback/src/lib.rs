@@ -160,6 +160,14 @@
 //! [`Report`] comes back with the [`Response`] and with the [`Error`]. No
 //! byte of a failed attempt ever reaches the caller.
 //!
+//! ## Streaming: commit at the head
+//!
+//! [`Chain::send_streaming`] and [`Chain::call_streaming`] are for proxies
+//! and large downloads: the first link whose answer is a success wins as
+//! soon as its head arrives, and its body streams to you unread. After that
+//! commit there is no failover; a body that breaks yields an error from the
+//! body and counts against the link's breaker.
+//!
 //! ## Large bodies
 //!
 //! [`Chain::call_into`] streams the winner's body into a [`BodySink`] that the

@@ -146,6 +146,20 @@ pub(crate) trait Consume: Send {
         async { Ok(()) }
     }
 
+    /// Whether the winner's body is still to be read when the attempt ends
+    /// (the call commits at the head): its link's breaker then hears the
+    /// verdict when the body ends, through [`Consume::attach`].
+    fn commits_at_head(&self) -> bool {
+        false
+    }
+
+    /// Ties the breaker's pending verdict to the output, for consumers that
+    /// commit at the head.
+    fn attach(output: Self::Output, pending: crate::chain::Pending) -> Self::Output {
+        drop(pending);
+        output
+    }
+
     /// Takes a whole body already read (a hedged call's winner), for a
     /// consumer that does not fork.
     fn take(&mut self, bytes: Bytes) -> impl Future<Output = io::Result<Self::Output>> + Send {
@@ -184,6 +198,37 @@ impl Consume for Buffered {
         len: Option<u64>,
     ) -> Result<Bytes, ConsumeError> {
         collect(body, limit, len).await
+    }
+}
+
+/// Commits at the head: the body is handed on unread, to stream.
+pub(crate) struct Commit;
+
+impl Consume for Commit {
+    type Output = ResponseBody;
+
+    fn fork(&self) -> Option<Self> {
+        Some(Commit)
+    }
+
+    fn commits_at_head(&self) -> bool {
+        true
+    }
+
+    async fn consume(
+        &mut self,
+        body: ResponseBody,
+        _limit: u64,
+        _len: Option<u64>,
+    ) -> Result<ResponseBody, ConsumeError> {
+        Ok(body)
+    }
+
+    fn attach(output: ResponseBody, pending: crate::chain::Pending) -> ResponseBody {
+        ResponseBody::new(crate::chain::Watched {
+            body: output,
+            pending: Some(pending),
+        })
     }
 }
 

@@ -78,7 +78,15 @@ impl Chain {
             };
             let flight = race.flights.remove(i);
             let ep = &eps[flight.index];
-            self.settle(&mut guard, ep, &ended, Instant::now());
+            let commits = race.proto.commits_at_head();
+            let ended = self.settle_or_defer::<C>(
+                &mut guard,
+                ep,
+                flight.index,
+                ended,
+                commits,
+                Instant::now(),
+            );
             for hop in hops {
                 call.note(self, hop.attempt(flight.index, ep, 1));
             }

@@ -27,13 +27,14 @@ use crate::redact;
 use crate::redirect;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{
-    collect, BodySink, Buffered, Consume, ConsumeError, Response, ToSink, Typed,
+    collect, BodySink, Buffered, Commit, Consume, ConsumeError, Response, ToSink, Typed,
 };
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
 use crate::timeout::{attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::{
-    error_chain, FreshConnection, Handoff, HyperTransportBuilder, Transport, TransportErrorKind,
+    error_chain, FreshConnection, Handoff, HyperTransportBuilder, ResponseBody, Transport,
+    TransportErrorKind,
 };
 
 /// Default limit on a response body: 16 MiB.
@@ -110,6 +111,7 @@ mod testing;
 use attempt::*;
 pub use builder::ChainBuilder;
 use call::*;
+pub(crate) use probe::{Pending, Watched};
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
@@ -192,6 +194,55 @@ impl Chain {
             .map(|e| e.with_request(&request))
             .collect();
         self.run(&mut Buffered, &eps).await
+    }
+
+    /// Sends `request` along the chain as [`send`](Self::send) does, but
+    /// commits at the head: the first link whose answer the classifier
+    /// calls a success wins as soon as its head arrives, and its body
+    /// streams to you unread, however large (`max_body` does not apply).
+    ///
+    /// After the commit there is no failover: a body that breaks mid-way
+    /// yields an error from the body (so a proxy aborts its client's
+    /// response rather than end it short), and counts as a failure of the
+    /// link for its breaker; one that ends cleanly counts as a success.
+    /// This is nginx's and pingora's rule too.
+    ///
+    /// ```
+    /// use http_body_util::BodyExt;
+    /// use fallback_chain::{Chain, Link};
+    /// use fallback_chain_testserver::{Behavior, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let down = Server::start(Behavior::status(503));
+    /// let up = Server::start(Behavior::ok("streamed"));
+    /// let chain = Chain::builder()
+    ///     .link(Link::get(down.url("/")))
+    ///     .link(Link::get(up.url("/")))
+    ///     .build()?;
+    /// let resp = chain.send_streaming(http::Request::new(bytes::Bytes::new())).await?;
+    /// assert_eq!(resp.winner(), 1);
+    /// let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    /// assert_eq!(&body[..], b"streamed");
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_streaming(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let eps: Vec<Endpoint> = self
+            .inner
+            .endpoints
+            .iter()
+            .map(|e| e.with_request(&request))
+            .collect();
+        self.run(&mut Commit, &eps).await
+    }
+
+    /// The links' own requests, committing at the head: see
+    /// [`send_streaming`](Self::send_streaming).
+    pub async fn call_streaming(&self) -> Result<Response<ResponseBody>, Error> {
+        self.run(&mut Commit, &self.inner.endpoints).await
     }
 
     /// The largest response body accepted, in bytes.

@@ -27,6 +27,39 @@ impl Chain {
         let _ = (changed, ep);
     }
 
+    /// Settles an attempt as [`settle`](Self::settle) does, except a win
+    /// of a consumer that commits at the head: its verdict waits for the
+    /// end of the body, which now carries it.
+    pub(super) fn settle_or_defer<C: Consume>(
+        &self,
+        guard: &mut ProbeGuard<'_>,
+        ep: &Endpoint,
+        index: usize,
+        ended: Ended<C::Output>,
+        commits: bool,
+        now: Instant,
+    ) -> Ended<C::Output> {
+        match ended {
+            Ended::Won(won) if commits => {
+                let probe = guard.defer();
+                let pending = Pending {
+                    chain: self.clone(),
+                    index,
+                    probe: probe.unwrap_or(false),
+                    armed: probe.is_some(),
+                };
+                Ended::Won(Won {
+                    output: C::attach(won.output, pending),
+                    ..won
+                })
+            }
+            ended => {
+                self.settle(guard, ep, &ended, now);
+                ended
+            }
+        }
+    }
+
     /// Asks link `index`'s breaker; `Err` is when the break ends.
     pub(super) fn admit(
         &self,
@@ -79,5 +112,87 @@ impl Chain {
             chain.settle(&mut guard, ep, &ended, Instant::now());
         });
         true
+    }
+}
+
+/// A breaker verdict that waits for the end of a streamed body: a body
+/// that ends cleanly is a success, one that breaks is a failure, and one
+/// dropped unread says nothing (a probe then frees the way).
+pub(crate) struct Pending {
+    chain: Chain,
+    index: usize,
+    probe: bool,
+    /// False when the chain has no breakers.
+    armed: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, ok: bool) {
+        if !std::mem::take(&mut self.armed) {
+            return;
+        }
+        let inner = &*self.chain.inner;
+        if let Some(b) = inner.breakers.as_ref().and_then(|b| b.get(self.index)) {
+            let changed = b.record(Instant::now(), ok, self.probe);
+            #[cfg(feature = "metrics")]
+            if let (Some(state), Some(ep)) = (changed, inner.endpoints.get(self.index)) {
+                crate::metrics::breaker_state(&ep.name, state);
+            }
+            #[cfg(not(feature = "metrics"))]
+            let _ = changed;
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.armed) && self.probe {
+            if let Some(b) = self
+                .chain
+                .inner
+                .breakers
+                .as_ref()
+                .and_then(|b| b.get(self.index))
+            {
+                b.release_probe();
+            }
+        }
+    }
+}
+
+/// A streamed body that tells its link's breaker how it ended.
+pub(crate) struct Watched {
+    pub(crate) body: crate::transport::ResponseBody,
+    pub(crate) pending: Option<Pending>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = crate::transport::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let ended = match &polled {
+            std::task::Poll::Ready(None) => Some(true),
+            std::task::Poll::Ready(Some(Err(_))) => Some(false),
+            _ => None,
+        };
+        if let Some(ok) = ended {
+            if let Some(mut p) = self.pending.take() {
+                p.finish(ok);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

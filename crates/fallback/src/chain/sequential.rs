@@ -51,7 +51,9 @@ impl Chain {
                     span.in_scope(|| call.note(self, hop.attempt(index, ep, try_number)));
                 }
                 let ended_at = Instant::now();
-                self.settle(&mut probe, ep, &ended, ended_at);
+                let commits = consumer.commits_at_head();
+                let ended =
+                    self.settle_or_defer::<C>(&mut probe, ep, index, ended, commits, ended_at);
                 let attempt = line(index, ep, try_number, Outcome::Ok, ended_at - begun);
                 let mut lost = match ended {
                     Ended::Won(won) => {
