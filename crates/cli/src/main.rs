@@ -9,6 +9,7 @@ mod demo;
 mod output;
 mod print;
 mod report;
+mod serve;
 mod units;
 mod verbose;
 
@@ -60,6 +61,14 @@ Examples:
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Serve the chain as a local failover proxy: plain HTTP in, every
+    /// request tried along the upstreams (breakers on, sticky). Prints
+    /// `listening on http://IP:PORT` when ready; SIGTERM or SIGINT drains
+    /// and exits 0.
+    #[command(
+        after_help = "Example:\n  fallback serve --listen 127.0.0.1:7070 http://primary:8080 http://backup:8080"
+    )]
+    Serve(Box<serve::ServeArgs>),
     /// Start misbehaving servers on 127.0.0.1 and show calls failing over
     /// through them (refused, timed out, 503, hedged, won). Takes a few seconds.
     Demo,
@@ -201,6 +210,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send(*args),
         Command::Check { config } => check(&config),
         Command::Demo => demo::run(),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,250 @@
+//! `fallback serve`, end to end: the real binary as a proxy in front of
+//! misbehaving loopback servers, spoken to over real sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fallback_chain_testserver::{Behavior, Reply, Server};
+
+/// A running proxy; killed (by its PID) when dropped.
+struct Proxy {
+    child: Child,
+    addr: String,
+}
+
+impl Proxy {
+    fn start(args: &[&str]) -> Proxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run fallback serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("ready line: {line:?}"))
+            .to_owned();
+        Proxy { child, addr }
+    }
+
+    /// One HTTP/1.1 request; the status, the headers (lower-cased) and the
+    /// body.
+    fn request(&self, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut tcp = TcpStream::connect(&self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "{head}\r\nhost: proxy\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        tcp.write_all(req.as_bytes()).unwrap();
+        tcp.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).unwrap();
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, raw[split + 4..].to_vec())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_dead_primary_fails_over_and_the_answer_says_which_upstream() {
+    let refused = Server::refused();
+    let backup = Server::start(Behavior::ok("from backup"));
+    let p = Proxy::start(&[&refused.url("/api"), &backup.url("/api")]);
+    let (status, headers, body) = p.request("GET /orders/42?x=1 HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, b"from backup");
+    assert_eq!(
+        header(&headers, "x-fallback-upstream"),
+        Some(backup.addr().to_string().as_str())
+    );
+    assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
+    assert_eq!(backup.requests()[0].path, "/api/orders/42?x=1");
+}
+
+#[test]
+fn client_errors_pass_through_and_the_last_answer_comes_back() {
+    let not_found = Server::start(Reply::json(404, r#"{"message": "no such order"}"#));
+    let backup = Server::start(Behavior::ok("backup"));
+    let p = Proxy::start(&[&not_found.url("/"), &backup.url("/")]);
+    let (status, headers, body) = p.request("GET /x HTTP/1.1", b"");
+    assert_eq!(status, 404, "a proxy passes client errors through");
+    assert_eq!(body, br#"{"message": "no such order"}"#);
+    assert_eq!(header(&headers, "x-fallback-error"), None);
+    assert_eq!(backup.request_count(), 0);
+
+    let down = Server::start(Reply::json(503, r#"{"message": "maintenance"}"#));
+    let p = Proxy::start(&[&down.url("/"), &down.url("/")]);
+    let (status, headers, body) = p.request("GET /x HTTP/1.1", b"");
+    assert_eq!(status, 503);
+    assert_eq!(body, br#"{"message": "maintenance"}"#);
+    assert_eq!(
+        header(&headers, "x-fallback-error"),
+        None,
+        "an upstream's answer"
+    );
+}
+
+#[test]
+fn when_no_upstream_answers_the_proxy_answers_502_in_json() {
+    let a = Server::refused();
+    let b = Server::refused();
+    let p = Proxy::start(&[&a.url("/"), &b.url("/")]);
+    let (status, headers, body) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!(status, 502);
+    assert_eq!(header(&headers, "x-fallback-error"), Some("upstream"));
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(json["attempts"][0]["outcome"], "connect");
+}
+
+#[test]
+fn a_post_to_a_black_hole_is_not_re_sent() {
+    let hole = Server::start(Behavior::BlackHole);
+    let backup = Server::start(Behavior::Echo);
+    let p = Proxy::start(&["--timeout", "300ms", &hole.url("/"), &backup.url("/")]);
+    let (status, headers, _) = p.request("POST /orders HTTP/1.1", b"order");
+    assert_eq!(status, 504);
+    assert_eq!(header(&headers, "x-fallback-error"), Some("timeout"));
+    assert_eq!(backup.request_count(), 0);
+    assert_eq!(hole.request_count(), 1);
+}
+
+#[test]
+fn a_5_mib_body_is_replayed_intact() {
+    let down = Server::start(Behavior::status(503));
+    let echo = Server::start(Behavior::Echo);
+    let p = Proxy::start(&["--replay-buffer", "8MiB", &down.url("/"), &echo.url("/")]);
+    let body: Vec<u8> = (0..5 << 20).map(|i| (i % 251) as u8).collect();
+    let (status, _, got) = p.request("PUT /blob HTTP/1.1", &body);
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
+    assert_eq!(down.requests()[0].body.len(), body.len());
+}
+
+#[test]
+fn hop_by_hop_headers_are_stripped_both_ways_and_via_is_added() {
+    let upstream = Server::start(
+        Reply::new(200)
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-end-to-end", "kept")
+            .body("ok"),
+    );
+    let p = Proxy::start(&[&upstream.url("/")]);
+    let (status, headers, _) = p.request(
+        "GET / HTTP/1.1\r\nconnection: x-client-hop\r\nx-client-hop: 1\r\nx-client-kept: yes\r\nproxy-authorization: Basic c2VjcmV0",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.header("x-client-hop"), None);
+    assert_eq!(seen.header("proxy-authorization"), None);
+    assert_eq!(seen.header("x-client-kept"), Some("yes"));
+    assert!(seen
+        .header("via")
+        .is_some_and(|v| v.starts_with("1.1 fallback-")));
+    assert_eq!(header(&headers, "x-upstream-hop"), None);
+    assert_eq!(header(&headers, "keep-alive"), None);
+    assert_eq!(header(&headers, "x-end-to-end"), Some("kept"));
+
+    // A request that already went through this proxy has looped.
+    let via = seen.header("via").unwrap().to_owned();
+    let (status, headers, _) = p.request(&format!("GET / HTTP/1.1\r\nvia: {via}"), b"");
+    assert_eq!(status, 508);
+    assert_eq!(header(&headers, "x-fallback-error"), Some("loop"));
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let slow = Server::start(
+        Reply::new(200)
+            .body("slow but done")
+            .delay(Duration::from_millis(700)),
+    );
+    let mut p = Proxy::start(&[&slow.url("/")]);
+    let addr = p.addr.clone();
+    let client = std::thread::spawn(move || {
+        let mut tcp = TcpStream::connect(&addr).unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    });
+    // Let the request reach the upstream, then ask the proxy to stop.
+    let t = Instant::now();
+    while slow.request_count() == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = client.join().unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("slow but done"),
+        "{out}"
+    );
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn bad_input_exits_2_and_a_taken_port_exits_1() {
+    let o = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(["serve", "--listen", "127.0.0.1:0", "ftp://x/"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(["serve", "--listen", &addr, "http://127.0.0.1:1/"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
