@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
@@ -70,6 +70,18 @@ pub struct ServeArgs {
     /// Runtime worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Also serve the admin endpoints here: /healthz, /readyz, /upstreams.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// One JSON line per request on stderr.
+    #[arg(long, value_name = "FORMAT", default_value = "none")]
+    access_log: AccessLog,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AccessLog {
+    Json,
+    None,
 }
 
 /// What every request shares.
@@ -78,6 +90,9 @@ struct Proxy {
     /// `1.1 fallback-XXXXXX`: this process in `Via`, to detect loops.
     via: HeaderValue,
     replay_buffer: u64,
+    access_log: bool,
+    /// Set once shutdown has begun: /readyz answers 503.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
@@ -115,6 +130,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         chain,
         via,
         replay_buffer: args.replay_buffer,
+        access_log: args.access_log == AccessLog::Json,
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -136,7 +153,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         let addr = listener
             .local_addr()
             .map_err(|e| Usage(format!("cannot read the listening address: {e}")))?;
+        let admin = match args.admin {
+            Some(a) => match tokio::net::TcpListener::bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    errln!("fallback: cannot listen on {a} (admin): {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            },
+            None => None,
+        };
         outln!("listening on http://{addr}");
+        if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+            outln!("admin on http://{a}");
+        }
+        if let Some(admin) = admin {
+            tokio::spawn(serve_admin(admin, proxy.clone()));
+        }
         serve(listener, proxy, args.drain).await;
         Ok(ExitCode::SUCCESS)
     })
@@ -173,9 +206,76 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, drain: Dura
             () = &mut stop => break,
         }
     }
+    proxy
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     drop(listener);
     // Idle keep-alive connections could hold this forever: bound it.
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+/// The admin endpoints: liveness, readiness, and the upstreams' health.
+async fn serve_admin(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let proxy = proxy.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(admin(&proxy, req.uri().path())) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+fn admin(proxy: &Proxy, path: &str) -> Response<ResponseBody> {
+    let json = |status: StatusCode, body: serde_json::Value| {
+        let mut out = Response::new(ResponseBody::full(body.to_string()));
+        *out.status_mut() = status;
+        out.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        out
+    };
+    match path {
+        "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        "/readyz" if proxy.draining.load(std::sync::atomic::Ordering::Relaxed) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "draining"}),
+        ),
+        "/readyz" => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
+        "/upstreams" => {
+            let health = proxy.chain.health();
+            let list: Vec<_> = proxy
+                .chain
+                .links()
+                .iter()
+                .map(|l| {
+                    let h = health.get(l.index());
+                    serde_json::json!({
+                        "name": l.name(),
+                        "url": l.url(),
+                        "state": h.map(|h| format!("{:?}", h.state()).to_lowercase()),
+                        "successes": h.map(|h| h.successes()),
+                        "failures": h.map(|h| h.failures()),
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, serde_json::Value::Array(list))
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not found"}),
+        ),
+    }
 }
 
 async fn shutdown_signal() {
@@ -230,6 +330,53 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map_or_else(
+        || "/".to_owned(),
+        |p| fallback_chain::redact::url(p.as_str()),
+    );
+    let mut attempts = serde_json::Value::Array(Vec::new());
+    let resp = forward(proxy, req, &mut attempts).await;
+    if proxy.access_log {
+        errln!(
+            "{}",
+            serde_json::json!({
+                "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+                "method": method.as_str(),
+                "path": path,
+                "status": resp.status().as_u16(),
+                "upstream": resp.headers().get("x-fallback-upstream").and_then(|v| v.to_str().ok()),
+                "attempts": attempts,
+                "elapsed_ms": (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            })
+        );
+    }
+    resp
+}
+
+/// The attempts of a request, for the access log.
+fn attempts_json(report: &fallback_chain::Report) -> serde_json::Value {
+    report
+        .attempts()
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "upstream": a.name(),
+                "outcome": a.outcome().as_str(),
+                "status": a.status().map(|s| s.as_u16()),
+                "elapsed_ms": (a.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            })
+        })
+        .collect()
+}
+
+/// Sends one request along the chain; `log` gets its attempts.
+async fn forward(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    log: &mut serde_json::Value,
+) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
     let looped = parts
         .headers
@@ -272,6 +419,7 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody>
     let request = Request::from_parts(parts, body);
     match proxy.chain.send_streaming(request).await {
         Ok(resp) => {
+            *log = attempts_json(resp.report());
             let attempts = resp.report().attempts().len();
             let upstream = resp.report().attempts().last().map(|a| a.name().to_owned());
             let status = resp.status();
@@ -283,7 +431,10 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody>
             report_headers(out.headers_mut(), upstream.as_deref(), attempts);
             out
         }
-        Err(e) => failed(&e),
+        Err(e) => {
+            *log = attempts_json(e.report());
+            failed(&e)
+        }
     }
 }
 

@@ -12,35 +12,53 @@ use fallback_chain_testserver::{Behavior, Reply, Server};
 struct Proxy {
     child: Child,
     addr: String,
+    admin: Option<String>,
 }
 
 impl Proxy {
     fn start(args: &[&str]) -> Proxy {
+        Proxy::start_with(args, Stdio::null())
+    }
+
+    fn start_with(args: &[&str], stderr: Stdio) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("run fallback serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
             .unwrap_or_else(|| panic!("ready line: {line:?}"))
             .to_owned();
-        Proxy { child, addr }
+        let admin = args.contains(&"--admin").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("admin on http://")
+                .unwrap_or_else(|| panic!("admin line: {line:?}"))
+                .to_owned()
+        });
+        Proxy { child, addr, admin }
     }
 
     /// One HTTP/1.1 request; the status, the headers (lower-cased) and the
     /// body.
     fn request(&self, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let mut tcp = TcpStream::connect(&self.addr).unwrap();
+        request_to(&self.addr, head, body)
+    }
+}
+
+fn request_to(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    {
+        let mut tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let req = format!(
             "{head}\r\nhost: proxy\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
@@ -247,4 +265,63 @@ fn bad_input_exits_2_and_a_taken_port_exits_1() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[test]
+fn admin_endpoints_and_the_access_log() {
+    let refused = Server::refused();
+    let up = Server::start(Behavior::ok("up"));
+    let mut p = Proxy::start_with(
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "json",
+            &refused.url("/"),
+            &up.url("/"),
+        ],
+        Stdio::piped(),
+    );
+    let admin = p.admin.clone().unwrap();
+    let (status, _, body) = request_to(&admin, "GET /healthz HTTP/1.1", b"");
+    assert_eq!((status, &body[..]), (200, &br#"{"status":"ok"}"#[..]));
+    assert_eq!(request_to(&admin, "GET /readyz HTTP/1.1", b"").0, 200);
+
+    let (status, _, _) = p.request("GET /orders?token=s3cret HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    let (status, _, body) = request_to(&admin, "GET /upstreams HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list[0]["failures"], 1, "{list}");
+    assert_eq!(list[1]["successes"], 1, "{list}");
+
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/orders?token=***", "secrets redacted");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["attempts"][0]["outcome"], "connect");
+    assert_eq!(entry["attempts"][1]["outcome"], "ok");
+}
+
+#[test]
+fn h2c_from_the_client() {
+    let up = Server::start(Behavior::ok("over h2c"));
+    let p = Proxy::start(&[&up.url("/")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let chain = fallback_chain::Chain::builder()
+            .http2_prior_knowledge(true)
+            .link(fallback_chain::Link::get(format!("http://{}/x", p.addr)))
+            .build()
+            .unwrap();
+        let resp = chain.call().await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(&resp.body()[..], b"over h2c");
+    });
 }

@@ -178,6 +178,9 @@ impl http_body::Body for Watched {
         let ended = match &polled {
             std::task::Poll::Ready(None) => Some(true),
             std::task::Poll::Ready(Some(Err(_))) => Some(false),
+            // A reader that stops at the end it knows (Content-Length)
+            // never polls for the final `None`.
+            std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => Some(true),
             _ => None,
         };
         if let Some(ok) = ended {
