@@ -325,3 +325,61 @@ fn h2c_from_the_client() {
         assert_eq!(&resp.body()[..], b"over h2c");
     });
 }
+
+#[test]
+fn a_primary_that_dies_and_comes_back_under_load_costs_clients_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = alive.clone();
+    // Dead: every request read is answered with a reset, as a crashing
+    // process does; alive: 200.
+    let primary = Server::builder(Behavior::custom(move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            Behavior::ok("primary")
+        } else {
+            Behavior::Reset
+        }
+    }))
+    .threads(2)
+    .start();
+    let backup = Server::builder(Behavior::ok("backup")).threads(2).start();
+    let p = Proxy::start(&["--timeout", "2s", &primary.url("/"), &backup.url("/")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let toggler = {
+        let (alive, stop) = (alive.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(150));
+                alive.fetch_xor(true, Ordering::SeqCst);
+            }
+            alive.store(true, Ordering::SeqCst);
+        })
+    };
+    let bad = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, bad, served) = (p.addr.clone(), bad.clone(), served.clone());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(1500) {
+                    let (status, _, _) = request_to(&addr, "GET /x HTTP/1.1", b"");
+                    served.fetch_add(1, Ordering::SeqCst);
+                    if status != 200 {
+                        bad.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    toggler.join().unwrap();
+    let served = served.load(Ordering::SeqCst);
+    assert!(served > 100, "{served}");
+    assert_eq!(bad.load(Ordering::SeqCst), 0, "of {served} requests");
+    assert!(backup.request_count() > 0 && primary.request_count() > 0);
+}
