@@ -70,7 +70,8 @@ pub struct ServeArgs {
     /// Runtime worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Also serve the admin endpoints here: /healthz, /readyz, /upstreams.
+    /// Also serve the admin endpoints here: /healthz, /readyz, /upstreams,
+    /// /metrics (Prometheus text).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// One JSON line per request on stderr.
@@ -93,6 +94,8 @@ struct Proxy {
     access_log: bool,
     /// Set once shutdown has begun: /readyz answers 503.
     draining: std::sync::atomic::AtomicBool,
+    /// Renders /metrics, when there is an admin listener.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
@@ -132,8 +135,25 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         replay_buffer: args.replay_buffer,
         access_log: args.access_log == AccessLog::Json,
         draining: std::sync::atomic::AtomicBool::new(false),
+        metrics: match args.admin {
+            Some(_) => Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .set_buckets(&[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ])
+                    .map_err(|e| Usage(format!("cannot record metrics: {e}")))?
+                    .install_recorder()
+                    .map_err(|e| Usage(format!("cannot record metrics: {e}")))?,
+            ),
+            None => None,
+        },
     });
 
+    if proxy.metrics.is_some() {
+        // Shown from the start, not only after the first denial.
+        metrics::counter!("fallback_budget_denied_total").increment(0);
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {
         rt.worker_threads(n.max(1));
@@ -252,6 +272,33 @@ fn admin(proxy: &Proxy, path: &str) -> Response<ResponseBody> {
             serde_json::json!({"status": "draining"}),
         ),
         "/readyz" => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
+        "/metrics" => match &proxy.metrics {
+            Some(m) => {
+                // Every upstream's state, changed or not.
+                let links = proxy.chain.links();
+                for h in proxy.chain.health() {
+                    let state = match h.state() {
+                        fallback_chain::BreakerState::Closed => 0.0,
+                        fallback_chain::BreakerState::HalfOpen => 1.0,
+                        _ => 2.0,
+                    };
+                    let name = links
+                        .get(h.link())
+                        .map_or_else(String::new, |l| l.name().to_owned());
+                    metrics::gauge!("fallback_breaker_state", "link" => name).set(state);
+                }
+                let mut out = Response::new(ResponseBody::full(m.render()));
+                out.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                out
+            }
+            None => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no metrics"}),
+            ),
+        },
         "/upstreams" => {
             let health = proxy.chain.health();
             let list: Vec<_> = proxy
@@ -338,6 +385,12 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody>
     );
     let mut attempts = serde_json::Value::Array(Vec::new());
     let resp = forward(proxy, req, &mut attempts).await;
+    metrics::counter!(
+        "fallback_requests_total",
+        "route" => "/",
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
     if proxy.access_log {
         errln!(
             "{}",

@@ -295,6 +295,23 @@ fn admin_endpoints_and_the_access_log() {
     assert_eq!(list[0]["failures"], 1, "{list}");
     assert_eq!(list[1]["successes"], 1, "{list}");
 
+    let (status, headers, body) = request_to(&admin, "GET /metrics HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body).unwrap();
+    for needle in [
+        "fallback_requests_total{route=\"/\",status=\"200\"} 1",
+        "outcome=\"connect\"",
+        "outcome=\"ok\"",
+        "fallback_attempt_duration_seconds_bucket",
+        "fallback_budget_denied_total 0",
+        "fallback_breaker_state",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+
     let mut log = BufReader::new(p.child.stderr.take().unwrap());
     let mut line = String::new();
     log.read_line(&mut line).unwrap();
