@@ -378,20 +378,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().map_or_else(
-        || "/".to_owned(),
-        |p| fallback_chain::redact::url(p.as_str()),
-    );
+    // Only a logged request pays for its log line.
+    let logged = proxy.access_log.then(|| {
+        let path = req.uri().path_and_query().map_or_else(
+            || "/".to_owned(),
+            |p| fallback_chain::redact::url(p.as_str()),
+        );
+        (req.method().clone(), path)
+    });
     let mut attempts = serde_json::Value::Array(Vec::new());
-    let resp = forward(proxy, req, &mut attempts).await;
-    metrics::counter!(
-        "fallback_requests_total",
-        "route" => "/",
-        "status" => resp.status().as_u16().to_string()
-    )
-    .increment(1);
-    if proxy.access_log {
+    let resp = forward(proxy, req, logged.is_some().then_some(&mut attempts)).await;
+    if proxy.metrics.is_some() {
+        metrics::counter!(
+            "fallback_requests_total",
+            "route" => "/",
+            "status" => resp.status().as_u16().to_string()
+        )
+        .increment(1);
+    }
+    if let Some((method, path)) = logged {
         errln!(
             "{}",
             serde_json::json!({
@@ -424,11 +429,11 @@ fn attempts_json(report: &fallback_chain::Report) -> serde_json::Value {
         .collect()
 }
 
-/// Sends one request along the chain; `log` gets its attempts.
+/// Sends one request along the chain; `log`, if given, gets its attempts.
 async fn forward(
     proxy: &Proxy,
     req: Request<Incoming>,
-    log: &mut serde_json::Value,
+    log: Option<&mut serde_json::Value>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
     let looped = parts
@@ -472,7 +477,9 @@ async fn forward(
     let request = Request::from_parts(parts, body);
     match proxy.chain.send_streaming(request).await {
         Ok(resp) => {
-            *log = attempts_json(resp.report());
+            if let Some(log) = log {
+                *log = attempts_json(resp.report());
+            }
             let attempts = resp.report().attempts().len();
             let upstream = resp.report().attempts().last().map(|a| a.name().to_owned());
             let status = resp.status();
@@ -485,7 +492,9 @@ async fn forward(
             out
         }
         Err(e) => {
-            *log = attempts_json(e.report());
+            if let Some(log) = log {
+                *log = attempts_json(e.report());
+            }
             failed(&e)
         }
     }

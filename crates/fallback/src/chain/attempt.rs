@@ -1,6 +1,8 @@
 //! One attempt at one link: send (with its re-sends and redirect hops),
 //! time limits, the body, and the classification of the answer.
 
+use http::Method;
+
 use super::*;
 
 /// How one attempt ended, before it is recorded.
@@ -51,12 +53,9 @@ pub(super) async fn hop_request(
         return ep.request().await;
     };
     let mut request = if f.to_get {
+        // A GET carries no body: the link's is not even opened.
         let mut r = http::Request::new(crate::transport::RequestBody::empty());
-        *r.method_mut() = if ep.method == http::Method::HEAD {
-            http::Method::HEAD
-        } else {
-            http::Method::GET
-        };
+        *r.method_mut() = http::Method::GET;
         *r.version_mut() = ep.version;
         *r.headers_mut() = ep.headers.clone();
         r
@@ -67,6 +66,16 @@ pub(super) async fn hop_request(
     redirect::headers(request.headers_mut(), f.to_get, cross_origin, &ep.secrets);
     *request.uri_mut() = f.uri.clone();
     Ok(request)
+}
+
+/// The method a hop goes out with: the link's, or `GET` once a redirect
+/// turned it into one (a `HEAD` never is).
+pub(super) fn hop_method<'a>(ep: &'a Endpoint, follow: Option<&redirect::Follow>) -> &'a Method {
+    if follow.is_some_and(|f| f.to_get) {
+        &Method::GET
+    } else {
+        &ep.method
+    }
 }
 
 pub(super) fn hop_url(ep: &Endpoint, follow: Option<&redirect::Follow>) -> Arc<str> {
@@ -291,11 +300,7 @@ impl Chain {
                 break resp;
             }
             let current = follow.as_ref().map_or(&ep.uri, |f| &f.uri);
-            let method = if follow.as_ref().is_some_and(|f| f.to_get) {
-                &http::Method::GET
-            } else {
-                &ep.method
-            };
+            let method = hop_method(ep, follow.as_ref());
             let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
                 None => break resp,
                 Some(Ok(next)) => next,
@@ -328,8 +333,8 @@ impl Chain {
             follow = Some(redirect::Follow { to_get, ..next });
         };
         let (mut parts, body) = resp.into_parts();
-        let head_request =
-            ep.method == http::Method::HEAD && follow.as_ref().is_none_or(|f| !f.to_get);
+        let method = hop_method(ep, follow.as_ref());
+        let head_request = *method == Method::HEAD;
         if !ep.secrets.is_empty() {
             redact::mark(&mut parts.headers, &ep.secrets);
         }
@@ -349,11 +354,6 @@ impl Chain {
             .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let method = if follow.as_ref().is_some_and(|f| f.to_get) {
-            &http::Method::GET
-        } else {
-            &ep.method
-        };
         let verdict = inner.classifier.classify(&Answer::of(
             status,
             &parts.headers,
