@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -251,6 +251,86 @@ impl LinkHealth {
     }
 }
 
+/// One breaker shared by links of several chains: a link given
+/// [`Link::breaker`](crate::Link::breaker) uses it instead of a breaker of
+/// its own, so every chain that reaches the same server learns, and
+/// skips, the same outage.
+///
+/// A proxy with routes is the case in point: two routes that both use the
+/// primary open one breaker, not two, and a probe sent by either closes it
+/// for both. Clones share the state.
+///
+/// The [`BreakerConfig`] is checked when a chain using the breaker is
+/// built. A chain with a shared breaker on any link has breakers on: its
+/// other links get the chain's [`ChainBuilder::breaker`] settings, or the
+/// defaults when it turned them off.
+///
+/// ```
+/// use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, SharedBreaker};
+/// use fallback_chain_testserver::{Behavior, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dead = Server::refused();
+/// let backup = Server::start(Behavior::ok("fine"));
+/// let primary = SharedBreaker::new(BreakerConfig::new().consecutive_failures(1));
+/// let orders = Chain::builder()
+///     .link(Link::get(dead.url("/orders")).breaker(primary.clone()))
+///     .link(Link::get(backup.url("/orders")))
+///     .build()?;
+/// let users = Chain::builder()
+///     .link(Link::get(dead.url("/users")).breaker(primary.clone()))
+///     .link(Link::get(backup.url("/users")))
+///     .build()?;
+/// orders.call().await?; // the primary fails once: the shared breaker opens
+/// assert_eq!(primary.state(), BreakerState::Open);
+/// assert_eq!(users.health()[0].state(), BreakerState::Open);
+/// # Ok(()) }
+/// ```
+///
+/// [`ChainBuilder::breaker`]: crate::ChainBuilder::breaker
+#[derive(Clone)]
+pub struct SharedBreaker {
+    pub(crate) breaker: Arc<Breaker>,
+    pub(crate) config: BreakerConfig,
+}
+
+impl SharedBreaker {
+    /// A closed breaker with these settings.
+    pub fn new(config: BreakerConfig) -> SharedBreaker {
+        SharedBreaker {
+            breaker: Arc::new(Breaker::new(&config, Instant::now(), 0)),
+            config,
+        }
+    }
+
+    /// The breaker's state now.
+    pub fn state(&self) -> BreakerState {
+        self.breaker.health(Instant::now(), 0, "").state
+    }
+
+    /// Whether `self` and `other` are the same breaker.
+    pub fn same(&self, other: &SharedBreaker) -> bool {
+        Arc::ptr_eq(&self.breaker, &other.breaker)
+    }
+}
+
+impl Default for SharedBreaker {
+    /// A breaker with [`BreakerConfig::default`].
+    fn default() -> Self {
+        SharedBreaker::new(BreakerConfig::default())
+    }
+}
+
+impl fmt::Debug for SharedBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBreaker")
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
 /// Whether a call may use a link now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
@@ -448,7 +528,7 @@ impl State {
 
 /// Envoy's panic mode: when every breaker is open, the link whose break
 /// ends first is tried anyway. `None` while any link may be used.
-pub(crate) fn panic_link(breakers: &[Breaker], now: Instant) -> Option<usize> {
+pub(crate) fn panic_link(breakers: &[Arc<Breaker>], now: Instant) -> Option<usize> {
     let mut soonest: Option<(usize, Instant)> = None;
     for (i, b) in breakers.iter().enumerate() {
         let until = b.blocked_until(now)?;

@@ -388,7 +388,7 @@ mod window;
 
 pub use backoff::ExponentialBackoff;
 pub use body::Body;
-pub use breaker::{BreakerConfig, BreakerState, LinkHealth};
+pub use breaker::{BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};

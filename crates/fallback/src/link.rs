@@ -41,6 +41,8 @@ pub struct Link {
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) secret_headers: Vec<String>,
     pub(crate) http2_prior_knowledge: Option<bool>,
+    pub(crate) breaker: Option<crate::breaker::SharedBreaker>,
+    pub(crate) probe: Option<String>,
 }
 
 impl fmt::Debug for Link {
@@ -80,6 +82,8 @@ impl Link {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("own_transport", &self.transport.is_some())
+            .field("shared_breaker", &self.breaker.is_some())
+            .field("probe", &self.probe.as_deref().map(redact::raw_url))
             .finish()
     }
 }
@@ -101,6 +105,8 @@ impl Link {
             transport: None,
             secret_headers: Vec::new(),
             http2_prior_knowledge: None,
+            breaker: None,
+            probe: None,
         }
     }
 
@@ -221,6 +227,65 @@ impl Link {
     pub fn transport(mut self, transport: impl Transport) -> Link {
         self.transport = Some(Arc::new(transport));
         self
+    }
+
+    /// Uses `breaker`, shared with links of other chains, instead of a
+    /// breaker of this link's own. See [`SharedBreaker`].
+    ///
+    /// [`SharedBreaker`]: crate::SharedBreaker
+    pub fn breaker(mut self, breaker: crate::breaker::SharedBreaker) -> Link {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The URL of this link's health probe: with sticky failover on
+    /// ([`ChainBuilder::sticky`]), an open link's recovery is checked by a
+    /// background `GET` of this URL instead of the link's own request.
+    /// Checked when the chain is built. Default: the link's own request.
+    ///
+    /// ```
+    /// use fallback_chain::Link;
+    /// let primary = Link::post("http://127.0.0.1:8080/orders")
+    ///     .probe("http://127.0.0.1:8080/healthz");
+    /// # let _ = primary;
+    /// ```
+    ///
+    /// [`ChainBuilder::sticky`]: crate::ChainBuilder::sticky
+    pub fn probe(mut self, url: impl Into<String>) -> Link {
+        self.probe = Some(url.into());
+        self
+    }
+
+    /// The probe URL, checked; `None` when the link has none.
+    pub(crate) fn probe_uri(&self, index: usize) -> Result<Option<Uri>, BuildError> {
+        let Some(url) = &self.probe else {
+            return Ok(None);
+        };
+        let fail = |problem: LinkProblem| BuildError::Link {
+            index,
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| redact::raw_url(&self.url)),
+            problem,
+        };
+        let uri = parse_url(url).map_err(|p| match p {
+            LinkProblem::Url { url, reason } => fail(LinkProblem::Url {
+                url,
+                reason: format!("probe: {reason}"),
+            }),
+            p => fail(LinkProblem::Url {
+                url: redact::raw_url(url),
+                reason: format!("probe: {p}"),
+            }),
+        })?;
+        match take_userinfo(uri) {
+            (uri, None) => Ok(Some(uri)),
+            (_, Some(_)) => Err(fail(LinkProblem::Url {
+                url: redact::raw_url(url),
+                reason: "probe: credentials belong in the link's headers, not the probe URL".into(),
+            })),
+        }
     }
 
     /// Checks everything and freezes the link.
@@ -391,6 +456,31 @@ impl fmt::Debug for Endpoint {
 impl Endpoint {
     /// This link, sending `req`'s method, headers, body, path and query
     /// instead of its own; its URL gives the scheme, host and path prefix.
+    /// The link's health probe: a bodiless `GET` of `uri`, with the link's
+    /// headers.
+    pub(crate) fn probe(&self, uri: &Uri) -> Endpoint {
+        let mut headers = self.headers.clone();
+        headers.remove(CONTENT_TYPE);
+        headers.remove(http::header::CONTENT_LENGTH);
+        Endpoint {
+            index: self.index,
+            name: self.name.clone(),
+            url: redact::uri(uri).into(),
+            method: Method::GET,
+            uri: uri.clone(),
+            headers,
+            body: Body::empty(),
+            idempotent: true,
+            marked: self.marked,
+            timeout: self.timeout,
+            retries: self.retries,
+            transport: self.transport.clone(),
+            secrets: self.secrets.clone(),
+            version: self.version,
+            insecure: self.insecure,
+        }
+    }
+
     pub(crate) fn with_request(&self, req: &http::Request<bytes::Bytes>) -> Endpoint {
         let mut headers = self.headers.clone();
         for name in req.headers().keys() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ok, Script, Step};
-use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome};
+use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome, SharedBreaker};
 use fallback_chain_testserver::{Behavior, Server};
 use tokio::time::{advance, Instant};
 
@@ -213,6 +213,112 @@ async fn sticky_never_probes_a_post_in_the_background() {
     let resp = c.call().await.unwrap();
     assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
     assert_eq!(s.times("a").len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_breaker_opened_through_one_chain_skips_the_link_in_another() {
+    let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![ok()])]);
+    let shared = SharedBreaker::new(breaker());
+    let build = |path: &str| {
+        Chain::builder()
+            .transport(s.clone())
+            .breaker(None)
+            .link(Link::get(format!("http://a{path}")).breaker(shared.clone()))
+            .link(Link::get(format!("http://b{path}")))
+            .build()
+            .unwrap()
+    };
+    let (orders, users) = (build("/orders"), build("/users"));
+    orders.call().await.unwrap();
+    users.call().await.unwrap();
+    assert_eq!(shared.state(), BreakerState::Open);
+    assert_eq!(s.times("a").len(), 2);
+    // Both chains skip a now, though each saw only one failure.
+    for c in [&orders, &users] {
+        let resp = c.call().await.unwrap();
+        assert_eq!(
+            trail(resp.report()),
+            [(0, Outcome::Skipped), (1, Outcome::Ok)]
+        );
+        assert_eq!(c.health()[0].state(), BreakerState::Open);
+    }
+    assert_eq!(s.times("a").len(), 2);
+    // The shared breaker turned breakers on, for b too, with the defaults.
+    assert_eq!(orders.health().len(), 2);
+    // A re-assembled chain (the tower layer's) keeps the shared breaker.
+    let again = orders.with_transport(s.clone());
+    assert_eq!(again.health()[0].state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_url_is_probed_in_the_background_even_for_a_post() {
+    let s = Script::new(&[
+        ("a", vec![Step::Refuse]),
+        ("health", vec![Step::Hang, ok()]),
+        ("b", vec![ok()]),
+    ]);
+    let c = Chain::builder()
+        .transport(s.clone())
+        .timeout(Duration::from_secs(1))
+        .breaker(breaker())
+        .sticky(true)
+        .link(
+            Link::post("http://a/orders")
+                .body("x")
+                .probe("http://health/healthz"),
+        )
+        .link(Link::post("http://b/orders").body("x"))
+        .build()
+        .unwrap();
+    c.call().await.unwrap();
+    c.call().await.unwrap();
+    s.set("a", vec![ok()]);
+    advance(Duration::from_secs(5)).await;
+    // The break is over: the POST goes straight to b, and a GET of the
+    // probe URL (which hangs) decides in the background.
+    let t = Instant::now();
+    let resp = c.call().await.unwrap();
+    assert_eq!(t.elapsed(), Duration::ZERO);
+    assert_eq!(
+        trail(resp.report()),
+        [(0, Outcome::Skipped), (1, Outcome::Ok)]
+    );
+    let_tasks_run().await;
+    assert_eq!(s.times("health").len(), 1);
+    assert_eq!(s.times("a").len(), 2, "the POST is never the probe");
+    advance(Duration::from_millis(1100)).await;
+    let_tasks_run().await;
+    assert_eq!(c.health()[0].state(), BreakerState::Open);
+    // The next probe finds the health endpoint up: a closes.
+    advance(Duration::from_secs(11)).await;
+    c.call().await.unwrap();
+    let_tasks_run().await;
+    assert_eq!(s.times("health").len(), 2);
+    assert_eq!(c.health()[0].state(), BreakerState::Closed);
+    let resp = c.call().await.unwrap();
+    assert_eq!(trail(resp.report()), [(0, Outcome::Ok)]);
+}
+
+#[test]
+fn a_bad_probe_url_or_shared_breaker_config_is_a_build_error() {
+    let err = Chain::builder()
+        .link(Link::get("http://127.0.0.1:1/").probe("ftp://x/health"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("link 0"), "{err}");
+    assert!(err.to_string().contains("probe"), "{err}");
+    let err = Chain::builder()
+        .link(Link::get("http://127.0.0.1:1/").probe("http://u:pw@x/health"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("probe"), "{err}");
+    assert!(!err.to_string().contains("pw"), "{err}");
+    let bad = SharedBreaker::new(BreakerConfig::new().failure_ratio(0.0));
+    let err = Chain::builder()
+        .link(Link::get("http://127.0.0.1:1/").breaker(bad))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("failure ratio"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

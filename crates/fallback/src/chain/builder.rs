@@ -414,6 +414,15 @@ impl ChainBuilder {
             let (name, value) = checked_header(n, v).map_err(BuildError::DefaultHeader)?;
             defaults.append(name, value);
         }
+        let mut shared = Vec::with_capacity(self.links.len());
+        let mut probes = Vec::with_capacity(self.links.len());
+        for (i, l) in self.links.iter().enumerate() {
+            if let Some(b) = &l.breaker {
+                b.config.validate()?;
+            }
+            shared.push(l.breaker.clone());
+            probes.push(l.probe_uri(i)?);
+        }
         let endpoints = self
             .links
             .into_iter()
@@ -458,6 +467,8 @@ impl ChainBuilder {
             hedge: self.hedge,
             breakers: None,
             breaker_cfg: self.breaker,
+            shared: shared.into(),
+            probes: probes.into(),
             sticky: self.sticky,
             retries: self.retries,
             retries_possible,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backoff::ExponentialBackoff;
-use crate::breaker::{self, Admit, Breaker, BreakerConfig, LinkHealth, ProbeGuard};
+use crate::breaker::{self, Admit, Breaker, BreakerConfig, LinkHealth, ProbeGuard, SharedBreaker};
 use crate::budget::RetryBudget;
 use crate::classify::{Answer, Classifier, Verdict};
 use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
@@ -70,8 +70,12 @@ struct Inner {
     calls: AtomicU64,
     alarms: Alarms,
     /// One per link, when breakers are on.
-    breakers: Option<Box<[Breaker]>>,
+    breakers: Option<Box<[Arc<Breaker>]>>,
     breaker_cfg: Option<BreakerConfig>,
+    /// The links' shared breakers, which outlive a re-assembly.
+    shared: Box<[Option<SharedBreaker>]>,
+    /// The links' probe URLs (sticky failover's background GETs).
+    probes: Box<[Option<Uri>]>,
     sticky: bool,
     hedge: Option<Hedge>,
     latencies: Box<[Latencies]>,
@@ -117,14 +121,18 @@ impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
     fn assemble(mut inner: Inner) -> Chain {
         let epoch = Instant::now();
-        inner.breakers = inner.breaker_cfg.as_ref().map(|cfg| {
-            inner
-                .endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, _)| Breaker::new(cfg, epoch, i))
-                .collect()
-        });
+        let any_shared = inner.shared.iter().any(Option::is_some);
+        if inner.breaker_cfg.is_some() || any_shared {
+            let cfg = inner.breaker_cfg.clone().unwrap_or_default();
+            inner.breakers = Some(
+                (0..inner.endpoints.len())
+                    .map(|i| match inner.shared.get(i) {
+                        Some(Some(shared)) => shared.breaker.clone(),
+                        _ => Arc::new(Breaker::new(&cfg, epoch, i)),
+                    })
+                    .collect(),
+            );
+        }
         inner.latencies = inner
             .endpoints
             .iter()
@@ -136,7 +144,8 @@ impl Chain {
     }
 
     /// The same chain over another transport, with breakers and latency
-    /// records of its own (the retry budget stays shared). Links with a
+    /// records of its own (the retry budget and any
+    /// [`SharedBreaker`](crate::SharedBreaker) stay shared). Links with a
     /// transport of their own keep it. Used by the tower layer.
     pub fn with_transport(&self, transport: impl Transport) -> Chain {
         let i = &*self.inner;
@@ -159,6 +168,8 @@ impl Chain {
             alarms: Alarms::new(),
             breakers: None,
             breaker_cfg: i.breaker_cfg.clone(),
+            shared: i.shared.clone(),
+            probes: i.probes.clone(),
             sticky: i.sticky,
             hedge: i.hedge.clone(),
             latencies: Box::default(),

@@ -78,7 +78,11 @@ impl Chain {
         }
         match b.admit(now) {
             Admit::Go => Ok(ProbeGuard::new(b, false)),
-            Admit::Probe if self.inner.sticky && ep.idempotent && self.spawn_probe(index) => {
+            // The background probe sends the link's own request (or its
+            // probe URL), not this call's: that one must be safe to send.
+            Admit::Probe
+                if self.inner.sticky && self.probes_safely(index) && self.spawn_probe(index) =>
+            {
                 Err(now)
             }
             Admit::Probe => {
@@ -88,6 +92,14 @@ impl Chain {
             }
             Admit::Skip(until) => Err(until),
         }
+    }
+
+    /// Whether link `index` can be probed without a caller: it has a probe
+    /// URL, or its own request is idempotent.
+    fn probes_safely(&self, index: usize) -> bool {
+        let inner = &*self.inner;
+        matches!(inner.probes.get(index), Some(Some(_)))
+            || inner.endpoints.get(index).is_some_and(|e| e.idempotent)
     }
 
     /// Probes a link in the background, off every caller's path. Returns
@@ -105,9 +117,19 @@ impl Chain {
             let begun = Instant::now();
             let mut guard = ProbeGuard::new(&breakers[index], true);
             let until = later(begun, ep.timeout.unwrap_or(inner.timeout));
-            let ended = chain
-                .attempt(ep, &mut Buffered, begun, until, &mut Vec::new())
-                .await;
+            let ended = match inner.probes.get(index) {
+                Some(Some(uri)) => {
+                    let probe = ep.probe(uri);
+                    chain
+                        .attempt(&probe, &mut Buffered, begun, until, &mut Vec::new())
+                        .await
+                }
+                _ => {
+                    chain
+                        .attempt(ep, &mut Buffered, begun, until, &mut Vec::new())
+                        .await
+                }
+            };
             tracing::debug!(link = %ep.name, ok = matches!(ended, Ended::Won(_)), "background probe");
             chain.settle(&mut guard, ep, &ended, Instant::now());
         });
