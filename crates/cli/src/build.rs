@@ -8,7 +8,7 @@ use fallback_chain::transport::{HyperTransport, HyperTransportBuilder};
 use fallback_chain::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
 
 use crate::config::{self, Net};
-use crate::{SendArgs, Usage};
+use crate::{NetArgs, SendArgs, Usage};
 
 /// Reads `@path` / `@-` arguments; a plain value is itself.
 fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
@@ -62,7 +62,7 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Usage> {
 }
 
 /// The transport options a `Net` asks for.
-fn transport(net: &Net, where_: &str) -> Result<HyperTransportBuilder, Usage> {
+pub(crate) fn transport(net: &Net, where_: &str) -> Result<HyperTransportBuilder, Usage> {
     let mut t = HyperTransport::builder();
     if let Some(p) = &net.ca_cert {
         t = t.add_root_certificate_pem(read_file("ca_cert", p)?);
@@ -95,7 +95,11 @@ fn transport(net: &Net, where_: &str) -> Result<HyperTransportBuilder, Usage> {
 }
 
 /// The command line's network flags, over the config's chain-wide keys.
-fn command_line_net(args: &SendArgs, cfg: &config::Config) -> Net {
+pub(crate) fn command_line_net(
+    args: &NetArgs,
+    user_agent: Option<&String>,
+    cfg: &config::Config,
+) -> Net {
     cfg.net().overlaid(&Net {
         ca_cert: args.cacert.clone(),
         client_cert: args.cert.clone(),
@@ -105,7 +109,7 @@ fn command_line_net(args: &SendArgs, cfg: &config::Config) -> Net {
         no_proxy: args.noproxy.clone(),
         http2_prior_knowledge: args.http2_prior_knowledge.then_some(true),
         connect_timeout: args.connect_timeout,
-        user_agent: args.user_agent.clone(),
+        user_agent: user_agent.cloned(),
     })
 }
 
@@ -145,7 +149,7 @@ pub fn chain(
     if args.compressed || cfg.compressed == Some(true) {
         b = b.decompress(true);
     }
-    let net = command_line_net(args, cfg);
+    let net = command_line_net(&args.net, args.user_agent.as_ref(), cfg);
     b = b.transport_options(transport(&net, "the chain")?);
     if net.http2_prior_knowledge == Some(true) {
         b = b.http2_prior_knowledge(true);

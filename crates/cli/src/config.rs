@@ -16,6 +16,9 @@
 //! retries = 1
 //! ```
 //!
+//! `fallback serve` reads the same file, with `[serve]`, `[[upstream]]` and
+//! `[[route]]` instead of `[[endpoint]]` (see `fallback serve --help`).
+//!
 //! Unknown keys are errors that name the key and its line.
 
 use std::collections::BTreeMap;
@@ -61,6 +64,67 @@ pub struct Config {
     pub user_agent: Option<String>,
     #[serde(default)]
     pub endpoint: Vec<Endpoint>,
+    /// `fallback serve` only: the proxy's own settings.
+    pub serve: Option<Serve>,
+    /// `fallback serve` only: the servers requests go to.
+    #[serde(default)]
+    pub upstream: Vec<Upstream>,
+    /// `fallback serve` only: which upstreams a path goes to.
+    #[serde(default)]
+    pub route: Vec<Route>,
+}
+
+/// `[serve]`: the proxy's listener and manners.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serve {
+    pub listen: Option<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub replay_buffer: Option<u64>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain: Option<Duration>,
+    pub access_log: Option<String>,
+    pub report_headers: Option<bool>,
+    /// Add `X-Forwarded-For` and `Forwarded` to requests sent upstream.
+    pub forwarded: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub header_timeout: Option<Duration>,
+}
+
+/// `[[upstream]]`: one server, by name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: Option<String>,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    /// Path of the background health probe (a GET).
+    pub probe: Option<String>,
+}
+
+/// `[[route]]`: a path prefix and the upstreams it tries, in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub prefix: String,
+    pub upstreams: Vec<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub deadline: Option<Duration>,
+    pub retries: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub hedge: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_fail_on")]
+    pub fail_on: Option<String>,
+    pub idempotent: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,9 +227,27 @@ impl Net {
     }
 }
 
+/// Reads a config file for `send` and `check`, which have no use for the
+/// proxy's keys.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let cfg = load_any(path)?;
+    let serve_only = [
+        ("[serve]", cfg.serve.is_some()),
+        ("[[upstream]]", !cfg.upstream.is_empty()),
+        ("[[route]]", !cfg.route.is_empty()),
+    ];
+    if let Some((key, _)) = serve_only.iter().find(|(_, set)| *set) {
+        return Err(format!(
+            "config {}: {key} is for `fallback serve`; this command takes [[endpoint]] links",
+            path.display()
+        ));
+    }
+    Ok(cfg)
+}
+
 /// Reads and checks a config file; the error names the file, and the key
 /// and line when the TOML is at fault.
-pub fn load(path: &Path) -> Result<Config, String> {
+pub fn load_any(path: &Path) -> Result<Config, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
     let cfg: Config = toml::from_str(&text).map_err(|e| {

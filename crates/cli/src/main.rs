@@ -132,32 +132,8 @@ struct SendArgs {
     /// terminal, else none].
     #[arg(long, value_name = "FORMAT")]
     report: Option<ReportFormat>,
-    /// Extra trusted root certificates (PEM), besides the system's.
-    #[arg(long, value_name = "FILE")]
-    cacert: Option<PathBuf>,
-    /// Client certificate chain (PEM) for mutual TLS; needs --key.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    key: Option<PathBuf>,
-    /// Do not verify server certificates. Every attempt made so is marked in
-    /// the report.
-    #[arg(short = 'k', long)]
-    insecure: bool,
-    /// HTTP/2 without upgrade (h2c) to http:// links.
-    #[arg(long)]
-    http2_prior_knowledge: bool,
-    /// Use this http:// proxy (http://user:pass@host:port) instead of the
-    /// HTTP_PROXY, HTTPS_PROXY and ALL_PROXY variables.
-    #[arg(short = 'x', long, value_name = "URL")]
-    proxy: Option<String>,
-    /// Hosts that bypass the proxy (comma-separated; replaces NO_PROXY).
-    #[arg(long, value_name = "LIST")]
-    noproxy: Option<String>,
-    /// Bound on establishing a connection [default: 2s].
-    #[arg(long, value_name = "DUR", value_parser = units::duration)]
-    connect_timeout: Option<Duration>,
+    #[command(flatten)]
+    net: NetArgs,
     /// Follow redirects within a link.
     #[arg(short = 'L', long)]
     location: bool,
@@ -188,6 +164,38 @@ struct SendArgs {
     verbose: bool,
 }
 
+/// How to reach servers: TLS, proxies, h2c, connect timeout. Shared by
+/// `send` and `serve`.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct NetArgs {
+    /// Extra trusted root certificates (PEM), besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Do not verify server certificates. Every attempt made so is marked in
+    /// the report.
+    #[arg(short = 'k', long)]
+    pub(crate) insecure: bool,
+    /// HTTP/2 without upgrade (h2c) to http:// links.
+    #[arg(long)]
+    pub(crate) http2_prior_knowledge: bool,
+    /// Use this http:// proxy (http://user:pass@host:port) instead of the
+    /// HTTP_PROXY, HTTPS_PROXY and ALL_PROXY variables.
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Hosts that bypass the proxy (comma-separated; replaces NO_PROXY).
+    #[arg(long, value_name = "LIST")]
+    pub(crate) noproxy: Option<String>,
+    /// Bound on establishing a connection [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    pub(crate) connect_timeout: Option<Duration>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ReportFormat {
     Text,
@@ -195,7 +203,7 @@ enum ReportFormat {
     None,
 }
 
-fn parse_fail_on(s: &str) -> Result<String, String> {
+pub(crate) fn parse_fail_on(s: &str) -> Result<String, String> {
     Classifier::parse(s)
         .map(|_| s.to_owned())
         .map_err(|e| e.to_string())

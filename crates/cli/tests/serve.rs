@@ -400,3 +400,292 @@ fn a_primary_that_dies_and_comes_back_under_load_costs_clients_nothing() {
     assert_eq!(bad.load(Ordering::SeqCst), 0, "of {served} requests");
     assert!(backup.request_count() > 0 && primary.request_count() > 0);
 }
+
+/// A config file in a directory of its own, kept for the proxy's life.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
+
+fn serve_exit(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn routes_take_the_longest_prefix_by_whole_segments_and_may_strip_it() {
+    let primary = Server::start(Behavior::ok("primary"));
+    let backup = Server::start(Behavior::ok("backup"));
+    let dead = Server::refused();
+    let (_dir, cfg) = config_file(&format!(
+        r#"
+[[upstream]]
+name = "primary"
+url = "{primary}"
+headers = {{ "X-Api-Key" = "k-primary" }}
+
+[[upstream]]
+name = "backup"
+url = "{backup}"
+
+[[upstream]]
+name = "dead"
+url = "{dead}"
+
+[[route]]
+prefix = "/orders"
+upstreams = ["dead", "backup"]
+
+[[route]]
+prefix = "/orders/archive/"
+upstreams = ["primary"]
+strip_prefix = true
+
+[[route]]
+prefix = "/users"
+upstreams = ["primary", "backup"]
+"#,
+        primary = primary.url("/api"),
+        backup = backup.url("/b"),
+        dead = dead.url("/"),
+    ));
+    let p = Proxy::start(&["-c", &cfg]);
+
+    let (status, headers, body) = p.request("GET /orders/7?x=1 HTTP/1.1", b"");
+    assert_eq!((status, &body[..]), (200, &b"backup"[..]));
+    assert_eq!(header(&headers, "x-fallback-upstream"), Some("backup"));
+    assert_eq!(backup.requests()[0].path, "/b/orders/7?x=1");
+
+    // The longer prefix wins, and strips itself.
+    let (status, headers, _) = p.request("GET /orders/archive/2019 HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-fallback-upstream"), Some("primary"));
+    let seen = &primary.requests()[0];
+    assert_eq!(seen.path, "/api/2019");
+    assert_eq!(seen.header("x-api-key"), Some("k-primary"));
+    assert!(seen
+        .header("host")
+        .is_some_and(|h| h == primary.addr().to_string()));
+
+    // Whole segments only: /ordersx is no route of /orders.
+    for path in ["/ordersx", "/", "/user"] {
+        let (status, headers, body) = p.request(&format!("GET {path} HTTP/1.1"), b"");
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(header(&headers, "x-fallback-error"), Some("no-route"));
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json["error"].is_string());
+    }
+    assert_eq!(
+        primary.request_count() + backup.request_count(),
+        2,
+        "a path without a route reaches no upstream"
+    );
+}
+
+#[test]
+fn an_upstream_shared_by_two_routes_has_one_breaker() {
+    let dead = Server::refused();
+    let backup = Server::start(Behavior::ok("backup"));
+    let (_dir, cfg) = config_file(&format!(
+        r#"
+[[upstream]]
+name = "primary"
+url = "{dead}"
+
+[[upstream]]
+name = "backup"
+url = "{backup}"
+
+[[route]]
+prefix = "/a"
+upstreams = ["primary", "backup"]
+
+[[route]]
+prefix = "/b"
+upstreams = ["primary", "backup"]
+"#,
+        dead = dead.url("/"),
+        backup = backup.url("/"),
+    ));
+    let p = Proxy::start(&["-c", &cfg, "--admin", "127.0.0.1:0"]);
+    // Five failures open the primary's breaker (the default), whichever
+    // route they came through.
+    for i in 0..5 {
+        let path = if i % 2 == 0 { "/a" } else { "/b" };
+        let (status, headers, _) = p.request(&format!("GET {path} HTTP/1.1"), b"");
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
+    }
+    for path in ["/a", "/b"] {
+        let (_, headers, _) = p.request(&format!("GET {path} HTTP/1.1"), b"");
+        assert_eq!(header(&headers, "x-fallback-upstream"), Some("backup"));
+        let (_, _, body) = request_to(p.admin.as_ref().unwrap(), "GET /upstreams HTTP/1.1", b"");
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list[0]["name"], "primary");
+        assert_eq!(list[0]["state"], "open", "{list}");
+        assert_eq!(list[0]["failures"], 5, "{list}");
+    }
+}
+
+#[test]
+fn config_mistakes_exit_2_and_name_the_culprit() {
+    let cases = [
+        (
+            "[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n\n[[route]]\nprefix = \"/x\"\nupstreams = [\"b\"]\n",
+            "no upstream is named \"b\"",
+        ),
+        (
+            "[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:2/\"\n",
+            "the name is taken",
+        ),
+        (
+            "[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\nweight = 3\n",
+            "line 4",
+        ),
+        (
+            "[serve]\nlisten = \"127.0.0.1:0\"\nacess_log = \"json\"\n[[upstream]]\nurl = \"http://127.0.0.1:1/\"\n",
+            "acess_log",
+        ),
+        (
+            "[[upstream]]\nurl = \"http://127.0.0.1:1/\"\nprobe = \"healthz\"\n",
+            "probe",
+        ),
+        (
+            "[[endpoint]]\nurl = \"http://127.0.0.1:1/\"\n",
+            "[[upstream]]",
+        ),
+        (
+            "[[upstream]]\nurl = \"http://127.0.0.1:1/\"\n[[route]]\nprefix = \"/x\"\nupstreams = [\"127.0.0.1:1\"]\nfail_on = \"6xx\"\n",
+            "line 6, column 11: invalid status \"6xx\"",
+        ),
+    ];
+    for (text, culprit) in cases {
+        let (_dir, cfg) = config_file(text);
+        let (code, err) = serve_exit(&["-c", &cfg]);
+        assert_eq!(code, Some(2), "{text}\n{err}");
+        assert!(err.contains(culprit), "{culprit:?} not in {err:?}");
+    }
+    // A config for `serve` is not one for `send`.
+    let (_dir, cfg) = config_file("[[upstream]]\nurl = \"http://127.0.0.1:1/\"\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(["send", "-c", &cfg])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fallback serve"));
+    // No upstream at all.
+    let (code, err) = serve_exit(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no upstream"), "{err}");
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let one = Server::start(Behavior::ok("one"));
+    let two = Server::start(Behavior::ok("two"));
+    let slow = Server::start(
+        Reply::new(200)
+            .body("slow")
+            .delay(Duration::from_millis(800)),
+    );
+    let write = |path: &str, upstream: &str, extra: &str| {
+        std::fs::write(
+            path,
+            format!("[[upstream]]\nname = \"u\"\nurl = \"{upstream}\"\n{extra}"),
+        )
+        .unwrap();
+    };
+    let (_dir, cfg) = config_file("");
+    write(&cfg, &slow.url("/"), "");
+    let mut p = Proxy::start_with(&["-c", &cfg], Stdio::piped());
+    let hup = |p: &Proxy| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &p.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    // A request in flight finishes under the config it started with.
+    let addr = p.addr.clone();
+    let in_flight = std::thread::spawn(move || request_to(&addr, "GET / HTTP/1.1", b""));
+    let t = Instant::now();
+    while slow.request_count() == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    write(&cfg, &one.url("/"), "");
+    hup(&p);
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(line.contains("reloaded"), "{line}");
+    let (status, _, body) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!((status, &body[..]), (200, &b"one"[..]));
+    let (status, _, body) = in_flight.join().unwrap();
+    assert_eq!((status, &body[..]), (200, &b"slow"[..]));
+
+    // A bad config is refused, named, and the good one keeps serving.
+    write(&cfg, &two.url("/"), "colour = \"blue\"\n");
+    hup(&p);
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(
+        line.contains("refused") && line.contains("colour"),
+        "{line}"
+    );
+    let (status, _, body) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!((status, &body[..]), (200, &b"one"[..]));
+    assert_eq!(two.request_count(), 0);
+}
+
+#[test]
+fn a_reload_keeps_the_breaker_of_an_unchanged_upstream() {
+    let dead = Server::refused();
+    let backup = Server::start(Behavior::ok("backup"));
+    let other = Server::start(Behavior::ok("other"));
+    let text = |extra: &str| {
+        format!(
+            "[[upstream]]\nname = \"primary\"\nurl = \"{}\"\n[[upstream]]\nname = \"backup\"\nurl = \"{}\"\n{extra}",
+            dead.url("/"),
+            backup.url("/")
+        )
+    };
+    let (_dir, cfg) = config_file(&text(""));
+    let mut p = Proxy::start_with(&["-c", &cfg, "--admin", "127.0.0.1:0"], Stdio::piped());
+    for _ in 0..5 {
+        assert_eq!(p.request("GET / HTTP/1.1", b"").0, 200);
+    }
+    std::fs::write(
+        &cfg,
+        text(&format!(
+            "[[upstream]]\nname = \"other\"\nurl = \"{}\"\n",
+            other.url("/")
+        )),
+    )
+    .unwrap();
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    assert!(Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(line.contains("3 upstream"), "{line}");
+    let (_, _, body) = request_to(p.admin.as_ref().unwrap(), "GET /upstreams HTTP/1.1", b"");
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list[0]["state"], "open", "{list}");
+    assert_eq!(list[2]["name"], "other");
+    // The primary is still skipped: no new connection attempt costs a client.
+    let (_, headers, _) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!(header(&headers, "x-fallback-upstream"), Some("backup"));
+}

@@ -1,0 +1,375 @@
+//! One request through the proxy: route it, send it along its route's
+//! chain, and pass the winner's answer back (or the proxy's own error).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use fallback_chain::transport::{BoxError, ResponseBody};
+use fallback_chain::{ErrorKind, Outcome, Report};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::headers::{forwarded, looped, strip_hop_by_hop};
+use super::settings::Live;
+use super::Proxy;
+use crate::print::errln;
+
+/// What the access log says of a request, filled in as it goes.
+struct Entry {
+    started: Instant,
+    method: http::Method,
+    /// Secrets redacted.
+    path: String,
+    route: Option<String>,
+    attempts: serde_json::Value,
+    bytes_in: u64,
+}
+
+pub(super) async fn handle(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ResponseBody> {
+    let live = proxy.live();
+    // Only a logged request pays for its log line.
+    let mut entry = live.access_log.then(|| Entry {
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path_and_query().map_or_else(
+            || "/".to_owned(),
+            |p| fallback_chain::redact::url(p.as_str()),
+        ),
+        route: None,
+        attempts: serde_json::Value::Array(Vec::new()),
+        bytes_in: 0,
+    });
+    let resp = forward(proxy, &live, req, client, entry.as_mut()).await;
+    match entry {
+        Some(entry) => {
+            let status = resp.status();
+            let upstream = resp
+                .headers()
+                .get("x-fallback-upstream")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let (parts, body) = resp.into_parts();
+            // The line is written when the body ends, with what it sent.
+            let body = ResponseBody::new(Logged {
+                body,
+                bytes: 0,
+                line: Some(Line {
+                    entry,
+                    status,
+                    upstream,
+                }),
+            });
+            Response::from_parts(parts, body)
+        }
+        None => resp,
+    }
+}
+
+/// Sends one request along its route's chain.
+async fn forward(
+    proxy: &Proxy,
+    live: &Arc<Live>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    mut entry: Option<&mut Entry>,
+) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    let Some(route) = live.route(path) else {
+        count(proxy, "none", StatusCode::NOT_FOUND);
+        return own_error(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no route matches this path",
+        );
+    };
+    if let Some(e) = entry.as_deref_mut() {
+        e.route = Some(route.prefix.clone());
+    }
+    let resp = send(proxy, live, route, req, client, entry).await;
+    count(proxy, &route.prefix, resp.status());
+    resp
+}
+
+fn count(proxy: &Proxy, route: &str, status: StatusCode) {
+    if proxy.metrics.is_some() {
+        metrics::counter!(
+            "fallback_requests_total",
+            "route" => route.to_owned(),
+            "status" => status.as_u16().to_string()
+        )
+        .increment(1);
+    }
+}
+
+async fn send(
+    proxy: &Proxy,
+    live: &Live,
+    route: &super::settings::Route,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    entry: Option<&mut Entry>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = req.into_parts();
+    if looped(&parts.headers, &proxy.via) {
+        return own_error(
+            StatusCode::LOOP_DETECTED,
+            "loop",
+            "this request came back through this proxy",
+        );
+    }
+    let limit = usize::try_from(live.replay_buffer).unwrap_or(usize::MAX);
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                own_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body",
+                    "the request body is larger than the replay buffer",
+                )
+            } else {
+                own_error(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    "the request body could not be read",
+                )
+            };
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.append(http::header::VIA, proxy.via.clone());
+    if live.forwarded {
+        forwarded(&mut parts.headers, client);
+    }
+    // The upstream's authority goes in Host.
+    parts.headers.remove(http::header::HOST);
+    let path = route.upstream_path(parts.uri.path());
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    parts.uri = match target.parse() {
+        Ok(u) => u,
+        Err(_) => return own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid"),
+    };
+    let bytes_in = body.len() as u64;
+    let request = Request::from_parts(parts, body);
+    let result = route.chain.send_streaming(request).await;
+    if let Some(e) = entry {
+        e.bytes_in = bytes_in;
+        e.attempts = attempts_json(match &result {
+            Ok(r) => r.report(),
+            Err(e) => e.report(),
+        });
+    }
+    match result {
+        Ok(resp) => {
+            let attempts = resp.report().attempts().len();
+            let upstream = resp.report().attempts().last().map(|a| a.name().to_owned());
+            let status = resp.status();
+            let mut headers = resp.headers().clone();
+            strip_hop_by_hop(&mut headers);
+            let mut out = Response::new(resp.into_body());
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            if live.report_headers {
+                report_headers(out.headers_mut(), upstream.as_deref(), attempts);
+            }
+            out
+        }
+        Err(e) => failed(&e, live.report_headers),
+    }
+}
+
+/// The attempts of a request, for the access log.
+fn attempts_json(report: &Report) -> serde_json::Value {
+    report
+        .attempts()
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "upstream": a.name(),
+                "outcome": a.outcome().as_str(),
+                "status": a.status().map(|s| s.as_u16()),
+                "elapsed_ms": (a.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            })
+        })
+        .collect()
+}
+
+fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
+    if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
+        headers.insert("x-fallback-upstream", v);
+    }
+    headers.insert("x-fallback-attempts", HeaderValue::from(attempts));
+}
+
+/// Every upstream failed: the last answer if there was one, else the
+/// proxy's own 502, 503 or 504.
+fn failed(e: &fallback_chain::Error, report: bool) -> Response<ResponseBody> {
+    let attempts = e.report().attempts();
+    if let (Some(status), Some(headers)) = (e.status(), e.headers()) {
+        let mut headers = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        headers.remove(http::header::CONTENT_LENGTH);
+        let body = e.body().cloned().unwrap_or_default();
+        let mut out = Response::new(ResponseBody::full(body));
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        if report {
+            let upstream = attempts.last().map(|a| a.name().to_owned());
+            report_headers(out.headers_mut(), upstream.as_deref(), attempts.len());
+        }
+        return out;
+    }
+    let nothing_tried = attempts.iter().all(|a| a.outcome() == Outcome::Skipped);
+    let (status, kind) = if e.is_timeout() {
+        (StatusCode::GATEWAY_TIMEOUT, "timeout")
+    } else if nothing_tried {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if e.kind() == ErrorKind::MaybeProcessed {
+        (StatusCode::BAD_GATEWAY, "not-resent")
+    } else {
+        (StatusCode::BAD_GATEWAY, "upstream")
+    };
+    let list: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "upstream": a.name(),
+                "outcome": a.outcome().as_str(),
+                "status": a.status().map(|s| s.as_u16()),
+                "error": a.error(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "error": e.to_string(), "attempts": list });
+    let mut out = own(status, kind, body.to_string());
+    if report {
+        report_headers(out.headers_mut(), None, attempts.len());
+    }
+    out
+}
+
+pub(super) fn own_error(status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
+    own(
+        status,
+        kind,
+        serde_json::json!({ "error": message }).to_string(),
+    )
+}
+
+/// An answer of the proxy itself, marked by `x-fallback-error`.
+fn own(status: StatusCode, kind: &str, json: String) -> Response<ResponseBody> {
+    let mut out = Response::new(ResponseBody::full(Bytes::from(json)));
+    *out.status_mut() = status;
+    let h = out.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        h.insert("x-fallback-error", v);
+    }
+    out
+}
+
+/// The access-log line, once the response's status is known.
+struct Line {
+    entry: Entry,
+    status: StatusCode,
+    upstream: Option<String>,
+}
+
+/// A response body that writes its request's access-log line when it
+/// ends (or is dropped: the client went away), with the bytes it sent.
+struct Logged {
+    body: ResponseBody,
+    bytes: u64,
+    line: Option<Line>,
+}
+
+impl Logged {
+    fn write(&mut self, complete: bool) {
+        let Some(Line {
+            entry,
+            status,
+            upstream,
+        }) = self.line.take()
+        else {
+            return;
+        };
+        errln!(
+            "{}",
+            serde_json::json!({
+                "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+                "method": entry.method.as_str(),
+                "path": entry.path,
+                "route": entry.route,
+                "status": status.as_u16(),
+                "upstream": upstream,
+                "attempts": entry.attempts,
+                "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+                "bytes_in": entry.bytes_in,
+                "bytes_out": self.bytes,
+                "complete": complete,
+            })
+        );
+    }
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+                if self.body.is_end_stream() {
+                    self.write(true);
+                }
+            }
+            Poll::Ready(None) => self.write(true),
+            Poll::Ready(Some(Err(_))) => self.write(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // An empty body is never polled; anything else cut short.
+        let complete = self.body.is_end_stream();
+        self.write(complete);
+    }
+}

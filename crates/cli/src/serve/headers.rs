@@ -1,0 +1,150 @@
+//! What a proxy does to headers on the way through: hop-by-hop headers
+//! go, `Via` marks the hop (and finds loops), and `X-Forwarded-For` /
+//! `Forwarded` name the client when asked to.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9110, section 7.6.1: headers for one connection only.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers, and those `Connection` names. A `TE:
+/// trailers` survives: it is the one value that means the same on every
+/// hop.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let trailers = headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    if trailers {
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A per-process pseudonym for `Via`: `1.1 fallback-XXXXXX`.
+pub(super) fn via() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let id = h.finish() & 0xff_ffff;
+    HeaderValue::from_str(&format!("1.1 fallback-{id:06x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 fallback"))
+}
+
+/// Whether a request has already passed through this proxy.
+pub(super) fn looped(headers: &HeaderMap, via: &HeaderValue) -> bool {
+    headers
+        .get_all(http::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|hop| hop.trim().as_bytes() == via.as_bytes())
+}
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
+pub(super) fn forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+    let ip = client.ip();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {ip}"),
+        None => ip.to_string(),
+    };
+    // RFC 7239: an IPv6 address is bracketed and quoted.
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let element = format!("for={node};proto=http");
+    let fwd = match headers
+        .get(http::header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(before) => format!("{before}, {element}"),
+        None => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert(http::header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-end-to-end"]);
+    }
+
+    #[test]
+    fn te_trailers_survives() {
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn a_loop_is_this_proxys_own_pseudonym_among_the_hops() {
+        let me = HeaderValue::from_static("1.1 fallback-abcdef");
+        let mut h = HeaderMap::new();
+        h.append(
+            "via",
+            HeaderValue::from_static("1.1 cdn, 1.1 fallback-abcdef"),
+        );
+        assert!(looped(&h, &me));
+        let mut other = HeaderMap::new();
+        other.append("via", HeaderValue::from_static("1.1 fallback-123456"));
+        assert!(!looped(&other, &me));
+    }
+
+    #[test]
+    fn forwarded_appends_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(h.get("forwarded").unwrap(), "for=127.0.0.1;proto=http");
+        let mut h = HeaderMap::new();
+        forwarded(&mut h, "[::1]:5000".parse().unwrap());
+        assert_eq!(h.get("forwarded").unwrap(), "for=\"[::1]\";proto=http");
+    }
+}
