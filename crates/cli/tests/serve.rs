@@ -689,3 +689,171 @@ fn a_reload_keeps_the_breaker_of_an_unchanged_upstream() {
     let (_, headers, _) = p.request("GET / HTTP/1.1", b"");
     assert_eq!(header(&headers, "x-fallback-upstream"), Some("backup"));
 }
+
+/// Raw bytes in, whatever comes back until the proxy closes or 5 s pass.
+fn raw_exchange(addr: &str, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = tcp.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_requests_get_400_and_everyone_else_is_still_served() {
+    let up = Server::start(Behavior::ok("fine"));
+    let p = Proxy::start(&[&up.url("/")]);
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+        b"\x00\x01\x02\x03\r\n\r\n",
+    ] {
+        let out = raw_exchange(&p.addr, garbage);
+        assert!(out.starts_with("HTTP/1.1 400"), "{garbage:?} -> {out:?}");
+    }
+    // Headers beyond the limit (64 KiB) are refused, not buffered.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let out = raw_exchange(&p.addr, huge.as_bytes());
+    assert!(
+        out.starts_with("HTTP/1.1 431") || out.starts_with("HTTP/1.1 400"),
+        "{out:?}"
+    );
+    assert_eq!(up.request_count(), 0, "nothing malformed went upstream");
+    let (status, _, body) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!((status, &body[..]), (200, &b"fine"[..]));
+}
+
+#[test]
+fn a_client_that_never_finishes_its_head_is_cut_off() {
+    let up = Server::start(Behavior::ok("fine"));
+    let p = Proxy::start(&["--header-timeout", "300ms", &up.url("/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(up.request_count(), 0);
+    // Others are served meanwhile and after.
+    assert_eq!(p.request("GET / HTTP/1.1", b"").0, 200);
+}
+
+#[test]
+fn expect_100_continue_works() {
+    let up = Server::start(Behavior::ok("stored"));
+    let p = Proxy::start(&[&up.url("/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: a\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // The client waits for the interim answer before it sends the body.
+    let mut first = [0u8; 25];
+    tcp.read_exact(&mut first).unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    tcp.write_all(b"hello").unwrap();
+    let mut rest = String::new();
+    tcp.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("HTTP/1.1 200") && rest.ends_with("stored"), "{rest}");
+    let seen = &up.requests()[0];
+    assert_eq!(&seen.body[..], b"hello");
+    assert_eq!(seen.header("expect"), None, "the proxy answered it itself");
+}
+
+#[test]
+fn forwarded_headers_are_opt_in_and_report_headers_can_be_off() {
+    let up = Server::start(Behavior::ok("fine"));
+    let p = Proxy::start(&[&up.url("/")]);
+    let (_, headers, _) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!(header(&headers, "x-fallback-attempts"), Some("1"));
+    assert_eq!(up.requests()[0].header("x-forwarded-for"), None);
+    assert_eq!(up.requests()[0].header("forwarded"), None);
+
+    let (_dir, cfg) = config_file(&format!(
+        "[serve]\nreport_headers = false\nforwarded = true\n[[upstream]]\nurl = \"{}\"\n",
+        up.url("/")
+    ));
+    let p = Proxy::start(&["-c", &cfg]);
+    let (status, headers, _) = p.request("GET / HTTP/1.1\r\nx-forwarded-for: 203.0.113.7", b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-fallback-attempts"), None);
+    assert_eq!(header(&headers, "x-fallback-upstream"), None);
+    let seen = &up.requests()[1];
+    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(seen.header("forwarded"), Some("for=127.0.0.1;proto=http"));
+}
+
+#[test]
+fn a_probe_path_re_admits_a_primary_without_any_client_paying() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The primary's API hangs until it is healthy; its /healthz says so.
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    let primary = Server::builder(Behavior::custom(move |req, _| {
+        match (req.path.as_str(), flag.load(Ordering::SeqCst)) {
+            (_, true) => Behavior::ok("primary"),
+            ("/healthz", false) => Behavior::status(503),
+            (_, false) => Behavior::status(500),
+        }
+    }))
+    .threads(2)
+    .start();
+    let backup = Server::start(Behavior::ok("backup"));
+    let (_dir, cfg) = config_file(&format!(
+        "[[upstream]]\nname = \"primary\"\nurl = \"{}\"\nprobe = \"/healthz\"\n[[upstream]]\nname = \"backup\"\nurl = \"{}\"\n",
+        primary.url("/api"),
+        backup.url("/")
+    ));
+    let p = Proxy::start(&["-c", &cfg]);
+    // Five POSTs open the primary's breaker.
+    for _ in 0..5 {
+        assert_eq!(p.request("POST /api/x HTTP/1.1", b"{}").0, 200);
+    }
+    healthy.store(true, Ordering::SeqCst);
+    // The first break is 5 s; every POST meanwhile and at its end goes to
+    // the backup, and a GET of /healthz re-admits the primary.
+    let t = Instant::now();
+    let mut back = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        let (status, headers, _) = p.request("POST /api/x HTTP/1.1", b"{}");
+        assert_eq!(status, 200);
+        if header(&headers, "x-fallback-upstream") == Some("primary") {
+            assert_eq!(header(&headers, "x-fallback-attempts"), Some("1"));
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(back, "the primary was re-admitted");
+    let probes: Vec<_> = primary
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/healthz")
+        .collect();
+    assert!(!probes.is_empty());
+    assert!(probes.iter().all(|r| r.method == "GET" && r.body.is_empty()));
+    // No POST was ever the probe: the primary saw the 5 that opened it,
+    // then only POSTs after it was back.
+    let posts_while_open = primary
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts_while_open, 6, "5 failures, then the 1 that came back");
+}

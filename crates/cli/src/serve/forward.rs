@@ -151,6 +151,9 @@ async fn send(
         }
     };
     strip_hop_by_hop(&mut parts.headers);
+    // hyper answered `100 Continue` when the body was first read, and the
+    // body is here whole: the upstream has nothing to wait for.
+    parts.headers.remove(http::header::EXPECT);
     parts.headers.append(http::header::VIA, proxy.via.clone());
     if live.forwarded {
         forwarded(&mut parts.headers, client);
