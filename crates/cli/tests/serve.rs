@@ -769,7 +769,10 @@ fn expect_100_continue_works() {
     tcp.write_all(b"hello").unwrap();
     let mut rest = String::new();
     tcp.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("HTTP/1.1 200") && rest.ends_with("stored"), "{rest}");
+    assert!(
+        rest.contains("HTTP/1.1 200") && rest.ends_with("stored"),
+        "{rest}"
+    );
     let seen = &up.requests()[0];
     assert_eq!(&seen.body[..], b"hello");
     assert_eq!(seen.header("expect"), None, "the proxy answered it itself");
@@ -794,7 +797,10 @@ fn forwarded_headers_are_opt_in_and_report_headers_can_be_off() {
     assert_eq!(header(&headers, "x-fallback-attempts"), None);
     assert_eq!(header(&headers, "x-fallback-upstream"), None);
     let seen = &up.requests()[1];
-    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(seen.header("forwarded"), Some("for=127.0.0.1;proto=http"));
 }
 
@@ -847,7 +853,9 @@ fn a_probe_path_re_admits_a_primary_without_any_client_paying() {
         .filter(|r| r.path == "/healthz")
         .collect();
     assert!(!probes.is_empty());
-    assert!(probes.iter().all(|r| r.method == "GET" && r.body.is_empty()));
+    assert!(probes
+        .iter()
+        .all(|r| r.method == "GET" && r.body.is_empty()));
     // No POST was ever the probe: the primary saw the 5 that opened it,
     // then only POSTs after it was back.
     let posts_while_open = primary
@@ -856,4 +864,60 @@ fn a_probe_path_re_admits_a_primary_without_any_client_paying() {
         .filter(|r| r.method == "POST")
         .count();
     assert_eq!(posts_while_open, 6, "5 failures, then the 1 that came back");
+}
+
+#[test]
+fn a_body_larger_than_the_buffer_streams_and_is_never_re_sent_once_sent() {
+    let down = Server::start(Behavior::status(503));
+    let echo = Server::start(Behavior::Echo);
+    let body: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let mut p = Proxy::start_with(
+        &[
+            "--replay-buffer",
+            "64KiB",
+            "--access-log",
+            "json",
+            &down.url("/"),
+            &echo.url("/"),
+        ],
+        Stdio::piped(),
+    );
+    // The primary read it and answered 503: it cannot go to the backup,
+    // idempotent PUT or not, so the primary's answer is the client's.
+    let (status, headers, _) = p.request("PUT /blob HTTP/1.1", &body);
+    assert_eq!(status, 503);
+    assert_eq!(
+        header(&headers, "x-fallback-upstream"),
+        Some(down.addr().to_string().as_str())
+    );
+    assert_eq!(down.requests()[0].body.len(), body.len(), "streamed whole");
+    assert_eq!(echo.request_count(), 0, "never sent twice");
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        entry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("one-shot request body")),
+        "the log says why: {entry}"
+    );
+    assert_eq!(entry["bytes_in"], body.len(), "counted as it streamed");
+}
+
+#[test]
+fn a_body_larger_than_the_buffer_fails_over_whole_when_nothing_was_sent() {
+    let refused = Server::refused();
+    let echo = Server::start(Behavior::Echo);
+    let p = Proxy::start(&[
+        "--replay-buffer",
+        "64KiB",
+        &refused.url("/"),
+        &echo.url("/"),
+    ]);
+    let body: Vec<u8> = (0..3 << 20).map(|i| (i % 241) as u8).collect();
+    let (status, headers, got) = p.request("POST /upload HTTP/1.1", &body);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
+    assert_eq!(got, body, "every byte, in order");
 }

@@ -6,11 +6,15 @@
 //! | [`Body::json`] | serialized once, when the link is made | the same bytes |
 //! | [`Body::file`] | a path; checked when the chain is built | re-opened and streamed on every attempt |
 //! | [`Body::factory`] | a closure | called for a fresh stream on every attempt |
-//! | [`Body::once`] | a one-shot stream | **refused when the chain is built**: it could not be re-sent |
+//! | [`Body::once`] | a one-shot stream | **refused in a link**, when the chain is built; in a request to [`Chain::send`], it goes to the first link tried, and to a later one only if none of it was read |
 //!
 //! A one-shot stream that breaks a retry mid-call is the most common
 //! complaint against retry middleware (reqwest-middleware issue 44). Here
-//! it is a build error instead.
+//! it is a build error in a link, and a call that stops with
+//! [`ErrorKind::NotReplayable`] when a link that read it fails.
+//!
+//! [`Chain::send`]: crate::Chain::send
+//! [`ErrorKind::NotReplayable`]: crate::ErrorKind::NotReplayable
 
 use std::fmt;
 use std::io;
@@ -21,6 +25,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -53,7 +58,14 @@ enum Inner {
     Json(Result<Bytes, Arc<serde_json::Error>>),
     File(Arc<PathBuf>),
     Factory(Factory),
-    Once,
+    Once(Arc<OnceSlot>),
+}
+
+/// A one-shot stream, owned by the first attempt that reads it.
+pub(crate) struct OnceSlot {
+    stream: std::sync::Mutex<Option<UnsyncBoxBody<Bytes, BoxError>>>,
+    /// Set by the first read: from then on nothing else may send it.
+    spent: std::sync::atomic::AtomicBool,
 }
 
 impl Body {
@@ -107,9 +119,18 @@ impl Body {
         }
     }
 
-    /// A one-shot stream. It cannot be re-sent to a backup or a retry, so a
-    /// chain with such a body is refused when it is built; use
-    /// [`Body::bytes`], [`Body::file`] or [`Body::factory`] instead.
+    /// A one-shot stream, too large or too live to keep.
+    ///
+    /// - **In a link** it could not be re-sent to a backup or a retry, so
+    ///   the chain is refused when it is built; use [`Body::bytes`],
+    ///   [`Body::file`] or [`Body::factory`] instead.
+    /// - **In a request** to [`Chain::send`](crate::Chain::send) or
+    ///   [`send_streaming`](crate::Chain::send_streaming) it streams to the
+    ///   first link tried, unbuffered. A link that fails before reading any
+    ///   of it (a refused connection, an open breaker) passes it on whole to
+    ///   the next; once a link has read it, nothing else is tried, and the
+    ///   call fails with [`ErrorKind::NotReplayable`](crate::ErrorKind::NotReplayable).
+    ///   Hedging is off for such a call.
     ///
     /// ```
     /// use fallback_chain::{Body, BuildError, Chain, Link, LinkProblem};
@@ -123,9 +144,29 @@ impl Body {
     pub fn once<B>(body: B) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
     {
-        drop(body);
-        Body { inner: Inner::Once }
+        use http_body_util::BodyExt;
+        Body {
+            inner: Inner::Once(Arc::new(OnceSlot {
+                stream: std::sync::Mutex::new(Some(body.map_err(Into::into).boxed_unsync())),
+                spent: std::sync::atomic::AtomicBool::new(false),
+            })),
+        }
+    }
+
+    /// Whether this is a one-shot stream that some attempt has read: it
+    /// cannot be sent again.
+    pub(crate) fn is_spent(&self) -> bool {
+        match &self.inner {
+            Inner::Once(slot) => slot.spent.load(std::sync::atomic::Ordering::Acquire),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a one-shot stream.
+    pub(crate) fn is_once(&self) -> bool {
+        matches!(self.inner, Inner::Once(_))
     }
 
     /// Whether this is a JSON body.
@@ -138,7 +179,7 @@ impl Body {
         match &self.inner {
             Inner::Empty => Some(0),
             Inner::Bytes(b) | Inner::Json(Ok(b)) => Some(b.len() as u64),
-            Inner::Json(Err(_)) | Inner::File(_) | Inner::Factory(_) | Inner::Once => None,
+            Inner::Json(Err(_)) | Inner::File(_) | Inner::Factory(_) | Inner::Once(_) => None,
         }
     }
 
@@ -151,7 +192,7 @@ impl Body {
     pub(crate) fn check(&self) -> Result<(), crate::LinkProblem> {
         match &self.inner {
             Inner::Json(Err(e)) => Err(crate::LinkProblem::Json(e.clone())),
-            Inner::Once => Err(crate::LinkProblem::OneShotBody),
+            Inner::Once(_) => Err(crate::LinkProblem::OneShotBody),
             Inner::File(path) => match std::fs::metadata(&**path) {
                 Ok(m) if m.is_file() => Ok(()),
                 Ok(_) => Err(crate::LinkProblem::BodyFile {
@@ -171,7 +212,11 @@ impl Body {
     pub(crate) fn ready(&self) -> Option<RequestBody> {
         match &self.inner {
             Inner::Bytes(b) | Inner::Json(Ok(b)) => Some(RequestBody::full(b.clone())),
-            Inner::Empty | Inner::Json(Err(_)) | Inner::Once => Some(RequestBody::empty()),
+            Inner::Empty | Inner::Json(Err(_)) => Some(RequestBody::empty()),
+            Inner::Once(slot) => Some(RequestBody::stream(OnceBody {
+                slot: slot.clone(),
+                mine: false,
+            })),
             Inner::Factory(f) => Some(f()),
             Inner::File(_) => None,
         }
@@ -198,7 +243,7 @@ impl fmt::Debug for Body {
             Inner::Json(Err(e)) => write!(f, "Body(json error: {e})"),
             Inner::File(p) => write!(f, "Body(file {})", p.display()),
             Inner::Factory(_) => f.write_str("Body(factory)"),
-            Inner::Once => f.write_str("Body(one-shot stream)"),
+            Inner::Once(_) => f.write_str("Body(one-shot stream)"),
         }
     }
 }
@@ -230,6 +275,58 @@ impl From<&'static str> for Body {
 impl From<&'static [u8]> for Body {
     fn from(s: &'static [u8]) -> Body {
         Body::bytes(s)
+    }
+}
+
+/// One attempt's hold on a one-shot stream: it takes the stream on its
+/// first read, and an attempt that never reads leaves it for the next.
+struct OnceBody {
+    slot: Arc<OnceSlot>,
+    /// This attempt read first.
+    mine: bool,
+}
+
+impl OnceBody {
+    fn stream(&self) -> std::sync::MutexGuard<'_, Option<UnsyncBoxBody<Bytes, BoxError>>> {
+        self.slot
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl http_body::Body for OnceBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use std::sync::atomic::Ordering;
+        if !self.mine {
+            if self.slot.spent.swap(true, Ordering::AcqRel) {
+                return Poll::Ready(Some(Err(
+                    "the one-shot request body was already sent to another link".into(),
+                )));
+            }
+            self.mine = true;
+        }
+        let mut guard = self.stream();
+        match guard.as_mut() {
+            Some(s) => Pin::new(s).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream().as_ref().is_none_or(|s| s.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.stream()
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |s| s.size_hint())
     }
 }
 

@@ -127,6 +127,10 @@ pub enum ErrorKind {
     /// The request body could not be produced (a body file could not be
     /// read). Nothing more was sent.
     Body,
+    /// A one-shot request body ([`Body::once`](crate::Body::once)) was
+    /// read by a link that then failed: it cannot be sent again, so later
+    /// links were not tried.
+    NotReplayable,
 }
 
 /// The last response received by a failed call.
@@ -338,6 +342,15 @@ impl fmt::Display for Error {
                 "the request body could not be produced: {}",
                 self.inner.detail.as_deref().unwrap_or("unknown error")
             ),
+            ErrorKind::NotReplayable => {
+                if let Some(a) = last {
+                    write!(f, "link {} ({}): {a}; ", a.link, a.name)?;
+                }
+                f.write_str(
+                    "not re-sent: the one-shot request body was streamed to this link \
+                     and cannot be sent again",
+                )
+            }
         }
     }
 }

@@ -481,19 +481,19 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn with_request(&self, req: &http::Request<bytes::Bytes>) -> Endpoint {
+    pub(crate) fn with_request(&self, req: &http::request::Parts, body: &Body) -> Endpoint {
         let mut headers = self.headers.clone();
-        for name in req.headers().keys() {
+        for name in req.headers.keys() {
             headers.remove(name);
         }
-        for (name, value) in req.headers() {
+        for (name, value) in &req.headers {
             if name != http::header::HOST {
                 headers.append(name.clone(), value.clone());
             }
         }
         redact::mark(&mut headers, &self.secrets);
-        let uri = join_uri(&self.uri, req.uri());
-        let method = req.method().clone();
+        let uri = join_uri(&self.uri, &req.uri);
+        let method = req.method.clone();
         Endpoint {
             index: self.index,
             name: self.name.clone(),
@@ -502,7 +502,7 @@ impl Endpoint {
             method,
             uri,
             headers,
-            body: Body::bytes(req.body().clone()),
+            body: body.clone(),
             marked: self.marked,
             timeout: self.timeout,
             retries: self.retries,

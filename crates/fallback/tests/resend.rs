@@ -286,3 +286,80 @@ async fn a_one_shot_body_is_refused_at_build() {
     assert!(err.to_string().contains("one-shot"), "{err}");
     assert_eq!(s.request_count(), 0);
 }
+
+/// A one-shot stream of `chunks` chunks of `size` bytes each: `a`s, `b`s, ...
+fn stream_of(chunks: usize, size: usize) -> Body {
+    struct Chunks {
+        left: usize,
+        done: usize,
+        size: usize,
+    }
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.left -= 1;
+            let byte = b'a' + (self.done % 26) as u8;
+            self.done += 1;
+            let chunk = Bytes::from(vec![byte; self.size]);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+        }
+    }
+    Body::once(Chunks {
+        left: chunks,
+        done: 0,
+        size,
+    })
+}
+
+#[tokio::test]
+async fn a_one_shot_body_passes_whole_to_the_next_link_when_nothing_read_it() {
+    let refused = Server::refused();
+    let backup = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .link(Link::post(refused.url("/")))
+        .link(Link::post(backup.url("/")))
+        .build()
+        .unwrap();
+    let req = http::Request::post("/up")
+        .body(stream_of(64, 16 * 1024))
+        .unwrap();
+    let resp = chain.send(req).await.unwrap();
+    assert_eq!(resp.winner(), 1);
+    assert_eq!(resp.body().len(), 64 * 16 * 1024);
+    assert_eq!(backup.requests()[0].body.len(), 64 * 16 * 1024);
+    assert_eq!(&backup.requests()[0].body[..3], b"aaa");
+}
+
+#[tokio::test]
+async fn a_one_shot_body_read_by_a_failing_link_is_never_sent_again() {
+    let failing = Server::start(Behavior::status(503));
+    let backup = Server::start(Behavior::Echo);
+    let chain = Chain::builder()
+        .retries(2)
+        .backoff(quick_backoff())
+        // Hedging, too, stands aside for a one-shot body.
+        .hedge(fallback_chain::Hedge::fixed(Duration::from_millis(1)))
+        .link(Link::put(failing.url("/")))
+        .link(Link::put(backup.url("/")))
+        .build()
+        .unwrap();
+    let req = http::Request::put("/up").body(stream_of(8, 1024)).unwrap();
+    let err = chain.send(req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotReplayable);
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
+    assert!(err.to_string().contains("cannot be sent again"), "{err}");
+    assert_eq!(failing.request_count(), 1, "no retry: the stream is spent");
+    assert_eq!(
+        backup.request_count(),
+        0,
+        "PUT is idempotent, yet the bytes are gone"
+    );
+    assert_eq!(err.report().attempts().len(), 1);
+}

@@ -3,17 +3,18 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use fallback_chain::transport::{BoxError, ResponseBody};
-use fallback_chain::{ErrorKind, Outcome, Report};
+use fallback_chain::{Body, ErrorKind, Outcome, Report};
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::headers::{forwarded, looped, strip_hop_by_hop};
@@ -29,7 +30,9 @@ struct Entry {
     path: String,
     route: Option<String>,
     attempts: serde_json::Value,
-    bytes_in: u64,
+    /// Counted as the body goes upstream.
+    bytes_in: Arc<AtomicU64>,
+    error: Option<String>,
 }
 
 pub(super) async fn handle(
@@ -48,7 +51,8 @@ pub(super) async fn handle(
         ),
         route: None,
         attempts: serde_json::Value::Array(Vec::new()),
-        bytes_in: 0,
+        bytes_in: Arc::default(),
+        error: None,
     });
     let resp = forward(proxy, &live, req, client, entry.as_mut()).await;
     match entry {
@@ -128,26 +132,15 @@ async fn send(
             "this request came back through this proxy",
         );
     }
-    let limit = usize::try_from(live.replay_buffer).unwrap_or(usize::MAX);
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_large {
-                own_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body",
-                    "the request body is larger than the replay buffer",
-                )
-            } else {
-                own_error(
-                    StatusCode::BAD_REQUEST,
-                    "body",
-                    "the request body could not be read",
-                )
-            };
+    let counter = entry.as_ref().map(|e| e.bytes_in.clone());
+    let body = match take_body(body, live.replay_buffer, counter).await {
+        Ok(b) => b,
+        Err(()) => {
+            return own_error(
+                StatusCode::BAD_REQUEST,
+                "body",
+                "the request body could not be read",
+            )
         }
     };
     strip_hop_by_hop(&mut parts.headers);
@@ -169,15 +162,15 @@ async fn send(
         Ok(u) => u,
         Err(_) => return own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid"),
     };
-    let bytes_in = body.len() as u64;
     let request = Request::from_parts(parts, body);
     let result = route.chain.send_streaming(request).await;
     if let Some(e) = entry {
-        e.bytes_in = bytes_in;
         e.attempts = attempts_json(match &result {
             Ok(r) => r.report(),
             Err(e) => e.report(),
         });
+        // Why it failed, and why it was not re-sent, when it was not.
+        e.error = result.as_ref().err().map(ToString::to_string);
     }
     match result {
         Ok(resp) => {
@@ -195,6 +188,97 @@ async fn send(
             out
         }
         Err(e) => failed(&e, live.report_headers),
+    }
+}
+
+/// The request body: whole when it fits the replay buffer, so any upstream
+/// can have it again; else a one-shot stream, which goes to the first
+/// upstream that reads it and no further.
+async fn take_body(
+    mut body: Incoming,
+    replay_buffer: u64,
+    counter: Option<Arc<AtomicU64>>,
+) -> Result<Body, ()> {
+    let limit = replay_buffer;
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut held = 0u64;
+    // A declared length over the buffer streams from the first byte.
+    if body.size_hint().lower() <= limit {
+        loop {
+            match body.frame().await {
+                None => {
+                    if let Some(c) = &counter {
+                        c.store(held, Ordering::Relaxed);
+                    }
+                    return Ok(match head.len() {
+                        0 => Body::empty(),
+                        1 => Body::bytes(head.pop().unwrap_or_default()),
+                        _ => Body::bytes(head.concat()),
+                    });
+                }
+                Some(Err(_)) => return Err(()),
+                Some(Ok(frame)) => {
+                    // Trailers of a buffered body are not forwarded.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    held += data.len() as u64;
+                    head.push(data);
+                    if held > limit {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Body::once(Prefixed {
+        head: head.into(),
+        rest: body,
+        counter,
+    }))
+}
+
+/// What was read of a body, then the rest of it.
+struct Prefixed {
+    head: std::collections::VecDeque<Bytes>,
+    rest: Incoming,
+    /// Bytes handed upstream, for the access log.
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = match self.head.pop_front() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(c)) = (&polled, &self.counter) {
+            if let Some(d) = frame.data_ref() {
+                c.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_empty() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held: u64 = self.head.iter().map(|b| b.len() as u64).sum();
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + held);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
     }
 }
 
@@ -244,7 +328,10 @@ fn failed(e: &fallback_chain::Error, report: bool) -> Response<ResponseBody> {
         (StatusCode::GATEWAY_TIMEOUT, "timeout")
     } else if nothing_tried {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-    } else if e.kind() == ErrorKind::MaybeProcessed {
+    } else if matches!(
+        e.kind(),
+        ErrorKind::MaybeProcessed | ErrorKind::NotReplayable
+    ) {
         (StatusCode::BAD_GATEWAY, "not-resent")
     } else {
         (StatusCode::BAD_GATEWAY, "upstream")
@@ -326,8 +413,9 @@ impl Logged {
                 "status": status.as_u16(),
                 "upstream": upstream,
                 "attempts": entry.attempts,
+                "error": entry.error,
                 "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-                "bytes_in": entry.bytes_in,
+                "bytes_in": entry.bytes_in.load(Ordering::Relaxed),
                 "bytes_out": self.bytes,
                 "complete": complete,
             })

@@ -534,6 +534,8 @@ pub(super) fn stop_kind(
         lost.stop
     } else if lost.verdict == Verdict::Final {
         Some(ErrorKind::FinalStatus)
+    } else if ep.body.is_spent() {
+        Some(ErrorKind::NotReplayable)
     } else if !may_resend(ep.idempotent, lost.delivery) {
         Some(not_resent_kind(lost.delivery))
     } else if deadline.is_some_and(|d| Instant::now() >= d) {

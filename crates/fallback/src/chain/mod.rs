@@ -197,14 +197,27 @@ impl Chain {
     /// query go to every link, whose URL gives the scheme, host and path
     /// prefix (`http://b/api` + `/orders?x=1` = `http://b/api/orders?x=1`).
     /// The idempotency rules follow the request's method and headers.
-    pub async fn send(&self, request: http::Request<Bytes>) -> Result<Response<Bytes>, Error> {
-        let eps: Vec<Endpoint> = self
-            .inner
+    ///
+    /// The body is [`Bytes`] or any [`Body`](crate::Body). A one-shot
+    /// stream ([`Body::once`](crate::Body::once)) goes to the first link
+    /// that reads it and no further: see there.
+    pub async fn send<B: Into<crate::Body>>(
+        &self,
+        request: http::Request<B>,
+    ) -> Result<Response<Bytes>, Error> {
+        let eps = self.for_request(request);
+        self.run(&mut Buffered, &eps).await
+    }
+
+    /// The links, each carrying `request`.
+    fn for_request<B: Into<crate::Body>>(&self, request: http::Request<B>) -> Vec<Endpoint> {
+        let (parts, body) = request.into_parts();
+        let body = body.into();
+        self.inner
             .endpoints
             .iter()
-            .map(|e| e.with_request(&request))
-            .collect();
-        self.run(&mut Buffered, &eps).await
+            .map(|e| e.with_request(&parts, &body))
+            .collect()
     }
 
     /// Sends `request` along the chain as [`send`](Self::send) does, but
@@ -237,16 +250,11 @@ impl Chain {
     /// assert_eq!(&body[..], b"streamed");
     /// # Ok(()) }
     /// ```
-    pub async fn send_streaming(
+    pub async fn send_streaming<B: Into<crate::Body>>(
         &self,
-        request: http::Request<Bytes>,
+        request: http::Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
-        let eps: Vec<Endpoint> = self
-            .inner
-            .endpoints
-            .iter()
-            .map(|e| e.with_request(&request))
-            .collect();
+        let eps = self.for_request(request);
         self.run(&mut Commit, &eps).await
     }
 
@@ -336,7 +344,9 @@ impl Chain {
         eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let span = tracing::debug_span!("fallback.call", links = eps.len());
-        if let Some(hedge) = &self.inner.hedge {
+        // A one-shot body can go to one attempt at a time: no hedging.
+        let once = eps.first().is_some_and(|e| e.body.is_once());
+        if let Some(hedge) = self.inner.hedge.as_ref().filter(|_| !once) {
             // Boxed, so calls that do not hedge do not carry its state.
             return match consumer.fork() {
                 Some(proto) => {
