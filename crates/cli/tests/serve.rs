@@ -921,3 +921,143 @@ fn a_body_larger_than_the_buffer_fails_over_whole_when_nothing_was_sent() {
     assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
     assert_eq!(got, body, "every byte, in order");
 }
+
+#[test]
+fn bytes_reach_the_client_before_the_upstream_has_finished() {
+    let body = bytes::Bytes::from(vec![b'x'; 256 * 1024]);
+    let stalls = Server::start(Behavior::StallMidBody {
+        status: 200,
+        body: body.clone(),
+        sent: 64 * 1024,
+    });
+    let p = Proxy::start(&["--timeout", "30s", &stalls.url("/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    // The upstream sent a quarter and stalls: that quarter arrives anyway.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while got.len() < 64 * 1024 {
+        let n = tcp
+            .read(&mut buf)
+            .expect("bytes before the upstream finished");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..40]);
+    assert!(
+        text.contains("content-length: 262144"),
+        "the length passes through"
+    );
+}
+
+#[test]
+fn a_body_that_breaks_after_the_commit_aborts_the_clients_response() {
+    let truncates = Server::start(Behavior::Truncate {
+        status: 200,
+        body: bytes::Bytes::from_static(b"only part"),
+        declared: 1000,
+    });
+    let backup = Server::start(Behavior::ok("backup"));
+    let p = Proxy::start(&[&truncates.url("/"), &backup.url("/")]);
+    let out = raw_exchange(&p.addr, b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 1000"), "{out}");
+    // The connection ends short of the declared length: the client sees
+    // an error, never a clean short end, and no second answer follows.
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body, "only part");
+    assert_eq!(backup.request_count(), 0, "no failover after the commit");
+}
+
+/// An upstream that switches to an echo protocol on `Upgrade: echo`, then
+/// echoes every byte back; returns its address.
+fn echo_upgrade_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                assert!(head.contains("upgrade: echo"), "{head}");
+                assert!(head.contains("via: 1.1 fallback-"), "{head}");
+                tcp.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+                )
+                .unwrap();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match tcp.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tcp.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upgrade_passes_through_to_the_first_upstream_that_switches() {
+    let refuses = Server::start(Behavior::status(503));
+    let echo = echo_upgrade_server();
+    let p = Proxy::start(&[&refuses.url("/"), &format!("http://{echo}/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"GET /chat HTTP/1.1\r\nhost: a\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            tcp.read(&mut byte).unwrap(),
+            1,
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(
+        head.contains(&format!("x-fallback-upstream: {echo}")),
+        "{head}"
+    );
+    assert_eq!(refuses.request_count(), 1, "the 503 was passed over");
+    // The connection is now the upstream's: bytes go both ways.
+    for msg in [&b"hello"[..], b"over the tunnel"] {
+        tcp.write_all(msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tcp.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[test]
+fn an_upgrade_no_upstream_accepts_gets_the_last_refusal() {
+    let plain = Server::start(Reply::new(400).body("no upgrades here"));
+    let p = Proxy::start(&[&plain.url("/")]);
+    let out = raw_exchange(
+        &p.addr,
+        b"GET /chat HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: echo\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.ends_with("no upgrades here"), "{out}");
+}

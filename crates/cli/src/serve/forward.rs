@@ -100,6 +100,18 @@ async fn forward(
     if let Some(e) = entry.as_deref_mut() {
         e.route = Some(route.prefix.clone());
     }
+    if super::upgrade::is_upgrade(&req) {
+        if super::headers::looped(req.headers(), &proxy.via) {
+            return own_error(
+                StatusCode::LOOP_DETECTED,
+                "loop",
+                "this request came back through this proxy",
+            );
+        }
+        let resp = super::upgrade::tunnel(proxy, live, route, req).await;
+        count(proxy, &route.prefix, resp.status());
+        return resp;
+    }
     let resp = send(proxy, live, route, req, client, entry).await;
     count(proxy, &route.prefix, resp.status());
     resp

@@ -27,6 +27,7 @@ mod admin;
 mod forward;
 mod headers;
 mod settings;
+mod upgrade;
 
 use settings::{Listeners, Live};
 
@@ -240,7 +241,9 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, listeners: 
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(forward::handle(&proxy, req, client).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;

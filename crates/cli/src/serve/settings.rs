@@ -64,8 +64,17 @@ pub(super) struct Live {
     pub(super) report_headers: bool,
     pub(super) forwarded: bool,
     pub(super) access_log: bool,
+    /// For the connections of protocol upgrades.
+    pub(super) connect_timeout: Duration,
     /// Shared by every route, and kept across reloads.
     budget: RetryBudget,
+}
+
+impl Upstream {
+    /// The URL as configured, secrets included: for connecting only.
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl Live {
@@ -193,6 +202,7 @@ pub(super) fn load(args: &ServeArgs, previous: Option<&Live>) -> Result<(Live, L
             report_headers: serve.and_then(|s| s.report_headers).unwrap_or(true),
             forwarded: args.forwarded || serve.and_then(|s| s.forwarded) == Some(true),
             access_log,
+            connect_timeout: net.connect_timeout.unwrap_or(Duration::from_secs(2)),
             budget,
         },
         listeners,
