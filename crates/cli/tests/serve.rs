@@ -1061,3 +1061,67 @@ fn an_upgrade_no_upstream_accepts_gets_the_last_refusal() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.ends_with("no upgrades here"), "{out}");
 }
+
+#[test]
+fn a_primary_killed_and_restarted_mid_run_costs_clients_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let start_primary = |port: u16| {
+        Server::builder(
+            Reply::new(200)
+                .body("primary")
+                .delay(Duration::from_millis(5)),
+        )
+        .threads(2)
+        .port(port)
+        .start()
+    };
+    let first = start_primary(0);
+    let port = first.addr().port();
+    let url = first.url("/");
+    let primary = Arc::new(Mutex::new(Some(first)));
+    let backup = Server::builder(Behavior::ok("backup")).threads(2).start();
+    let p = Proxy::start(&["--timeout", "2s", &url, &backup.url("/")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bad, served, from_primary) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, stop) = (p.addr.clone(), stop.clone());
+            let (bad, served, from_primary) = (bad.clone(), served.clone(), from_primary.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, _, body) = request_to(&addr, "GET /x HTTP/1.1", b"");
+                    served.fetch_add(1, Ordering::SeqCst);
+                    if status != 200 {
+                        bad.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if body == b"primary" {
+                        from_primary.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill the primary (its process's sockets close, requests in flight
+    // die with them) and restart it on its port, three times.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        drop(primary.lock().unwrap().take());
+        std::thread::sleep(Duration::from_millis(400));
+        *primary.lock().unwrap() = Some(start_primary(port));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let served = served.load(Ordering::SeqCst);
+    assert!(served > 100, "{served}");
+    assert_eq!(bad.load(Ordering::SeqCst), 0, "of {served} requests");
+    assert!(from_primary.load(Ordering::SeqCst) > 0);
+    assert!(backup.request_count() > 0);
+}

@@ -335,6 +335,7 @@ impl Server {
             threads: 1,
             backlog: 1024,
             idle_timeout: None,
+            port: 0,
         }
     }
 
@@ -419,9 +420,17 @@ pub struct ServerBuilder {
     threads: usize,
     backlog: i32,
     idle_timeout: Option<Duration>,
+    port: u16,
 }
 
 impl ServerBuilder {
+    /// Listens on this loopback port, e.g. to restart a stopped server
+    /// where its clients expect it. Default: 0, a free port.
+    pub fn port(mut self, port: u16) -> ServerBuilder {
+        self.port = port;
+        self
+    }
+
     /// Worker threads of the server's own runtime. Default: 1, enough for
     /// tests; benchmarks use more so the server is not the bottleneck.
     pub fn threads(mut self, threads: usize) -> ServerBuilder {
@@ -450,7 +459,7 @@ impl ServerBuilder {
     /// # Panics
     /// If no loopback port can be bound or no thread can be started.
     pub fn start(self) -> Server {
-        let (socket, _) = bound_socket();
+        let (socket, _) = bound_socket_on(self.port);
         socket.listen(self.backlog).expect("listen");
         let std_listener: StdListener = socket.into();
         std_listener.set_nonblocking(true).expect("set nonblocking");
@@ -491,10 +500,16 @@ impl ServerBuilder {
 
 /// A TCP socket bound to an ephemeral loopback port, and that port.
 fn bound_socket() -> (socket2::Socket, SocketAddr) {
+    bound_socket_on(0)
+}
+
+fn bound_socket_on(port: u16) -> (socket2::Socket, SocketAddr) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .expect("create a socket");
+    // A server restarted on its old port must not wait out TIME_WAIT.
+    let _ = socket.set_reuse_address(true);
     socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
         .expect("bind a loopback port");
     let addr = socket
         .local_addr()
