@@ -4,6 +4,7 @@
 //! (A B A B …), and reports medians and their ratio. Servers run on
 //! 127.0.0.1 on threads (or processes) of their own.
 
+mod serve;
 mod server;
 
 use std::future::Future;
@@ -69,6 +70,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("__serve_slow") => return serve_slow(args[2].parse().expect("delay ms")),
         Some("__mem") => return mem_child(&args[2], &args[3], args[4].parse().expect("calls")),
+        Some("__raw_proxy") => return serve::raw_proxy(&args[2]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -124,6 +126,9 @@ fn main() {
         }
         if want("slow_tail") {
             rows.extend(slow_tail(cfg, &svg_out).await);
+        }
+        if want("serve") {
+            rows.extend(serve::serve_group(cfg).await);
         }
     });
     if want("memory_inflight") {
@@ -797,19 +802,10 @@ fn cli_single(cfg: Cfg) -> Option<Row> {
         "cli_single: `fallback send URL` against `curl -s URL`, {} runs each",
         cfg.cli_runs
     );
-    let exe = std::env::current_exe().ok()?.with_file_name("fallback");
-    if !exe.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "--release", "-p", "fallback-chain-cli"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok || !exe.exists() {
-            eprintln!("  skipped: no fallback binary at {}", exe.display());
-            return None;
-        }
-    }
+    let Some(exe) = serve::fallback_exe() else {
+        eprintln!("  skipped: no fallback binary beside this one");
+        return None;
+    };
     if Command::new("curl")
         .arg("--version")
         .stdout(Stdio::null())

@@ -79,6 +79,23 @@ impl<T> Response<T> {
     pub fn report(&self) -> &Report {
         &self.report
     }
+
+    /// The answer as an [`http::Response`], with the report alongside:
+    /// what a proxy passes on, without copying the headers.
+    ///
+    /// ```
+    /// # async fn demo(chain: fallback_chain::Chain) -> Result<(), fallback_chain::Error> {
+    /// let (answer, report) = chain.call().await?.into_http();
+    /// println!("{} after {} attempt(s)", answer.status(), report.attempts().len());
+    /// # Ok(()) }
+    /// ```
+    pub fn into_http(self) -> (http::Response<T>, Report) {
+        let mut out = http::Response::new(self.body);
+        *out.status_mut() = self.status;
+        *out.version_mut() = self.version;
+        *out.headers_mut() = self.headers;
+        (out, self.report)
+    }
 }
 
 /// Where [`Chain::call_into`] streams the winner's body.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use fallback_chain::transport::{BoxError, ResponseBody};
 use fallback_chain::{Body, ErrorKind, Outcome, Report};
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -186,16 +186,17 @@ async fn send(
     }
     match result {
         Ok(resp) => {
-            let attempts = resp.report().attempts().len();
-            let upstream = resp.report().attempts().last().map(|a| a.name().to_owned());
-            let status = resp.status();
-            let mut headers = resp.headers().clone();
-            strip_hop_by_hop(&mut headers);
-            let mut out = Response::new(resp.into_body());
-            *out.status_mut() = status;
-            *out.headers_mut() = headers;
+            let (mut out, report) = resp.into_http();
+            // The client's own version, not the upstream's.
+            *out.version_mut() = http::Version::default();
+            strip_hop_by_hop(out.headers_mut());
             if live.report_headers {
-                report_headers(out.headers_mut(), upstream.as_deref(), attempts);
+                let attempts = report.attempts();
+                report_headers(
+                    out.headers_mut(),
+                    attempts.last().map(|a| a.name()),
+                    attempts.len(),
+                );
             }
             out
         }
@@ -310,11 +311,14 @@ fn attempts_json(report: &Report) -> serde_json::Value {
         .collect()
 }
 
+static X_FALLBACK_UPSTREAM: HeaderName = HeaderName::from_static("x-fallback-upstream");
+static X_FALLBACK_ATTEMPTS: HeaderName = HeaderName::from_static("x-fallback-attempts");
+
 fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
     if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
-        headers.insert("x-fallback-upstream", v);
+        headers.insert(&X_FALLBACK_UPSTREAM, v);
     }
-    headers.insert("x-fallback-attempts", HeaderValue::from(attempts));
+    headers.insert(&X_FALLBACK_ATTEMPTS, HeaderValue::from(attempts));
 }
 
 /// Every upstream failed: the last answer if there was one, else the

@@ -88,6 +88,8 @@ impl Chain {
             Admit::Probe => {
                 #[cfg(feature = "metrics")]
                 crate::metrics::breaker_state(&ep.name, crate::breaker::BreakerState::HalfOpen);
+                #[cfg(not(feature = "metrics"))]
+                let _ = ep;
                 Ok(ProbeGuard::new(b, true))
             }
             Admit::Skip(until) => Err(until),
