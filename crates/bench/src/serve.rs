@@ -252,7 +252,9 @@ fn start_nginx(primary: &str, backup: &str) -> Option<Running> {
     let port = free_port();
     let hostport = |u: &str| u.trim_start_matches("http://").to_owned();
     let conf = format!(
-        r#"worker_processes 1;
+        // One process that is its own worker: stopping its PID stops it
+        // all, and it is nginx's one-worker speed.
+        r#"master_process off;
 daemon off;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log;
