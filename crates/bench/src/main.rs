@@ -4,6 +4,7 @@
 //! (A B A B …), and reports medians and their ratio. Servers run on
 //! 127.0.0.1 on threads (or processes) of their own.
 
+mod icount;
 mod serve;
 mod server;
 
@@ -71,6 +72,11 @@ fn main() {
         Some("__serve_slow") => return serve_slow(args[2].parse().expect("delay ms")),
         Some("__mem") => return mem_child(&args[2], &args[3], args[4].parse().expect("calls")),
         Some("__raw_proxy") => return serve::raw_proxy(&args[2]),
+        Some("__serve_healthy") => return icount::serve_healthy(),
+        Some("__icount") => {
+            let n = args.last().and_then(|n| n.parse().ok()).expect("calls");
+            return icount::child(&args[2], &args[3..args.len() - 1], n);
+        }
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -131,6 +137,9 @@ fn main() {
             rows.extend(serve::serve_group(cfg).await);
         }
     });
+    if want("icount") {
+        rows.extend(icount::group());
+    }
     if want("memory_inflight") {
         rows.extend(memory(cfg));
     }

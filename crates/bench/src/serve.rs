@@ -291,11 +291,27 @@ http {{
     );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, conf).ok()?;
+    let prefix = dir.path().to_path_buf();
+    spawn_peer(
+        exe,
+        &[prefix.as_os_str(), "-c".as_ref(), path.as_os_str()],
+        "-p",
+        dir,
+        port,
+    )
+}
+
+/// Starts a peer proxy (`exe FLAG ARGS...`) and waits until it listens.
+fn spawn_peer(
+    exe: PathBuf,
+    args: &[&std::ffi::OsStr],
+    flag: &str,
+    dir: tempdir::Dir,
+    port: u16,
+) -> Option<Running> {
     let child = Command::new(exe)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&path)
+        .arg(flag)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -340,21 +356,8 @@ backend b
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, conf).ok()?;
-    let child = Command::new(exe)
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let running = Running {
-        child: Some(child),
-        port,
-        _dir: Some(dir),
-    };
-    wait_listening(port).then_some(running)
+    // -db: in the foreground, one process.
+    spawn_peer(exe, &["-f".as_ref(), path.as_os_str()], "-db", dir, port)
 }
 
 /// What one proxy did under one primary, over every round.

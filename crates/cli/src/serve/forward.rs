@@ -295,7 +295,8 @@ impl http_body::Body for Prefixed {
     }
 }
 
-/// The attempts of a request, for the access log.
+/// The attempts of a request, for the access log and the proxy's own
+/// error answers.
 fn attempts_json(report: &Report) -> serde_json::Value {
     report
         .attempts()
@@ -306,6 +307,7 @@ fn attempts_json(report: &Report) -> serde_json::Value {
                 "outcome": a.outcome().as_str(),
                 "status": a.status().map(|s| s.as_u16()),
                 "elapsed_ms": (a.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+                "error": a.error(),
             })
         })
         .collect()
@@ -352,18 +354,7 @@ fn failed(e: &fallback_chain::Error, report: bool) -> Response<ResponseBody> {
     } else {
         (StatusCode::BAD_GATEWAY, "upstream")
     };
-    let list: Vec<_> = attempts
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "upstream": a.name(),
-                "outcome": a.outcome().as_str(),
-                "status": a.status().map(|s| s.as_u16()),
-                "error": a.error(),
-            })
-        })
-        .collect();
-    let body = serde_json::json!({ "error": e.to_string(), "attempts": list });
+    let body = serde_json::json!({ "error": e.to_string(), "attempts": attempts_json(e.report()) });
     let mut out = own(status, kind, body.to_string());
     if report {
         report_headers(out.headers_mut(), None, attempts.len());
