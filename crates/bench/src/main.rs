@@ -141,7 +141,7 @@ fn main() {
         rows.extend(icount::group());
     }
     if want("memory_inflight") {
-        rows.extend(memory(cfg));
+        rows.extend(memory(cfg).unwrap_or_default());
     }
     if want("cli_single") {
         if let Some(r) = cli_single(cfg) {
@@ -684,7 +684,7 @@ fn plot(
 
 // ---------- memory per in-flight call (child processes) ----------
 
-fn memory(cfg: Cfg) -> Option<Row> {
+fn memory(cfg: Cfg) -> Option<Vec<Row>> {
     eprintln!(
         "memory_inflight: {} calls in flight against a slow server",
         cfg.mem_calls
@@ -717,20 +717,28 @@ fn memory(cfg: Cfg) -> Option<Row> {
         parsed
     };
     let result = measure("ours").zip(measure("raw"));
+    // The documented knob: a 2 KiB exact read buffer per connection.
+    let small = measure("ours_2k");
     drop(server.stdin.take());
     let _ = server.kill();
     let _ = server.wait();
     let (ours, base) = result?;
     eprintln!("  memory_inflight: {ours:.1} KiB per call (raw hyper {base:.1} KiB)");
-    Some(Row {
-        scenario: "memory_inflight".into(),
+    let row = |scenario: &str, ours: f64| Row {
+        scenario: scenario.into(),
         metric: "KiB_per_inflight_call",
         ours,
         baseline: base,
         ratio: ours,
         goal: 16.0,
         at_least: false,
-    })
+    };
+    let mut rows = vec![row("memory_inflight", ours)];
+    if let Some(small) = small {
+        eprintln!("  memory_inflight_read_buf_2k: {small:.1} KiB per call");
+        rows.push(row("memory_inflight_read_buf_2k", small));
+    }
+    Some(rows)
 }
 
 fn serve_slow(delay_ms: u64) {
@@ -761,14 +769,17 @@ fn mem_child(who: &str, url: &str, calls: usize) {
         .build()
         .expect("runtime");
     let kib = rt.block_on(async {
-        let op: Op = if who == "ours" {
-            chain_op(
-                Chain::builder()
-                    .timeout(Duration::from_secs(60))
-                    .links(links(&[url.to_owned()]))
-                    .build()
-                    .expect("chain"),
-            )
+        let op: Op = if who.starts_with("ours") {
+            let mut b = Chain::builder()
+                .timeout(Duration::from_secs(60))
+                .links(links(&[url.to_owned()]));
+            if who == "ours_2k" {
+                b = b.transport_options(
+                    fallback_chain::transport::HyperTransport::builder()
+                        .http1_read_buf_exact_size(2048),
+                );
+            }
+            chain_op(b.build().expect("chain"))
         } else {
             raw_hyper_op(url)
         };

@@ -26,17 +26,102 @@ use super::proxy::Proxies;
 use super::tls::Tls;
 use super::BoxError;
 
-#[cfg(feature = "rustls")]
-type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-#[cfg(not(feature = "rustls"))]
-type Io = TokioIo<tokio::net::TcpStream>;
+/// A connection's byte stream. Plain TCP is polled as it is, with no
+/// adapter layers; TLS is boxed, so a plain connection (most of a pool, in
+/// a sidecar) does not carry rustls's kilobyte of session state.
+pub(crate) enum Io {
+    Plain(tokio::net::TcpStream),
+    #[cfg(feature = "rustls")]
+    Tls(Box<TokioIo<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>>),
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Io::Plain(_) => f.write_str("Io::Plain"),
+            #[cfg(feature = "rustls")]
+            Io::Tls(_) => f.write_str("Io::Tls"),
+        }
+    }
+}
 
 /// A plain TCP connection, as the connection type.
 fn plain(io: TokioIo<tokio::net::TcpStream>) -> Io {
-    #[cfg(feature = "rustls")]
-    return MaybeHttpsStream::Http(io);
-    #[cfg(not(feature = "rustls"))]
-    io
+    Io::Plain(io.into_inner())
+}
+
+impl Io {
+    fn connected(&self) -> Connected {
+        match self {
+            Io::Plain(tcp) => tcp.connected(),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => tls.connected(),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            #[cfg(feature = "rustls")]
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
+    }
 }
 
 /// TCP (hyper-util's `HttpConnector`), proxies, and rustls.
@@ -75,7 +160,9 @@ impl Service<Uri> for Connector {
                 }
                 #[cfg(feature = "rustls")]
                 (true, None) => (
-                    HttpsConnector::from((http, tls.config())).call(dst).await?,
+                    Io::Tls(Box::new(TokioIo::new(
+                        HttpsConnector::from((http, tls.config())).call(dst).await?,
+                    ))),
                     false,
                 ),
                 #[cfg(feature = "rustls")]
@@ -87,11 +174,11 @@ impl Service<Uri> for Connector {
                     let io = HttpsConnector::from((tunnel, tls.config()))
                         .call(dst)
                         .await?;
-                    (io, false)
+                    (Io::Tls(Box::new(TokioIo::new(io))), false)
                 }
             };
             Ok(TokioIo::new(Tracked {
-                io: TokioIo::new(io),
+                io,
                 proxied,
                 write_error: None,
                 drained: false,
@@ -157,7 +244,7 @@ impl UsageState {
 /// not count).
 #[derive(Debug)]
 pub(crate) struct Tracked {
-    io: TokioIo<Io>,
+    io: Io,
     proxied: bool,
     usage: Usage,
     /// A write error held until the read side has drained.

@@ -112,6 +112,8 @@ impl HyperTransport {
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
 /// | [`pool_idle_timeout`](Self::pool_idle_timeout) | 4 s |
 /// | [`pool_max_idle_per_host`](Self::pool_max_idle_per_host) | unbounded |
+/// | [`http1_read_buf_exact_size`](Self::http1_read_buf_exact_size) | none: hyper's adaptive buffer, 8 KiB at first, growing for large reads |
+/// | [`http1_max_buf_size`](Self::http1_max_buf_size) | about 400 KiB (hyper's) |
 /// | [`add_root_certificate_pem`](Self::add_root_certificate_pem) | none |
 /// | [`tls_built_in_root_certs`](Self::tls_built_in_root_certs) | on: the system's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR` honoured), or the bundled webpki roots where it is empty |
 /// | [`identity_pem`](Self::identity_pem) | none |
@@ -143,6 +145,8 @@ pub struct HyperTransportBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    read_buf_exact: Option<usize>,
+    max_buf: Option<usize>,
     roots: Vec<Vec<u8>>,
     built_in_roots: bool,
     identity: Option<(Vec<u8>, Vec<u8>)>,
@@ -158,6 +162,8 @@ impl fmt::Debug for HyperTransportBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
+            .field("http1_read_buf_exact_size", &self.read_buf_exact)
+            .field("http1_max_buf_size", &self.max_buf)
             .field("roots", &self.roots.len())
             .field("built_in_roots", &self.built_in_roots)
             .field("identity", &self.identity.is_some())
@@ -175,6 +181,8 @@ impl Default for HyperTransportBuilder {
             connect_timeout: Some(crate::timeout::DEFAULT_CONNECT_TIMEOUT),
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle_per_host: usize::MAX,
+            read_buf_exact: None,
+            max_buf: None,
             roots: Vec::new(),
             built_in_roots: true,
             identity: None,
@@ -204,6 +212,27 @@ impl HyperTransportBuilder {
     /// The most idle connections kept per host (0 turns pooling off).
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// A read buffer of exactly this many bytes for each HTTP/1 connection,
+    /// instead of hyper's adaptive one (8 KiB at first, grown for large
+    /// reads). The buffer lives as long as its connection, in use or idle,
+    /// so this is the knob for memory per connection: 2 KiB holds a typical
+    /// answer head and small body, and larger bodies are read in more
+    /// steps. Checked by [`build`](Self::build): at least 1 KiB, and not
+    /// with [`http1_max_buf_size`](Self::http1_max_buf_size).
+    /// See BENCHMARKS.md for what each size costs.
+    pub fn http1_read_buf_exact_size(mut self, size: impl Into<Option<usize>>) -> Self {
+        self.read_buf_exact = size.into();
+        self
+    }
+
+    /// The most a connection's HTTP/1 buffers may hold; an answer head
+    /// larger than this is an error. Checked by [`build`](Self::build): at
+    /// least 8 KiB.
+    pub fn http1_max_buf_size(mut self, max: usize) -> Self {
+        self.max_buf = Some(max);
         self
     }
 
@@ -273,6 +302,26 @@ impl HyperTransportBuilder {
     /// transport. It needs a tokio runtime only when used; the system's
     /// trust store is read on the first HTTPS connection.
     pub fn build(self) -> Result<HyperTransport, BuildError> {
+        // hyper asserts on these; refuse them here with a name instead.
+        if let Some(n) = self.read_buf_exact.filter(|&n| n < 1024) {
+            return Err(BuildError::Setting {
+                setting: "http1_read_buf_exact_size",
+                reason: format!("{n} bytes is below the 1 KiB minimum"),
+            });
+        }
+        if self.read_buf_exact.is_some() && self.max_buf.is_some() {
+            // hyper's buffer is either exact or bounded, not both.
+            return Err(BuildError::Setting {
+                setting: "http1_read_buf_exact_size",
+                reason: "set it or http1_max_buf_size, not both".into(),
+            });
+        }
+        if let Some(n) = self.max_buf.filter(|&n| n < 8192) {
+            return Err(BuildError::Setting {
+                setting: "http1_max_buf_size",
+                reason: format!("{n} bytes is below the 8 KiB minimum"),
+            });
+        }
         #[cfg(feature = "rustls")]
         let tls = Arc::new(Tls::new(
             &self.roots,
@@ -297,13 +346,19 @@ impl HyperTransportBuilder {
             proxies: proxies.clone(),
         };
         let client = |max_idle: usize, h2c: bool| {
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
+            let mut b = Client::builder(TokioExecutor::new());
+            b.timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(self.pool_idle_timeout)
                 .pool_max_idle_per_host(max_idle)
-                .http2_only(h2c)
-                .build(connector.clone())
+                .http2_only(h2c);
+            if let Some(n) = self.read_buf_exact {
+                b.http1_read_buf_exact_size(n);
+            }
+            if let Some(n) = self.max_buf {
+                b.http1_max_buf_size(n);
+            }
+            b.build(connector.clone())
         };
         Ok(HyperTransport {
             pooled: client(self.pool_max_idle_per_host, false),
