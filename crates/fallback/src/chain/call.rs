@@ -20,7 +20,9 @@ impl Call {
             deadline: chain.inner.deadline.map(|d| later(started, d)),
             forced: chain.panic_link(started),
             report: Report {
-                attempts: Vec::with_capacity(1),
+                // A line per link is the common worst case: a skipped or
+                // failed primary, then the winner.
+                attempts: Vec::with_capacity(chain.inner.endpoints.len().clamp(1, 4)),
                 ..Report::default()
             },
             last: None,

@@ -403,7 +403,7 @@ impl Transport for HyperTransport {
         let fut = client.request(request);
         Box::pin(async move {
             match fut.await {
-                Ok(resp) => Ok(resp.map(ResponseBody::new)),
+                Ok(resp) => Ok(resp.map(ResponseBody::hyper)),
                 Err(e) => {
                     let kind = if e.is_connect() || never_left(&e) {
                         if timed_out(&e) {

@@ -43,7 +43,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Any [`http_body::Body`] of [`Bytes`] becomes one with
 /// [`ResponseBody::new`]; [`ResponseBody::full`] holds bytes already read.
 pub struct ResponseBody {
-    inner: UnsyncBoxBody<Bytes, BoxError>,
+    inner: RespInner,
+}
+
+enum RespInner {
+    /// hyper's own body, polled as it is: no box, no error mapping.
+    Hyper(::hyper::body::Incoming),
+    /// Bytes already read, polled without a box.
+    Full(Option<Bytes>),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl ResponseBody {
@@ -55,18 +63,30 @@ impl ResponseBody {
     {
         use http_body_util::BodyExt;
         ResponseBody {
-            inner: body.map_err(Into::into).boxed_unsync(),
+            inner: RespInner::Boxed(body.map_err(Into::into).boxed_unsync()),
+        }
+    }
+
+    /// hyper's body, without boxing it.
+    pub(crate) fn hyper(body: ::hyper::body::Incoming) -> ResponseBody {
+        ResponseBody {
+            inner: RespInner::Hyper(body),
         }
     }
 
     /// A body of the given bytes.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        ResponseBody::new(http_body_util::Full::new(bytes.into()))
+        let bytes = bytes.into();
+        ResponseBody {
+            inner: RespInner::Full((!bytes.is_empty()).then_some(bytes)),
+        }
     }
 
     /// An empty body.
     pub fn empty() -> ResponseBody {
-        ResponseBody::new(http_body_util::Empty::<Bytes>::new())
+        ResponseBody {
+            inner: RespInner::Full(None),
+        }
     }
 }
 
@@ -84,15 +104,27 @@ impl HttpBody for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            RespInner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RespInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespInner::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            RespInner::Hyper(b) => b.is_end_stream(),
+            RespInner::Full(b) => b.is_none(),
+            RespInner::Boxed(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            RespInner::Hyper(b) => b.size_hint(),
+            RespInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespInner::Boxed(b) => b.size_hint(),
+        }
     }
 }
 
