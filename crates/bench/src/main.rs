@@ -392,12 +392,12 @@ async fn healthy(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
         rows.push(throughput_row(
             &format!("healthy_c{c}"),
             interleaved(cfg, c, &chain_op(one.clone()), &base).await,
-            0.95,
+            0.97,
         ));
         rows.push(throughput_row(
             &format!("healthy_c{c}_3links"),
             interleaved(cfg, c, &chain_op(three.clone()), &base).await,
-            0.95,
+            0.97,
         ));
     }
     if !want("healthy_reqwest_c64") {
@@ -526,7 +526,7 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
         rows.push(throughput_row(
             "blackhole_primary",
             interleaved(cfg, c, &chain_op(chain), &direct).await,
-            0.9,
+            0.95,
         ));
     }
     rows
