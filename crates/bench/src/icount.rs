@@ -1,8 +1,8 @@
 //! Instructions per call, chain against bare transport, counted by
 //! `valgrind --tool=callgrind`: the noise-free version of the throughput
 //! ratios. Each side runs `N` sequential calls in a child process under
-//! callgrind, twice (`N` = 200 and 1,200); the difference of the two totals
-//! over 1,000 is the cost of one call, with start-up and warm-up cancelled
+//! callgrind, twice (`N` = 500 and 4,500); the difference of the two totals
+//! over 4,000 is the cost of one call, with start-up and warm-up cancelled
 //! out. Only user-space instructions count: the kernel's share is the same
 //! for both sides (the same syscalls per call).
 
@@ -84,7 +84,7 @@ fn instructions(side: &str, urls: &[String], n: usize) -> Option<u64> {
 }
 
 fn per_call(side: &str, urls: &[String]) -> Option<f64> {
-    let (lo, hi) = (200, 1200);
+    let (lo, hi) = (500, 4500);
     let a = instructions(side, urls, lo)?;
     let b = instructions(side, urls, hi)?;
     Some(b.saturating_sub(a) as f64 / (hi - lo) as f64)
