@@ -23,8 +23,12 @@ use crate::window::{Window, MIN_WINDOW};
 /// - **Half-open.** After the break, one probe call is let through. A
 ///   success closes the link; a failure reopens it for a longer, jittered
 ///   break, up to a cap.
-/// - **All links open.** The chain still tries the link whose break expires
-///   first (Envoy's "panic mode"), so a recovered system is found.
+/// - **All links open.** By default the call fails at once
+///   ([`ErrorKind::AllOpen`](crate::ErrorKind::AllOpen)), except that each
+///   link lets one call through as a probe per second, so load on servers
+///   that are all down stays bounded and a link that comes back is found
+///   within about a second. [`AllOpen::try_soonest`] restores Envoy's
+///   "panic mode": every call tries the link whose break ends first.
 ///
 /// What counts as a failure: no connection, a timeout, a broken connection,
 /// a body that is too large or does not decode, and the statuses 408, 429
@@ -174,6 +178,72 @@ impl BreakerConfig {
     }
 }
 
+/// What a call does when every link's breaker is open: set with
+/// [`ChainBuilder::all_open`](crate::ChainBuilder::all_open).
+///
+/// | choice | when every link is open | load on the dead servers | finds a recovered link |
+/// | --- | --- | --- | --- |
+/// | [`fail_fast`](Self::fail_fast) (default) | the call fails at once with [`ErrorKind::AllOpen`](crate::ErrorKind::AllOpen), unless it is a link's probe | one probe per link per [`probe_interval`](Self::probe_interval) (1 s) | within the interval |
+/// | [`try_soonest`](Self::try_soonest) | every call tries the link whose break ends first (Envoy's panic mode) | about one request per call | at once |
+///
+/// ```
+/// use std::time::Duration;
+/// use fallback_chain::{AllOpen, Chain, Link};
+/// let chain = Chain::builder()
+///     .all_open(AllOpen::fail_fast().probe_interval(Duration::from_millis(500)))
+///     .link(Link::get("http://127.0.0.1:8080/"))
+///     .build()?;
+/// # let _ = chain;
+/// # Ok::<(), fallback_chain::BuildError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct AllOpen {
+    pub(crate) try_soonest: bool,
+    pub(crate) probe_interval: Duration,
+}
+
+impl Default for AllOpen {
+    fn default() -> Self {
+        AllOpen::fail_fast()
+    }
+}
+
+impl AllOpen {
+    /// Fail fast, with one probe per link per interval (the default).
+    pub fn fail_fast() -> AllOpen {
+        AllOpen {
+            try_soonest: false,
+            probe_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Envoy's panic mode: try the link whose break ends first.
+    pub fn try_soonest() -> AllOpen {
+        AllOpen {
+            try_soonest: true,
+            ..AllOpen::fail_fast()
+        }
+    }
+
+    /// With [`fail_fast`](Self::fail_fast), how often each link lets one
+    /// call through as a probe while every link is open. Default: 1 s.
+    pub fn probe_interval(mut self, interval: Duration) -> AllOpen {
+        self.probe_interval = interval;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        if self.probe_interval.is_zero() {
+            return Err(BuildError::Setting {
+                setting: "all_open",
+                reason: "the probe interval must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A breaker's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -213,6 +283,7 @@ pub struct LinkHealth {
     pub(crate) failures: u64,
     pub(crate) consecutive_failures: u32,
     pub(crate) opened: u64,
+    pub(crate) failed_probes: u64,
     pub(crate) open_for: Option<Duration>,
 }
 
@@ -241,9 +312,15 @@ impl LinkHealth {
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
-    /// How many times the breaker has opened.
+    /// How many times the breaker has opened from closed: the outages it
+    /// has seen. A failed probe, which keeps it open, does not count.
     pub fn times_opened(&self) -> u64 {
         self.opened
+    }
+    /// How many probes failed, each keeping the breaker open for a longer
+    /// break.
+    pub fn failed_probes(&self) -> u64 {
+        self.failed_probes
     }
     /// For an open breaker, the time left in its break.
     pub fn open_for(&self) -> Option<Duration> {
@@ -360,9 +437,12 @@ struct State {
     window: Window,
     consecutive: u32,
     opened: u64,
+    failed_probes: u64,
     break_len: Duration,
     until: Instant,
     probing: bool,
+    /// When an all-open probe last went through this link.
+    last_all_open_probe: Option<Instant>,
     rng: SplitMix64,
 }
 
@@ -378,9 +458,11 @@ impl Breaker {
                 epoch,
                 consecutive: 0,
                 opened: 0,
+                failed_probes: 0,
                 break_len: cfg.break_duration,
                 until: epoch,
                 probing: false,
+                last_all_open_probe: None,
                 rng: SplitMix64::new(seed),
             }),
         }
@@ -416,6 +498,24 @@ impl Breaker {
         self.tripped.store(true, Ordering::Release);
     }
 
+    /// While every link is open: lets this call through as the link's
+    /// probe if no probe is in flight and none went through within
+    /// `interval`.
+    pub(crate) fn claim_all_open_probe(&self, now: Instant, interval: Duration) -> bool {
+        let mut s = self.lock();
+        if s.probing
+            || s.last_all_open_probe
+                .is_some_and(|t| now < crate::timeout::later(t, interval))
+        {
+            return false;
+        }
+        s.last_all_open_probe = Some(now);
+        s.kind = BreakerState::HalfOpen;
+        s.probing = true;
+        self.tripped.store(true, Ordering::Release);
+        true
+    }
+
     /// When an open link's break ends; `None` when calls may use it now.
     pub(crate) fn blocked_until(&self, now: Instant) -> Option<Instant> {
         if !self.tripped.load(Ordering::Acquire) {
@@ -449,10 +549,12 @@ impl Breaker {
             } else {
                 let grown = s.grown_break();
                 s.open(now, grown);
+                s.failed_probes += 1;
             }
         } else if s.kind == BreakerState::Closed && !ok && s.should_open(since) {
             let first = s.cfg.break_duration;
             s.open(now, first);
+            s.opened += 1;
         }
         // Written under the lock, so it never disagrees with the state for long.
         self.tripped
@@ -485,6 +587,7 @@ impl Breaker {
             failures,
             consecutive_failures: s.consecutive,
             opened: s.opened,
+            failed_probes: s.failed_probes,
             open_for: (state == BreakerState::Open).then(|| s.until - now),
         }
     }
@@ -507,10 +610,10 @@ impl State {
         self.kind = BreakerState::Open;
         self.break_len = len;
         self.until = crate::timeout::later(now, len);
-        self.opened += 1;
     }
 
     fn close(&mut self) {
+        self.last_all_open_probe = None;
         self.kind = BreakerState::Closed;
         self.break_len = self.cfg.break_duration;
         self.consecutive = 0;
@@ -706,9 +809,10 @@ mod tests {
         b.record(until, true, true);
         assert_eq!(b.admit(until), Admit::Go);
         let h = b.health(until, 0, "x");
+        // One outage, one failed probe within it.
         assert_eq!(
-            (h.state(), h.failures(), h.times_opened()),
-            (BreakerState::Closed, 0, 2)
+            (h.state(), h.failures(), h.times_opened(), h.failed_probes()),
+            (BreakerState::Closed, 0, 1, 1)
         );
     }
 

@@ -131,6 +131,10 @@ pub enum ErrorKind {
     /// read by a link that then failed: it cannot be sent again, so later
     /// links were not tried.
     NotReplayable,
+    /// Every link's breaker was open, and this call was no link's probe:
+    /// it failed at once, sending nothing (see
+    /// [`AllOpen`](crate::AllOpen)).
+    AllOpen,
 }
 
 /// The last response received by a failed call.
@@ -341,6 +345,16 @@ impl fmt::Display for Error {
                 f,
                 "the request body could not be produced: {}",
                 self.inner.detail.as_deref().unwrap_or("unknown error")
+            ),
+            ErrorKind::AllOpen => write!(
+                f,
+                "every link's breaker is open ({n} link{}); failed fast, nothing sent{}",
+                if n == 1 { "" } else { "s" },
+                self.inner
+                    .detail
+                    .as_deref()
+                    .map(|d| format!("; {d}"))
+                    .unwrap_or_default()
             ),
             ErrorKind::NotReplayable => {
                 if let Some(a) = last {

@@ -123,8 +123,11 @@
 //! Each link has a breaker, shared by every call through the chain: a link
 //! that keeps failing (half its calls over 10 s, or 5 in a row) is *skipped*
 //! at no cost for a break (5 s, growing up to 60 s while probes keep
-//! failing), then probed. When every link is open, the one whose break ends
-//! first is tried anyway. With [`ChainBuilder::sticky`], calls stay on the
+//! failing), then probed. When every link is open, calls fail at once
+//! ([`ErrorKind::AllOpen`]) except one probe per link per second, so servers
+//! that are all down get almost no load and a link that comes back is found
+//! within a second ([`AllOpen`]; Envoy's "try the soonest" is the other
+//! choice). With [`ChainBuilder::sticky`], calls stay on the
 //! backup while the primary is probed in the background, and return to it
 //! once it answers. [`Chain::health`] shows each link's state and counts.
 //! See [`BreakerConfig`].
@@ -251,6 +254,7 @@
 //! | `fallback_attempts_total` | counter | `link`, `outcome` | attempts, by how they ended |
 //! | `fallback_attempt_duration_seconds` | histogram | `link` | how long attempts took |
 //! | `fallback_breaker_state` | gauge | `link` | 0 closed, 1 half-open, 2 open |
+//! | `fallback_breaker_transitions_total` | counter | `link`, `to` | each change of state (`closed`, `open`, `half_open`); with every link down, at most two per link per probe interval |
 //! | `fallback_budget_denied_total` | counter | | retries and hedges the budget refused |
 //!
 //! `link` is the link's name (by default the URL's host and port): never a
@@ -388,7 +392,7 @@ mod window;
 
 pub use backoff::ExponentialBackoff;
 pub use body::Body;
-pub use breaker::{BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
+pub use breaker::{AllOpen, BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};

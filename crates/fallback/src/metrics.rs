@@ -25,6 +25,10 @@ pub(crate) fn breaker_state(link: &str, state: BreakerState) {
         BreakerState::Open => 2.0,
     };
     metrics::gauge!("fallback_breaker_state", "link" => link.to_owned()).set(v);
+    // Transitions, not a count of re-opens: with every link down, a link
+    // moves at most twice per probe interval.
+    metrics::counter!("fallback_breaker_transitions_total", "link" => link.to_owned(), "to" => state.as_str())
+        .increment(1);
 }
 
 pub(crate) fn budget_denied() {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{ok, Script, Step};
-use fallback_chain::{BreakerConfig, BreakerState, Chain, Link, Outcome, SharedBreaker};
+use fallback_chain::{
+    AllOpen, BreakerConfig, BreakerState, Chain, ErrorKind, Link, Outcome, SharedBreaker,
+};
 use fallback_chain_testserver::{Behavior, Server};
 use tokio::time::{advance, Instant};
 
@@ -103,7 +105,10 @@ async fn half_open_probe_failure_reopens_for_longer() {
         [(0, Outcome::Connect), (1, Outcome::Ok)]
     );
     let h = &c.health()[0];
-    assert_eq!((h.state(), h.times_opened()), (BreakerState::Open, 2));
+    assert_eq!(
+        (h.state(), h.times_opened(), h.failed_probes()),
+        (BreakerState::Open, 1, 1)
+    );
     let left = h.open_for().unwrap();
     assert!(
         left >= Duration::from_secs(8) && left <= Duration::from_secs(10),
@@ -117,7 +122,10 @@ async fn with_every_link_open_the_soonest_to_recover_is_tried() {
         ("a", vec![Step::Refuse, Step::Refuse, ok()]),
         ("b", vec![ok(), ok(), Step::Refuse]),
     ]);
-    let c = chain(&s, breaker()).build().unwrap();
+    let c = chain(&s, breaker())
+        .all_open(AllOpen::try_soonest())
+        .build()
+        .unwrap();
     // a opens at 0 s (break ends at 5 s) ...
     c.call().await.unwrap();
     c.call().await.unwrap();
@@ -137,7 +145,10 @@ async fn with_every_link_open_the_soonest_to_recover_is_tried() {
 #[tokio::test(start_paused = true)]
 async fn panic_mode_tries_only_the_soonest_link() {
     let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![Step::Refuse])]);
-    let c = chain(&s, breaker()).build().unwrap();
+    let c = chain(&s, breaker())
+        .all_open(AllOpen::try_soonest())
+        .build()
+        .unwrap();
     assert!(c.call().await.is_err());
     assert!(c.call().await.is_err());
     let err = c.call().await.unwrap_err();
@@ -319,6 +330,73 @@ fn a_bad_probe_url_or_shared_breaker_config_is_a_build_error() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("failure ratio"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_link_down_calls_fail_fast_and_each_link_gets_one_probe_a_second() {
+    let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![Step::Refuse])]);
+    let c = chain(&s, breaker()).build().unwrap();
+    // Two calls open both breakers (two consecutive failures each).
+    assert!(c.call().await.is_err());
+    assert!(c.call().await.is_err());
+    assert_eq!((s.times("a").len(), s.times("b").len()), (2, 2));
+    // Every link open: the first two calls are the links' probes, the
+    // other 998 fail at once, sending nothing.
+    let mut fast = 0;
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let err = c.call().await.unwrap_err();
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        if err.kind() == ErrorKind::AllOpen {
+            fast += 1;
+            assert!(err
+                .report()
+                .attempts()
+                .iter()
+                .all(|a| a.outcome() == Outcome::Skipped));
+            assert!(
+                err.to_string().contains("every link's breaker is open"),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(fast, 998);
+    assert_eq!((s.times("a").len(), s.times("b").len()), (3, 3));
+    // A second later each link may be probed again, once.
+    advance(Duration::from_secs(1)).await;
+    for _ in 0..100 {
+        let _ = c.call().await;
+    }
+    assert_eq!((s.times("a").len(), s.times("b").len()), (4, 4));
+    // Re-opens after failed probes are not outages: the breakers opened
+    // once each.
+    let h = c.health();
+    assert_eq!((h[0].times_opened(), h[0].failed_probes()), (1, 2));
+
+    // b comes back: found within the probe interval, and then used.
+    s.set("b", vec![ok()]);
+    advance(Duration::from_secs(1)).await;
+    let mut first_ok = None;
+    for i in 0..10 {
+        if c.call().await.is_ok() {
+            first_ok = Some(i);
+            break;
+        }
+    }
+    assert_eq!(first_ok, Some(1), "the second call is b's probe");
+    let resp = c.call().await.unwrap();
+    assert_eq!(resp.winner(), 1);
+    assert_eq!(c.health()[1].state(), BreakerState::Closed);
+}
+
+#[test]
+fn a_zero_probe_interval_is_a_build_error() {
+    let err = Chain::builder()
+        .all_open(AllOpen::fail_fast().probe_interval(Duration::ZERO))
+        .link(Link::get("http://127.0.0.1:1/"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("all_open"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]

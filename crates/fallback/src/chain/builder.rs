@@ -21,6 +21,7 @@ use super::*;
 /// | [`retry_after_cap`](Self::retry_after_cap) | 30 s |
 /// | [`retry_budget`](Self::retry_budget) | 20 % over 10 s, plus 10 retries per second |
 /// | [`breaker`](Self::breaker) | on, with [`BreakerConfig::default`] |
+/// | [`all_open`](Self::all_open) | [`AllOpen::fail_fast`](crate::AllOpen::fail_fast), a probe per link per second |
 /// | [`sticky`](Self::sticky) | off |
 /// | [`hedge`](Self::hedge) | off |
 /// | [`transport`](Self::transport) | [`HyperTransport`](crate::transport::HyperTransport) |
@@ -44,6 +45,7 @@ pub struct ChainBuilder {
     retry_after_cap: Duration,
     budget: RetryBudget,
     breaker: Option<BreakerConfig>,
+    all_open: AllOpen,
     sticky: bool,
     hedge: Option<Hedge>,
     secret_headers: Vec<String>,
@@ -111,6 +113,7 @@ impl Default for ChainBuilder {
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
             budget: RetryBudget::default(),
             breaker: Some(BreakerConfig::default()),
+            all_open: AllOpen::default(),
             sticky: false,
             hedge: None,
             secret_headers: Vec::new(),
@@ -352,6 +355,14 @@ impl ChainBuilder {
         self
     }
 
+    /// What a call does when every link's breaker is open: fail fast with
+    /// one probe per link per second (the default), or try the link whose
+    /// break ends first. See [`AllOpen`](crate::AllOpen).
+    pub fn all_open(mut self, all_open: AllOpen) -> Self {
+        self.all_open = all_open;
+        self
+    }
+
     /// Sticky failover: while a link's breaker is open, calls start at the
     /// first healthy link, and the link's recovery is probed in the
     /// background (for idempotent links) instead of on a caller's request.
@@ -396,6 +407,7 @@ impl ChainBuilder {
         if let Some(b) = &self.breaker {
             b.validate()?;
         }
+        self.all_open.validate()?;
         if let Some(h) = &self.hedge {
             h.validate()?;
         }
@@ -467,6 +479,7 @@ impl ChainBuilder {
             hedge: self.hedge,
             breakers: None,
             breaker_cfg: self.breaker,
+            all_open: self.all_open,
             shared: shared.into(),
             probes: probes.into(),
             sticky: self.sticky,

@@ -7,18 +7,25 @@ use super::*;
 pub(super) struct Call {
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
-    /// The link panic mode sends to whatever its breaker says.
+    /// The link sent to whatever its breaker says, when every link is open.
     pub(super) forced: Option<usize>,
+    /// Every link was open and this call is no link's probe: it fails fast.
+    all_open: bool,
     report: Report,
     last: Option<LastResponse>,
 }
 
 impl Call {
     pub(super) fn start(chain: &Chain, started: Instant) -> Call {
+        let (forced, all_open) = match chain.all_open_link(started) {
+            Ok(forced) => (forced, false),
+            Err(()) => (None, true),
+        };
         Call {
             started,
             deadline: chain.inner.deadline.map(|d| later(started, d)),
-            forced: chain.panic_link(started),
+            forced,
+            all_open,
             report: Report {
                 // A line per link is the common worst case: a skipped or
                 // failed primary, then the winner.
@@ -99,6 +106,17 @@ impl Call {
     /// Ends the call with `kind`.
     pub(super) fn fail(mut self, chain: &Chain, kind: ErrorKind) -> Error {
         self.report.elapsed = self.started.elapsed();
+        let skipped_all = self
+            .report
+            .attempts
+            .iter()
+            .all(|a| a.outcome == Outcome::Skipped);
+        if self.all_open && kind == ErrorKind::Exhausted && skipped_all {
+            let every = chain.inner.all_open.probe_interval;
+            return Error::new(ErrorKind::AllOpen, self.report, self.last).with_detail(format!(
+                "each link is probed at most once every {every:?} until one answers"
+            ));
+        }
         let e = Error::new(kind, self.report, self.last);
         match chain.inner.deadline {
             Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backoff::ExponentialBackoff;
-use crate::breaker::{self, Admit, Breaker, BreakerConfig, LinkHealth, ProbeGuard, SharedBreaker};
+use crate::breaker::{
+    self, Admit, AllOpen, Breaker, BreakerConfig, LinkHealth, ProbeGuard, SharedBreaker,
+};
 use crate::budget::RetryBudget;
 use crate::classify::{Answer, Classifier, Verdict};
 use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
@@ -72,6 +74,7 @@ struct Inner {
     /// One per link, when breakers are on.
     breakers: Option<Box<[Arc<Breaker>]>>,
     breaker_cfg: Option<BreakerConfig>,
+    all_open: AllOpen,
     /// The links' shared breakers, which outlive a re-assembly.
     shared: Box<[Option<SharedBreaker>]>,
     /// The links' probe URLs (sticky failover's background GETs).
@@ -168,6 +171,7 @@ impl Chain {
             alarms: Alarms::new(),
             breakers: None,
             breaker_cfg: i.breaker_cfg.clone(),
+            all_open: i.all_open.clone(),
             shared: i.shared.clone(),
             probes: i.probes.clone(),
             sticky: i.sticky,

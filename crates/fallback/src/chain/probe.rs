@@ -3,10 +3,27 @@
 use super::*;
 
 impl Chain {
-    /// Envoy's panic mode: when every link's breaker is open, the link whose
-    /// break ends first is tried anyway.
-    pub(super) fn panic_link(&self, now: Instant) -> Option<usize> {
-        breaker::panic_link(self.inner.breakers.as_ref()?, now)
+    /// When every link's breaker is open: the link this call must try
+    /// anyway (`Ok(Some)`), or `Err(())` when it is to fail fast. `Ok(None)`
+    /// while any link may be used.
+    pub(super) fn all_open_link(&self, now: Instant) -> Result<Option<usize>, ()> {
+        let Some(breakers) = self.inner.breakers.as_ref() else {
+            return Ok(None);
+        };
+        let Some(soonest) = breaker::panic_link(breakers, now) else {
+            return Ok(None);
+        };
+        let all_open = &self.inner.all_open;
+        if all_open.try_soonest {
+            return Ok(Some(soonest));
+        }
+        // One probe per link per interval, in the links' order; the rest of
+        // the calls fail fast.
+        breakers
+            .iter()
+            .position(|b| b.claim_all_open_probe(now, all_open.probe_interval))
+            .map(Some)
+            .ok_or(())
     }
 
     /// Settles an attempt with its link's breaker, and reports the

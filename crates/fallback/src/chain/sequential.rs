@@ -220,6 +220,7 @@ mod tests {
         let c = Chain::builder()
             .transport(s.clone())
             .breaker(BreakerConfig::new().consecutive_failures(1))
+            .all_open(crate::AllOpen::try_soonest())
             .link(Link::get("http://a/"))
             .link(Link::get("http://b/"))
             .build()
