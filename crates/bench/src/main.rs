@@ -136,6 +136,9 @@ fn main() {
         if want("serve") {
             rows.extend(serve::serve_group(cfg).await);
         }
+        if want("all_down") {
+            rows.extend(all_down(cfg).await);
+        }
     });
     if want("icount") {
         rows.extend(icount::group());
@@ -530,6 +533,107 @@ async fn failing_primaries(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
         ));
     }
     rows
+}
+
+/// Every link down: the load that reaches the dead servers, how fast calls
+/// fail, and how soon a link that comes back is found. Fail-fast (the
+/// default) against Envoy's panic mode (`AllOpen::try_soonest`).
+async fn all_down(cfg: Cfg) -> Vec<Row> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    eprintln!("all_down: two links answering 503, 64 callers; then the second comes back");
+    let c = 64;
+    let run = cfg.run.max(Duration::from_secs(1));
+    let mut out = Vec::new();
+    let mut figures = Vec::new();
+    for soonest in [false, true] {
+        let up = Arc::new(AtomicBool::new(false));
+        let a = Server::builder(Behavior::status(503)).threads(2).start();
+        let flag = up.clone();
+        let b = Server::builder(Behavior::custom(move |_, _| {
+            if flag.load(Ordering::Relaxed) {
+                Reply::json(200, server::ITEM).into()
+            } else {
+                Behavior::status(503)
+            }
+        }))
+        .threads(2)
+        .start();
+        let mut builder = Chain::builder().links(links(&[a.url("/item"), b.url("/item")]));
+        if soonest {
+            builder = builder.all_open(fallback_chain::AllOpen::try_soonest());
+        }
+        let chain = builder.build().expect("chain");
+        // Open both breakers.
+        for _ in 0..6 {
+            let _ = chain.call_json::<Item>().await;
+        }
+        let before = a.request_count() + b.request_count();
+        let r = closed_loop(&chain_op(chain.clone()), c, run, true).await;
+        let sent = (a.request_count() + b.request_count() - before) as f64 / r.secs;
+        let mut lat: Vec<f64> = r.latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        lat.sort_by(|x, y| x.total_cmp(y));
+        let p99 = lat[((lat.len() as f64 * 0.99) as usize).min(lat.len() - 1)];
+        let calls = (r.ok + r.failed) as f64 / r.secs;
+        // b comes back just after its last probe, the worst moment: how
+        // long until a call succeeds?
+        let probes = b.request_count();
+        let t = Instant::now();
+        while b.request_count() == probes && t.elapsed() < Duration::from_secs(3) {
+            closed_loop(&chain_op(chain.clone()), c, Duration::from_millis(5), false).await;
+        }
+        up.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        let recovered = loop {
+            let done = closed_loop(
+                &chain_op(chain.clone()),
+                c,
+                Duration::from_millis(20),
+                false,
+            )
+            .await;
+            if done.ok > 0 {
+                break t.elapsed();
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                break t.elapsed();
+            }
+        };
+        let name = if soonest { "try_soonest" } else { "fail_fast" };
+        eprintln!(
+            "  all_down ({name}): {calls:.0} calls/s, {sent:.1} requests/s reach the dead servers, p99 {p99:.3} ms; recovered in {:.0} ms",
+            recovered.as_secs_f64() * 1e3
+        );
+        figures.push((sent, p99, recovered.as_secs_f64() * 1e3));
+    }
+    let (ours, base) = (figures[0], figures[1]);
+    out.push(Row {
+        scenario: "all_down_requests_per_s".into(),
+        metric: "requests_per_s_to_dead_links",
+        ours: ours.0,
+        baseline: base.0,
+        ratio: ours.0,
+        goal: 10.0,
+        at_least: false,
+    });
+    out.push(Row {
+        scenario: "all_down_fail_p99".into(),
+        metric: "p99_ms",
+        ours: ours.1,
+        baseline: base.1,
+        ratio: ours.1,
+        goal: 1.0,
+        at_least: false,
+    });
+    out.push(Row {
+        scenario: "all_down_recover".into(),
+        metric: "ms_to_first_success",
+        ours: ours.2,
+        baseline: base.2,
+        ratio: ours.2,
+        goal: 1100.0,
+        at_least: false,
+    });
+    out
 }
 
 async fn slow_tail(cfg: Cfg, svg: &std::path::Path) -> Vec<Row> {
