@@ -389,6 +389,27 @@ async fn with_every_link_down_calls_fail_fast_and_each_link_gets_one_probe_a_sec
     assert_eq!(c.health()[1].state(), BreakerState::Closed);
 }
 
+#[tokio::test]
+async fn failing_fast_in_a_loop_still_lets_other_tasks_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = Script::new(&[("a", vec![Step::Refuse]), ("b", vec![Step::Refuse])]);
+    let c = chain(&s, breaker()).build().unwrap();
+    for _ in 0..4 {
+        let _ = c.call().await;
+    }
+    // On this one thread, another task is waiting to run.
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut calls = 0;
+    while !ran.load(Ordering::SeqCst) && calls < 1_000_000 {
+        assert_eq!(c.call().await.unwrap_err().kind(), ErrorKind::AllOpen);
+        calls += 1;
+    }
+    assert!(ran.load(Ordering::SeqCst), "starved for {calls} calls");
+    assert!(calls < 1_000, "{calls} calls before it ran");
+}
+
 #[test]
 fn a_zero_probe_interval_is_a_build_error() {
     let err = Chain::builder()

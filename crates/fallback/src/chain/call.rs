@@ -103,6 +103,16 @@ impl Call {
         }
     }
 
+    /// A call that failed fast touched no socket or timer, so tokio's
+    /// cooperative budget never made it yield: a caller retrying in a loop
+    /// would starve every other task, the probes' among them. This yields
+    /// when the task's budget is spent.
+    pub(super) async fn cooperate(&self) {
+        if self.all_open {
+            tokio::task::coop::consume_budget().await;
+        }
+    }
+
     /// Ends the call with `kind`.
     pub(super) fn fail(mut self, chain: &Chain, kind: ErrorKind) -> Error {
         self.report.elapsed = self.started.elapsed();

@@ -45,7 +45,8 @@ impl Chain {
                         return Err(call.fail(self, ErrorKind::Deadline))
                     }
                     Launch::NoneLeft if race.flights.is_empty() => {
-                        return Err(call.fail(self, ErrorKind::Exhausted))
+                        call.cooperate().await;
+                        return Err(call.fail(self, ErrorKind::Exhausted));
                     }
                     // Nothing more can start: wait for what is in flight.
                     _ => race.next = n,

@@ -103,6 +103,7 @@ impl Chain {
                 tokio::time::sleep(wait).await;
             }
         }
+        call.cooperate().await;
         Err(call.fail(self, ErrorKind::Exhausted))
     }
 }
