@@ -906,3 +906,22 @@ fn send_with_stderr_closed_stops_quietly() {
     });
     assert_eq!(status, 1, "every link failed, so 1");
 }
+
+#[test]
+fn a_config_beyond_the_link_limit_exits_2_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.toml");
+    let text: String = (0..100_000)
+        .map(|i| format!("[[endpoint]]\nurl = \"http://127.0.0.1:1/{i}\"\n"))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(["send", "--report", "json", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("100000 links; the limit is 1000"), "{err}");
+    assert!(o.stdout.is_empty());
+}

@@ -87,6 +87,18 @@ pub enum LinkProblem {
         /// Why the value is invalid, e.g. "contains CR or LF".
         reason: &'static str,
     },
+    /// The link's headers exceed a limit (see [`limits`](crate::limits)):
+    /// one value, or all of them together.
+    #[error("{what} is {size} bytes; the limit is {limit}")]
+    #[non_exhaustive]
+    HeadersTooLarge {
+        /// What is too large, e.g. `the value of header "X-Big"`.
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The body is a one-shot stream, which could not be re-sent to a backup
     /// or a retry.
     #[error("the body is a one-shot stream and could not be re-sent to another link or try: use Body::bytes, Body::file or Body::factory")]

@@ -392,6 +392,28 @@ mod window;
 
 pub use backoff::ExponentialBackoff;
 pub use body::Body;
+/// Limits on what a chain may be built from, each checked when it is
+/// built: a larger input is a [`BuildError`] that names the limit, and
+/// nothing is sent.
+///
+/// They bound what one chain can cost in memory and on the wire, whoever
+/// wrote its config: a 100,000-link config file, or a 10 MB header value,
+/// is a mistake to report, not a request to send.
+pub mod limits {
+    /// The most links in one chain.
+    pub const MAX_LINKS: usize = 1_000;
+    /// The most extra tries on one link ([`ChainBuilder::retries`](crate::ChainBuilder::retries),
+    /// [`Link::retries`](crate::Link::retries)). With the links, this
+    /// bounds a report: at most `MAX_LINKS × (MAX_RETRIES + 1)` attempts,
+    /// and redirect hops within them.
+    pub const MAX_RETRIES: u32 = 100;
+    /// The largest header value: 64 KiB. Servers refuse far less (nginx
+    /// 8 KiB per line by default).
+    pub const MAX_HEADER_VALUE_BYTES: usize = 64 * 1024;
+    /// The largest set of a link's headers, names and values: 256 KiB.
+    pub const MAX_HEADERS_BYTES: usize = 256 * 1024;
+}
+
 pub use breaker::{AllOpen, BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
 pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder};

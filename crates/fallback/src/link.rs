@@ -328,6 +328,7 @@ impl Link {
                 headers.insert(http::header::AUTHORIZATION, basic);
             }
         }
+        check_header_sizes(&headers).map_err(|p| fail(&self.name, p))?;
         if self.body.is_json() && !headers.contains_key(CONTENT_TYPE) {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -556,6 +557,31 @@ impl Endpoint {
         *req.headers_mut() = self.headers.clone();
         Ok(req)
     }
+}
+
+/// Refuses header values and header sets beyond [`crate::limits`], naming
+/// the header (never its value).
+fn check_header_sizes(headers: &HeaderMap) -> Result<(), LinkProblem> {
+    use crate::limits::{MAX_HEADERS_BYTES, MAX_HEADER_VALUE_BYTES};
+    let mut total = 0;
+    for (name, value) in headers {
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(LinkProblem::HeadersTooLarge {
+                what: format!("the value of header {:?}", name.as_str()),
+                size: value.len(),
+                limit: MAX_HEADER_VALUE_BYTES,
+            });
+        }
+        total += name.as_str().len() + value.len() + 4;
+    }
+    if total > MAX_HEADERS_BYTES {
+        return Err(LinkProblem::HeadersTooLarge {
+            what: "the link's headers together".into(),
+            size: total,
+            limit: MAX_HEADERS_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn parse_url(url: &str) -> Result<Uri, LinkProblem> {

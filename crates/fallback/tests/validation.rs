@@ -225,3 +225,49 @@ async fn typed_methods_uris_and_headers_work_as_strings_do() {
         "{msg}"
     );
 }
+
+#[test]
+fn limits_are_refused_at_build_naming_the_limit() {
+    use fallback_chain::limits;
+    let many = (0..=limits::MAX_LINKS).map(|i| Link::get(format!("http://127.0.0.1:1/{i}")));
+    let err = Chain::builder().links(many).build().unwrap_err();
+    assert!(
+        err.to_string().contains("1001 links; the limit is 1000"),
+        "{err}"
+    );
+    let at_limit = (0..limits::MAX_LINKS).map(|i| Link::get(format!("http://127.0.0.1:1/{i}")));
+    assert!(Chain::builder().links(at_limit).build().is_ok());
+
+    let err = Chain::builder()
+        .retries(limits::MAX_RETRIES + 1)
+        .link(Link::get("http://127.0.0.1:1/"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("the limit is 100"), "{err}");
+    let err = Chain::builder()
+        .link(Link::get("http://127.0.0.1:1/").retries(1_000_000))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("retries"), "{err}");
+
+    // A 10 MB header value: named, never printed.
+    let secret = "s".repeat(10 << 20);
+    let err = Chain::builder()
+        .link(Link::get("http://127.0.0.1:1/").header("X-Big", secret.as_str()))
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("x-big") && text.contains("the limit is 65536"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(text.len() < 300, "the value is not in the message");
+    // Many values under the per-value limit, too many together.
+    let mut link = Link::get("http://127.0.0.1:1/");
+    for i in 0..8 {
+        link = link.header(format!("X-Part-{i}"), "v".repeat(60 * 1024));
+    }
+    let err = Chain::builder().link(link).build().unwrap_err();
+    assert!(err.to_string().contains("headers together"), "{err}");
+}

@@ -385,6 +385,25 @@ impl ChainBuilder {
         if self.links.is_empty() {
             return Err(BuildError::NoLinks);
         }
+        use crate::limits::{MAX_LINKS, MAX_RETRIES};
+        if self.links.len() > MAX_LINKS {
+            return Err(BuildError::Setting {
+                setting: "links",
+                reason: format!("{} links; the limit is {MAX_LINKS}", self.links.len()),
+            });
+        }
+        let too_many_retries = |r: u32| {
+            (r > MAX_RETRIES).then(|| BuildError::Setting {
+                setting: "retries",
+                reason: format!("{r} extra tries; the limit is {MAX_RETRIES}"),
+            })
+        };
+        if let Some(e) = std::iter::once(self.retries)
+            .chain(self.links.iter().filter_map(|l| l.retries))
+            .find_map(too_many_retries)
+        {
+            return Err(e);
+        }
         let nonzero = |setting, d: Duration| {
             if d.is_zero() {
                 Err(BuildError::Setting {
