@@ -7,6 +7,7 @@
 mod icount;
 mod serve;
 mod server;
+mod soak;
 
 use std::future::Future;
 use std::io::{BufRead, Write};
@@ -72,6 +73,9 @@ fn main() {
         Some("__serve_slow") => return serve_slow(args[2].parse().expect("delay ms")),
         Some("__mem") => return mem_child(&args[2], &args[3], args[4].parse().expect("calls")),
         Some("__raw_proxy") => return serve::raw_proxy(&args[2]),
+        Some("__soak") => {
+            return soak::child(&args[2], &args[3], args[4].parse().expect("seconds"))
+        }
         Some("__serve_healthy") => return icount::serve_healthy(),
         Some("__icount") => {
             let n = args.last().and_then(|n| n.parse().ok()).expect("calls");
@@ -138,6 +142,9 @@ fn main() {
         }
         if want("all_down") {
             rows.extend(all_down(cfg).await);
+        }
+        if want("soak") {
+            rows.extend(soak::group(cfg).await);
         }
     });
     if want("icount") {

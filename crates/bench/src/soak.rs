@@ -1,0 +1,243 @@
+//! The soak-and-chaos scenario: 64 callers for 60 s (10 s quick) against a
+//! primary that cycles healthy → 503 → refused → black hole every 2 s,
+//! with a healthy backup. The servers run here, restarted on the
+//! primary's port at each change; the client runs in a child process, so
+//! its resident memory is its own.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fallback_chain::{Chain, Link};
+use fallback_chain_testserver::{Behavior, Reply, Server};
+
+use super::server::ITEM;
+use super::{Cfg, Row};
+
+const CALLERS: usize = 64;
+/// Each phase of the primary's cycle.
+const PHASE: Duration = Duration::from_secs(2);
+/// The chain's attempt timeout: what a black hole costs a call.
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The client: `__soak PRIMARY BACKUP SECS`. Prints one JSON object.
+pub(super) fn child(primary: &str, backup: &str, secs: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let out = rt.block_on(async {
+        let chain = Chain::builder()
+            .timeout(TIMEOUT)
+            .link(Link::get(primary))
+            .link(Link::get(backup))
+            .build()
+            .expect("chain");
+        let op = super::chain_op(chain);
+        // RSS once a second, from a thread of its own.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut rss = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rss.push(super::rss_kib());
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                rss
+            })
+        };
+        // Latencies go to a fixed histogram (10 µs buckets up to 2 s,
+        // touched up front), so the client's memory is the chain's alone.
+        let hist = std::sync::Arc::new(std::sync::Mutex::new(Histogram::new()));
+        let end = Instant::now() + Duration::from_secs(secs);
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (op, hist) = (op.clone(), hist.clone());
+                tokio::spawn(async move {
+                    let (mut calls, mut failed) = (0u64, 0u64);
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        if !op().await {
+                            failed += 1;
+                        }
+                        calls += 1;
+                        hist.lock().expect("histogram").add(t.elapsed());
+                    }
+                    (calls, failed)
+                })
+            })
+            .collect();
+        let (mut calls, mut failed) = (0u64, 0u64);
+        for t in tasks {
+            let (c, f) = t.await.expect("caller");
+            calls += c;
+            failed += f;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rss = sampler.join().unwrap_or_default();
+        let h = hist.lock().expect("histogram");
+        let pct = |p: f64| h.percentile(p);
+        serde_json::json!({
+            "calls": calls,
+            "failed": failed,
+            "p50": pct(0.5),
+            "p99": pct(0.99),
+            "p999": pct(0.999),
+            "max": h.max_ms,
+            "rss_kib": rss,
+        })
+    });
+    println!("{out}");
+}
+
+/// Latencies in 10 µs buckets up to 2 s; the max kept apart.
+struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_ms: f64,
+}
+
+impl Histogram {
+    const WIDTH_US: u64 = 10;
+
+    fn new() -> Histogram {
+        let mut buckets = vec![1u64; 200_000];
+        // Touched now, so its pages are resident before the first sample.
+        buckets.iter_mut().for_each(|b| *b = 0);
+        Histogram {
+            buckets,
+            count: 0,
+            max_ms: 0.0,
+        }
+    }
+
+    fn add(&mut self, d: Duration) {
+        let i = (d.as_micros() as u64 / Self::WIDTH_US).min(self.buckets.len() as u64 - 1);
+        self.buckets[i as usize] += 1;
+        self.count += 1;
+        self.max_ms = self.max_ms.max(d.as_secs_f64() * 1e3);
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let target = (self.count as f64 * p).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= target.max(1) {
+                return ((i as u64 + 1) * Self::WIDTH_US) as f64 / 1e3;
+            }
+        }
+        self.max_ms
+    }
+}
+
+pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
+    let secs: u64 = if cfg.rounds < 5 { 10 } else { 60 };
+    eprintln!(
+        "soak: {CALLERS} callers for {secs} s; the primary cycles healthy, 503, refused, black hole every {PHASE:?}"
+    );
+    let Ok(exe) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let backup = Server::builder(Reply::json(200, ITEM)).threads(2).start();
+    let start = |phase: usize, port: u16| -> Option<Server> {
+        let b = match phase % 4 {
+            0 => Server::builder(Reply::json(200, ITEM)),
+            1 => Server::builder(Behavior::status(503)),
+            2 => return None,
+            _ => Server::builder(Behavior::BlackHole),
+        };
+        Some(b.threads(2).port(port).start())
+    };
+    let first = start(0, 0).expect("a server");
+    let port = first.addr().port();
+    let primary_url = first.url("/item");
+    let mut primary = Some(first);
+    let (mut primary_requests, mut primary_conns) = (0usize, 0usize);
+    let Ok(mut client) = Command::new(exe)
+        .args([
+            "__soak",
+            &primary_url,
+            &backup.url("/item"),
+            &secs.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+    else {
+        return Vec::new();
+    };
+    let t0 = Instant::now();
+    let mut phase = 0;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(PHASE).await;
+        phase += 1;
+        if let Some(s) = primary.take() {
+            primary_requests += s.request_count();
+            primary_conns += s.connection_count();
+        }
+        primary = start(phase, port);
+    }
+    let mut line = String::new();
+    if let Some(out) = client.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let _ = client.wait();
+    if let Some(s) = primary.take() {
+        primary_requests += s.request_count();
+        primary_conns += s.connection_count();
+    }
+    let Ok(r) = serde_json::from_str::<serde_json::Value>(&line) else {
+        eprintln!("  soak: the client printed no result");
+        return Vec::new();
+    };
+    let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let calls = num("calls");
+    let rss: Vec<f64> = r["rss_kib"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    // Growth over the last 30 s (the last third in a quick run).
+    let tail = rss.len().saturating_sub((rss.len() / 2).min(30)).max(1);
+    let growth = match (rss.get(tail - 1), rss.last()) {
+        (Some(a), Some(b)) if *a > 0.0 => (b - a) / a,
+        _ => f64::NAN,
+    };
+    let per_call = (primary_requests + backup.request_count()) as f64 / calls;
+    eprintln!(
+        "  soak: {calls:.0} calls, {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
+        num("failed"),
+        num("p50"),
+        num("p99"),
+        num("p999"),
+        num("max")
+    );
+    eprintln!(
+        "  soak: RSS {:.1} -> {:.1} MiB (last stretch {:+.1} %); connections opened: primary {primary_conns}, backup {}; requests per call {per_call:.3} (primary {primary_requests}, backup {})",
+        rss.first().copied().unwrap_or(0.0) / 1024.0,
+        rss.last().copied().unwrap_or(0.0) / 1024.0,
+        growth * 100.0,
+        backup.connection_count(),
+        backup.request_count()
+    );
+    let row = |scenario: &str, metric: &'static str, ours: f64, goal: f64| Row {
+        scenario: scenario.into(),
+        metric,
+        ours,
+        baseline: 0.0,
+        ratio: ours,
+        goal,
+        at_least: false,
+    };
+    vec![
+        row("soak_failed_calls", "calls", num("failed"), 0.0),
+        row(
+            "soak_p999",
+            "ms",
+            num("p999"),
+            f64::from(TIMEOUT.as_millis() as u32) * 2.0,
+        ),
+        row("soak_rss_growth", "fraction", growth, 0.05),
+        row("soak_requests_per_call", "requests", per_call, 1.1),
+    ]
+}
