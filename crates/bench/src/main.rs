@@ -74,7 +74,9 @@ fn main() {
         Some("__mem") => return mem_child(&args[2], &args[3], args[4].parse().expect("calls")),
         Some("__raw_proxy") => return serve::raw_proxy(&args[2]),
         Some("__soak") => {
-            return soak::child(&args[2], &args[3], args[4].parse().expect("seconds"))
+            let secs = args[2].parse().expect("seconds");
+            let timeout_ms = args[3].parse().expect("timeout");
+            return soak::child(secs, timeout_ms, &args[4..]);
         }
         Some("__serve_healthy") => return icount::serve_healthy(),
         Some("__icount") => {

@@ -58,10 +58,29 @@ impl Via {
 }
 
 /// One running proxy process, stopped by its PID when dropped.
-struct Running {
+pub(super) struct Running {
     child: Option<Child>,
     port: u16,
     _dir: Option<tempdir::Dir>,
+}
+
+impl Running {
+    pub(super) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process's resident memory now, in KiB.
+    pub(super) fn rss_kib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
 }
 
 impl Drop for Running {
@@ -149,20 +168,22 @@ pub(super) fn fallback_exe() -> Option<PathBuf> {
 }
 
 fn start_ours(primary: &str, backup: &str) -> Option<Running> {
+    start_ours_with(&[
+        "--timeout",
+        "1s",
+        "--connect-timeout",
+        "1s",
+        primary,
+        backup,
+    ])
+}
+
+/// `fallback serve --workers 1 --listen 127.0.0.1:0 ARGS...`, once it is
+/// listening.
+pub(super) fn start_ours_with(args: &[&str]) -> Option<Running> {
     let mut child = Command::new(fallback_exe()?)
-        .args([
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--timeout",
-            "1s",
-            "--connect-timeout",
-            "1s",
-            primary,
-            backup,
-        ])
+        .args(["serve", "--workers", "1", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -20,17 +20,17 @@ const PHASE: Duration = Duration::from_secs(2);
 /// The chain's attempt timeout: what a black hole costs a call.
 const TIMEOUT: Duration = Duration::from_millis(200);
 
-/// The client: `__soak PRIMARY BACKUP SECS`. Prints one JSON object.
-pub(super) fn child(primary: &str, backup: &str, secs: u64) {
+/// The client: `__soak SECS TIMEOUT_MS URL...`, a chain of the URLs.
+/// Prints one JSON object.
+pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let out = rt.block_on(async {
         let chain = Chain::builder()
-            .timeout(TIMEOUT)
-            .link(Link::get(primary))
-            .link(Link::get(backup))
+            .timeout(Duration::from_millis(timeout_ms))
+            .links(urls.iter().map(|u| Link::get(u.as_str())))
             .build()
             .expect("chain");
         let op = super::chain_op(chain);
@@ -133,9 +133,17 @@ impl Histogram {
 }
 
 pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
+    let mut rows = soak(cfg, false).await;
+    rows.extend(soak(cfg, true).await);
+    rows
+}
+
+/// One soak, through the library or through `fallback serve --workers 1`.
+async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
     let secs: u64 = if cfg.rounds < 5 { 10 } else { 60 };
+    let name = if via_proxy { "soak_serve" } else { "soak" };
     eprintln!(
-        "soak: {CALLERS} callers for {secs} s; the primary cycles healthy, 503, refused, black hole every {PHASE:?}"
+        "{name}: {CALLERS} callers for {secs} s; the primary cycles healthy, 503, refused, black hole every {PHASE:?}"
     );
     let Ok(exe) = std::env::current_exe() else {
         return Vec::new();
@@ -155,13 +163,38 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
     let primary_url = first.url("/item");
     let mut primary = Some(first);
     let (mut primary_requests, mut primary_conns) = (0usize, 0usize);
+    // Through the proxy, the client's chain is the proxy alone, with time
+    // for the proxy's own timeout and failover.
+    let proxy = if via_proxy {
+        let timeout = format!("{}ms", TIMEOUT.as_millis());
+        let p = super::serve::start_ours_with(&[
+            "--timeout",
+            &timeout,
+            &primary_url.replace("/item", ""),
+            &backup.url(""),
+        ]);
+        match p {
+            Some(p) => Some(p),
+            None => {
+                eprintln!("  {name}: skipped: no fallback binary");
+                return Vec::new();
+            }
+        }
+    } else {
+        None
+    };
+    let (urls, timeout_ms) = match &proxy {
+        Some(p) => (vec![format!("http://127.0.0.1:{}/item", p.port())], 5_000),
+        None => (
+            vec![primary_url.clone(), backup.url("/item")],
+            TIMEOUT.as_millis() as u64,
+        ),
+    };
     let Ok(mut client) = Command::new(exe)
-        .args([
-            "__soak",
-            &primary_url,
-            &backup.url("/item"),
-            &secs.to_string(),
-        ])
+        .arg("__soak")
+        .arg(secs.to_string())
+        .arg(timeout_ms.to_string())
+        .args(&urls)
         .stdout(Stdio::piped())
         .spawn()
     else {
@@ -169,8 +202,14 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
     };
     let t0 = Instant::now();
     let mut phase = 0;
+    let mut proxy_rss = Vec::new();
     while t0.elapsed() < Duration::from_secs(secs) {
-        tokio::time::sleep(PHASE).await;
+        for _ in 0..2 {
+            tokio::time::sleep(PHASE / 2).await;
+            if let Some(kib) = proxy.as_ref().and_then(|p| p.rss_kib()) {
+                proxy_rss.push(kib);
+            }
+        }
         phase += 1;
         if let Some(s) = primary.take() {
             primary_requests += s.request_count();
@@ -188,15 +227,21 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
         primary_conns += s.connection_count();
     }
     let Ok(r) = serde_json::from_str::<serde_json::Value>(&line) else {
-        eprintln!("  soak: the client printed no result");
+        eprintln!("  {name}: the client printed no result");
         return Vec::new();
     };
     let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     let calls = num("calls");
-    let rss: Vec<f64> = r["rss_kib"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-        .unwrap_or_default();
+    // The memory that matters: the proxy's, or the library client's.
+    let rss: Vec<f64> = if via_proxy {
+        proxy_rss
+    } else {
+        r["rss_kib"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default()
+    };
+    drop(proxy);
     // Growth over the last 30 s (the last third in a quick run).
     let tail = rss.len().saturating_sub((rss.len() / 2).min(30)).max(1);
     let growth = match (rss.get(tail - 1), rss.last()) {
@@ -205,7 +250,7 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
     };
     let per_call = (primary_requests + backup.request_count()) as f64 / calls;
     eprintln!(
-        "  soak: {calls:.0} calls, {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
+        "  {name}: {calls:.0} calls, {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
         num("failed"),
         num("p50"),
         num("p99"),
@@ -213,7 +258,7 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
         num("max")
     );
     eprintln!(
-        "  soak: RSS {:.1} -> {:.1} MiB (last stretch {:+.1} %); connections opened: primary {primary_conns}, backup {}; requests per call {per_call:.3} (primary {primary_requests}, backup {})",
+        "  {name}: RSS {:.1} -> {:.1} MiB (last stretch {:+.1} %); connections opened: primary {primary_conns}, backup {}; requests per call {per_call:.3} (primary {primary_requests}, backup {})",
         rss.first().copied().unwrap_or(0.0) / 1024.0,
         rss.last().copied().unwrap_or(0.0) / 1024.0,
         growth * 100.0,
@@ -230,14 +275,19 @@ pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
         at_least: false,
     };
     vec![
-        row("soak_failed_calls", "calls", num("failed"), 0.0),
+        row(&format!("{name}_failed_calls"), "calls", num("failed"), 0.0),
         row(
-            "soak_p999",
+            &format!("{name}_p999"),
             "ms",
             num("p999"),
             f64::from(TIMEOUT.as_millis() as u32) * 2.0,
         ),
-        row("soak_rss_growth", "fraction", growth, 0.05),
-        row("soak_requests_per_call", "requests", per_call, 1.1),
+        row(&format!("{name}_rss_growth"), "fraction", growth, 0.05),
+        row(
+            &format!("{name}_requests_per_call"),
+            "requests",
+            per_call,
+            1.1,
+        ),
     ]
 }
