@@ -17,7 +17,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::headers::{forwarded, looped, strip_hop_by_hop};
+use super::headers::{forwarded, looped, outbound, strip_hop_by_hop};
 use super::settings::Live;
 use super::Proxy;
 use crate::print::errln;
@@ -100,19 +100,17 @@ async fn forward(
     if let Some(e) = entry.as_deref_mut() {
         e.route = Some(route.prefix.clone());
     }
-    if super::upgrade::is_upgrade(&req) {
-        if super::headers::looped(req.headers(), &proxy.via) {
-            return own_error(
-                StatusCode::LOOP_DETECTED,
-                "loop",
-                "this request came back through this proxy",
-            );
-        }
-        let resp = super::upgrade::tunnel(proxy, live, route, req).await;
-        count(proxy, &route.prefix, resp.status());
-        return resp;
-    }
-    let resp = send(proxy, live, route, req, client, entry).await;
+    let resp = if looped(req.headers(), &proxy.via) {
+        own_error(
+            StatusCode::LOOP_DETECTED,
+            "loop",
+            "this request came back through this proxy",
+        )
+    } else if super::upgrade::is_upgrade(&req) {
+        super::upgrade::tunnel(proxy, live, route, req).await
+    } else {
+        send(proxy, live, route, req, client, entry).await
+    };
     count(proxy, &route.prefix, resp.status());
     resp
 }
@@ -137,13 +135,6 @@ async fn send(
     entry: Option<&mut Entry>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
-    if looped(&parts.headers, &proxy.via) {
-        return own_error(
-            StatusCode::LOOP_DETECTED,
-            "loop",
-            "this request came back through this proxy",
-        );
-    }
     let counter = entry.as_ref().map(|e| e.bytes_in.clone());
     let body = match take_body(body, live.replay_buffer, counter).await {
         Ok(b) => b,
@@ -155,25 +146,21 @@ async fn send(
             )
         }
     };
-    strip_hop_by_hop(&mut parts.headers);
+    outbound(&mut parts.headers, &proxy.via);
     // hyper answered `100 Continue` when the body was first read, and the
     // body is here whole: the upstream has nothing to wait for.
     parts.headers.remove(http::header::EXPECT);
-    parts.headers.append(http::header::VIA, proxy.via.clone());
     if live.forwarded {
         forwarded(&mut parts.headers, client);
     }
-    // The upstream's authority goes in Host.
-    parts.headers.remove(http::header::HOST);
-    let path = route.upstream_path(parts.uri.path());
-    let target = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    parts.uri = match target.parse() {
-        Ok(u) => u,
-        Err(_) => return own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid"),
-    };
+    // The chain appends the request's path and query to each upstream's
+    // URL: only a stripped prefix needs a new one.
+    if let Some(target) = route.stripped_target(&parts.uri) {
+        parts.uri = match target.parse() {
+            Ok(u) => u,
+            Err(_) => return own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid"),
+        };
+    }
     let request = Request::from_parts(parts, body);
     let result = route.chain.send_streaming(request).await;
     if let Some(e) = entry {

@@ -49,6 +49,14 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A request's headers as they go upstream: hop-by-hop headers gone, no
+/// `Host` (the upstream's authority goes there), and this hop in `Via`.
+pub(super) fn outbound(headers: &mut HeaderMap, via: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.remove(http::header::HOST);
+    headers.append(http::header::VIA, via.clone());
+}
+
 /// A per-process pseudonym for `Via`: `1.1 fallback-XXXXXX`.
 pub(super) fn via() -> HeaderValue {
     use std::hash::{BuildHasher, Hasher};

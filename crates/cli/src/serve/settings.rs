@@ -31,6 +31,20 @@ impl Route {
                 .is_some_and(|rest| rest.starts_with('/'))
     }
 
+    /// The path and query sent upstream when the route strips its prefix;
+    /// `None` when the request's go as they are.
+    pub(super) fn stripped_target(&self, uri: &http::Uri) -> Option<String> {
+        let path = uri.path();
+        let up = self.upstream_path(path);
+        if up.len() == path.len() {
+            return None;
+        }
+        Some(match uri.query() {
+            Some(q) => format!("{up}?{q}"),
+            None => up.to_owned(),
+        })
+    }
+
     /// The path sent upstream: the request's, less the prefix when the
     /// route strips it.
     pub(super) fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
@@ -451,6 +465,17 @@ mod tests {
             "/orders/7"
         );
         assert_eq!(route("/", true).upstream_path("/x"), "/x");
+    }
+
+    #[test]
+    fn only_a_stripped_prefix_makes_a_new_target() {
+        let uri: http::Uri = "/orders/7?x=1".parse().unwrap();
+        assert_eq!(route("/orders", false).stripped_target(&uri), None);
+        assert_eq!(route("/", true).stripped_target(&uri), None);
+        assert_eq!(
+            route("/orders", true).stripped_target(&uri).as_deref(),
+            Some("/7?x=1")
+        );
     }
 
     #[test]

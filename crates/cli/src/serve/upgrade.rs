@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use fallback_chain::transport::ResponseBody;
 use fallback_chain::BreakerState;
-use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE, VIA};
+use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::forward::own_error;
-use super::headers::strip_hop_by_hop;
+use super::headers::{outbound, strip_hop_by_hop};
 use super::settings::{Live, Route};
 use super::Proxy;
 use crate::print::errln;
@@ -46,19 +46,19 @@ pub(super) async fn tunnel(
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     let protocol = parts.headers.get(UPGRADE).cloned();
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(HOST);
-    headers.append(VIA, proxy.via.clone());
+    let mut headers = parts.headers;
+    outbound(&mut headers, &proxy.via);
+    // The two hop-by-hop headers an upgrade is made of.
     if let Some(p) = protocol {
         headers.insert(UPGRADE, p);
     }
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    let path = route.upstream_path(parts.uri.path());
-    let target = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
+    let target = route.stripped_target(&parts.uri).unwrap_or_else(|| {
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+    });
     let health = route.chain.health();
     let mut last: Option<Response<Incoming>> = None;
     let mut tried = 0;
