@@ -1125,3 +1125,21 @@ fn a_primary_killed_and_restarted_mid_run_costs_clients_nothing() {
     assert!(from_primary.load(Ordering::SeqCst) > 0);
     assert!(backup.request_count() > 0);
 }
+
+#[test]
+fn the_access_log_names_the_upstream_even_without_report_headers() {
+    let up = Server::start(Behavior::ok("fine"));
+    let (_dir, cfg) = config_file(&format!(
+        "[serve]\nreport_headers = false\naccess_log = \"json\"\n[[upstream]]\nname = \"only\"\nurl = \"{}\"\n",
+        up.url("/")
+    ));
+    let mut p = Proxy::start_with(&["-c", &cfg], Stdio::piped());
+    let (status, headers, _) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-fallback-upstream"), None);
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["upstream"], "only", "{entry}");
+}

@@ -30,6 +30,8 @@ struct Entry {
     path: String,
     route: Option<String>,
     attempts: serde_json::Value,
+    /// The upstream whose answer the client got, if any.
+    upstream: Option<String>,
     /// Counted as the body goes upstream.
     bytes_in: Arc<AtomicU64>,
     error: Option<String>,
@@ -51,6 +53,7 @@ pub(super) async fn handle(
         ),
         route: None,
         attempts: serde_json::Value::Array(Vec::new()),
+        upstream: None,
         bytes_in: Arc::default(),
         error: None,
     });
@@ -58,21 +61,12 @@ pub(super) async fn handle(
     match entry {
         Some(entry) => {
             let status = resp.status();
-            let upstream = resp
-                .headers()
-                .get("x-fallback-upstream")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
             let (parts, body) = resp.into_parts();
             // The line is written when the body ends, with what it sent.
             let body = ResponseBody::new(Logged {
                 body,
                 bytes: 0,
-                line: Some(Line {
-                    entry,
-                    status,
-                    upstream,
-                }),
+                line: Some(Line { entry, status }),
             });
             Response::from_parts(parts, body)
         }
@@ -107,7 +101,12 @@ async fn forward(
             "this request came back through this proxy",
         )
     } else if super::upgrade::is_upgrade(&req) {
-        super::upgrade::tunnel(proxy, live, route, req).await
+        let mut upstream = None;
+        let resp = super::upgrade::tunnel(proxy, live, route, req, &mut upstream).await;
+        if let Some(e) = entry {
+            e.upstream = upstream;
+        }
+        resp
     } else {
         send(proxy, live, route, req, client, entry).await
     };
@@ -164,10 +163,18 @@ async fn send(
     let request = Request::from_parts(parts, body);
     let result = route.chain.send_streaming(request).await;
     if let Some(e) = entry {
-        e.attempts = attempts_json(match &result {
+        let report = match &result {
             Ok(r) => r.report(),
             Err(e) => e.report(),
-        });
+        };
+        e.attempts = attempts_json(report);
+        // As `x-fallback-upstream` names it, whether or not that is sent.
+        let answered = result
+            .as_ref()
+            .map_or_else(|e| e.status().is_some(), |_| true);
+        e.upstream = answered
+            .then(|| report.attempts().last().map(|a| a.name().to_owned()))
+            .flatten();
         // Why it failed, and why it was not re-sent, when it was not.
         e.error = result.as_ref().err().map(ToString::to_string);
     }
@@ -303,7 +310,7 @@ fn attempts_json(report: &Report) -> serde_json::Value {
 static X_FALLBACK_UPSTREAM: HeaderName = HeaderName::from_static("x-fallback-upstream");
 static X_FALLBACK_ATTEMPTS: HeaderName = HeaderName::from_static("x-fallback-attempts");
 
-fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
+pub(super) fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
     if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
         headers.insert(&X_FALLBACK_UPSTREAM, v);
     }
@@ -376,7 +383,6 @@ fn own(status: StatusCode, kind: &str, json: String) -> Response<ResponseBody> {
 struct Line {
     entry: Entry,
     status: StatusCode,
-    upstream: Option<String>,
 }
 
 /// A response body that writes its request's access-log line when it
@@ -389,12 +395,7 @@ struct Logged {
 
 impl Logged {
     fn write(&mut self, complete: bool) {
-        let Some(Line {
-            entry,
-            status,
-            upstream,
-        }) = self.line.take()
-        else {
+        let Some(Line { entry, status }) = self.line.take() else {
             return;
         };
         errln!(
@@ -405,7 +406,7 @@ impl Logged {
                 "path": entry.path,
                 "route": entry.route,
                 "status": status.as_u16(),
-                "upstream": upstream,
+                "upstream": entry.upstream,
                 "attempts": entry.attempts,
                 "error": entry.error,
                 "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::forward::own_error;
+use super::forward::{own_error, report_headers};
 use super::headers::{outbound, strip_hop_by_hop};
 use super::settings::{Live, Route};
 use super::Proxy;
@@ -42,6 +42,7 @@ pub(super) async fn tunnel(
     live: &Live,
     route: &Route,
     mut req: Request<Incoming>,
+    upstream: &mut Option<String>,
 ) -> Response<ResponseBody> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
@@ -109,13 +110,9 @@ pub(super) async fn tunnel(
             *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             *answer.headers_mut() = rparts.headers;
             if live.report_headers {
-                if let Ok(v) = HeaderValue::from_str(&up.name) {
-                    answer.headers_mut().insert("x-fallback-upstream", v);
-                }
-                answer
-                    .headers_mut()
-                    .insert("x-fallback-attempts", HeaderValue::from(tried));
+                report_headers(answer.headers_mut(), Some(&up.name), tried);
             }
+            *upstream = Some(up.name.clone());
             return answer;
         }
         // The proxy's default rule: 5xx, 408 and 429 fall back.
@@ -124,6 +121,7 @@ pub(super) async fn tunnel(
             || s == StatusCode::REQUEST_TIMEOUT
             || s == StatusCode::TOO_MANY_REQUESTS;
         last = Some(resp);
+        *upstream = Some(up.name.clone());
         if !falls_back {
             break;
         }
@@ -144,11 +142,14 @@ pub(super) async fn tunnel(
             answer.headers_mut().remove(http::header::CONTENT_LENGTH);
             answer
         }
-        None => own_error(
-            StatusCode::BAD_GATEWAY,
-            "upgrade",
-            "no upstream accepted the protocol upgrade",
-        ),
+        None => {
+            *upstream = None;
+            own_error(
+                StatusCode::BAD_GATEWAY,
+                "upgrade",
+                "no upstream accepted the protocol upgrade",
+            )
+        }
     }
 }
 
