@@ -181,29 +181,22 @@ fn start_ours(primary: &str, backup: &str) -> Option<Running> {
 /// `fallback serve --workers 1 --listen 127.0.0.1:0 ARGS...`, once it is
 /// listening.
 pub(super) fn start_ours_with(args: &[&str]) -> Option<Running> {
-    let mut child = Command::new(fallback_exe()?)
-        .args(["serve", "--workers", "1", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take()?)
-        .read_line(&mut line)
-        .ok()?;
-    let port = line.trim().rsplit(':').next()?.parse().ok()?;
-    Some(Running {
-        child: Some(child),
-        port,
-        _dir: None,
-    })
+    let mut cmd = Command::new(fallback_exe()?);
+    cmd.args(["serve", "--workers", "1", "--listen", "127.0.0.1:0"])
+        .args(args);
+    // "listening on http://127.0.0.1:PORT"
+    spawn_announcing(cmd, |line| line.rsplit(':').next()?.parse().ok())
 }
 
 fn start_raw(backup: &str) -> Option<Running> {
-    let mut child = Command::new(std::env::current_exe().ok()?)
-        .args(["__raw_proxy", backup])
+    let mut cmd = Command::new(std::env::current_exe().ok()?);
+    cmd.args(["__raw_proxy", backup]);
+    spawn_announcing(cmd, |line| line.parse().ok())
+}
+
+/// Starts a proxy that prints its port in its first line once it listens.
+fn spawn_announcing(mut cmd: Command, port: impl FnOnce(&str) -> Option<u16>) -> Option<Running> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -213,11 +206,14 @@ fn start_raw(backup: &str) -> Option<Running> {
     BufReader::new(child.stdout.take()?)
         .read_line(&mut line)
         .ok()?;
-    Some(Running {
+    // Stopped by its PID, even when the line says nothing usable.
+    let mut running = Running {
         child: Some(child),
-        port: line.trim().parse().ok()?,
+        port: 0,
         _dir: None,
-    })
+    };
+    running.port = port(line.trim())?;
+    Some(running)
 }
 
 /// The bare hyper proxy: every request to `upstream`, bodies streamed both

@@ -455,33 +455,24 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// This link, sending `req`'s method, headers, body, path and query
-    /// instead of its own; its URL gives the scheme, host and path prefix.
     /// The link's health probe: a bodiless `GET` of `uri`, with the link's
     /// headers.
     pub(crate) fn probe(&self, uri: &Uri) -> Endpoint {
-        let mut headers = self.headers.clone();
-        headers.remove(CONTENT_TYPE);
-        headers.remove(http::header::CONTENT_LENGTH);
-        Endpoint {
-            index: self.index,
-            name: self.name.clone(),
+        let mut probe = Endpoint {
             url: redact::uri(uri).into(),
             method: Method::GET,
             uri: uri.clone(),
-            headers,
             body: Body::empty(),
             idempotent: true,
-            marked: self.marked,
-            timeout: self.timeout,
-            retries: self.retries,
-            transport: self.transport.clone(),
-            secrets: self.secrets.clone(),
-            version: self.version,
-            insecure: self.insecure,
-        }
+            ..self.clone()
+        };
+        probe.headers.remove(CONTENT_TYPE);
+        probe.headers.remove(http::header::CONTENT_LENGTH);
+        probe
     }
 
+    /// This link, sending `req`'s method, headers, body, path and query
+    /// instead of its own; its URL gives the scheme, host and path prefix.
     pub(crate) fn with_request(&self, req: &http::request::Parts, body: &Body) -> Endpoint {
         let mut headers = self.headers.clone();
         for name in req.headers.keys() {
