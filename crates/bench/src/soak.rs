@@ -132,8 +132,13 @@ impl Histogram {
     }
 }
 
-pub(super) async fn group(cfg: Cfg) -> Vec<Row> {
-    let mut rows = soak(cfg, false).await;
+/// Both soaks; `--only soak_serve` runs the second alone.
+pub(super) async fn group(cfg: Cfg, serve_only: bool) -> Vec<Row> {
+    let mut rows = if serve_only {
+        Vec::new()
+    } else {
+        soak(cfg, false).await
+    };
     rows.extend(soak(cfg, true).await);
     rows
 }
@@ -165,11 +170,17 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
     let (mut primary_requests, mut primary_conns) = (0usize, 0usize);
     // Through the proxy, the client's chain is the proxy alone, with time
     // for the proxy's own timeout and failover.
+    // Metrics on, as in production: the exporter's memory is part of the
+    // proxy's, and its counters say what the breaker did.
+    let admin_port = if via_proxy { free_port() } else { None };
     let proxy = if via_proxy {
         let timeout = format!("{}ms", TIMEOUT.as_millis());
+        let admin = format!("127.0.0.1:{}", admin_port.unwrap_or(0));
         let p = super::serve::start_ours_with(&[
             "--timeout",
             &timeout,
+            "--admin",
+            &admin,
             &primary_url.replace("/item", ""),
             &backup.url(""),
         ]);
@@ -241,6 +252,14 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
             .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
             .unwrap_or_default()
     };
+    if let Some(page) = admin_port.and_then(|p| get(p, "/metrics")) {
+        for line in page.lines().filter(|l| {
+            l.starts_with("fallback_breaker_transitions_total")
+                || l.starts_with("fallback_attempts_total")
+        }) {
+            eprintln!("  {name}: {line}");
+        }
+    }
     drop(proxy);
     // Growth over the last 30 s (the last third in a quick run).
     let tail = rss.len().saturating_sub((rss.len() / 2).min(30)).max(1);
@@ -290,4 +309,25 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
             1.1,
         ),
     ]
+}
+
+/// A port nothing listens on now (the kernel's next ephemeral one).
+fn free_port() -> Option<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    Some(l.local_addr().ok()?.port())
+}
+
+/// The body of a `GET` on loopback, or `None`.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    t.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        t,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut s = String::new();
+    t.read_to_string(&mut s).ok()?;
+    Some(s.split_once("\r\n\r\n")?.1.to_owned())
 }

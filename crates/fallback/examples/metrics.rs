@@ -9,6 +9,16 @@ use fallback_chain_testserver::{Behavior, Server};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // The recorder keeps histogram samples until upkeep folds them in: a
+    // long-lived process runs it on a timer, or it grows with every call.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     // The exporter's page, served on 127.0.0.1.
     let exporter = Server::start(Behavior::custom(move |_, _| Behavior::ok(handle.render())));
 

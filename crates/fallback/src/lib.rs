@@ -258,7 +258,10 @@
 //! | `fallback_budget_denied_total` | counter | | retries and hedges the budget refused |
 //!
 //! `link` is the link's name (by default the URL's host and port): never a
-//! URL with credentials. None of these outputs ever shows a secret (see
+//! URL with credentials. The histogram records a sample per attempt: a
+//! recorder that holds samples until they are exported (the Prometheus
+//! exporter's `install_recorder`) needs its upkeep run on a timer, or it
+//! grows with every call. None of these outputs ever shows a secret (see
 //! [Secrets never print](#secrets-never-print)).
 //!
 //! ## Coming from the Go package

@@ -193,11 +193,29 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         if let Some(admin) = admin {
             tokio::spawn(admin::serve(admin, proxy.clone()));
         }
+        if let Some(handle) = proxy.metrics.clone() {
+            tokio::spawn(metrics_upkeep(handle));
+        }
         tokio::spawn(reload_on_hangup(args, proxy.clone()));
         serve(listener, proxy, &listeners).await;
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The exporter keeps every histogram sample until it is folded into the
+/// buckets: without this, a proxy nobody scrapes grows by each request's
+/// samples (37 MiB over two million requests in the soak).
+async fn metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(1);
 
 /// SIGHUP re-reads the config: a valid one serves new requests, an
 /// invalid one is logged and the old one keeps serving.
