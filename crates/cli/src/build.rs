@@ -57,8 +57,22 @@ pub fn split_header(h: &str) -> Result<(String, String), Usage> {
     }
 }
 
+/// The largest certificate or key file read: CA bundles are a few hundred
+/// KiB. A bound, so that a path such as `/dev/zero` is an error, not a hang.
+const MAX_PEM: u64 = 4 * 1024 * 1024;
+
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Usage> {
-    std::fs::read(path).map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
+    let fail = |e: &dyn std::fmt::Display| Usage(format!("{what} {}: {e}", path.display()));
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM + 1).read_to_end(&mut buf))
+        .map_err(|e| fail(&e))?;
+    if buf.len() as u64 > MAX_PEM {
+        return Err(fail(&format_args!(
+            "larger than the limit of {MAX_PEM} bytes"
+        )));
+    }
+    Ok(buf)
 }
 
 /// The transport options a `Net` asks for.

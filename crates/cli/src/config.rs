@@ -230,7 +230,11 @@ impl Net {
 /// Reads a config file for `send` and `check`, which have no use for the
 /// proxy's keys.
 pub fn load(path: &Path) -> Result<Config, String> {
-    let cfg = load_any(path)?;
+    for_send(load_any(path)?, path)
+}
+
+/// Refuses the proxy's keys in a config for `send` and `check`.
+pub fn for_send(cfg: Config, path: &Path) -> Result<Config, String> {
     let serve_only = [
         ("[serve]", cfg.serve.is_some()),
         ("[[upstream]]", !cfg.upstream.is_empty()),
@@ -250,11 +254,16 @@ pub fn load(path: &Path) -> Result<Config, String> {
 pub fn load_any(path: &Path) -> Result<Config, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    let cfg: Config = toml::from_str(&text).map_err(|e| {
+    parse(&text, path)
+}
+
+/// Reads and checks a config file's text; `path` only names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
         // toml's own message quotes the offending line, which may hold a
         // secret; say where, and what, without it.
         let at = e.span().map(|span| {
-            let before = &text[..span.start.min(text.len())];
+            let before = text.get(..span.start.min(text.len())).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!("line {line}, column {column}: ")

@@ -19,12 +19,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+    // Below a nanosecond rounds to zero, which is no timeout at all.
+    let d = Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO);
+    if !secs.is_finite() || d.is_zero() || secs > 1e9 {
         return Err(format!(
             "invalid duration {s:?}: must be above zero and finite"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Parses `1000`, `64KiB`, `10MiB`, `1GiB` (also `KB`, `MB`, `GB` as
@@ -65,7 +67,17 @@ mod tests {
         assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(duration("1m").unwrap(), Duration::from_secs(60));
         assert_eq!(duration("3").unwrap(), Duration::from_secs(3));
-        for bad in ["", "s", "2x", "-1s", "0s", "1e400s", "ms300", "2 days"] {
+        for bad in [
+            "",
+            "s",
+            "2x",
+            "-1s",
+            "0s",
+            "1e400s",
+            "ms300",
+            "2 days",
+            "0.0000000001s",
+        ] {
             assert!(duration(bad).is_err(), "{bad:?}");
         }
     }

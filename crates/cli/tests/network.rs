@@ -491,3 +491,17 @@ fn per_link_config_keys_apply_to_their_link_only() {
     let o = run(&["check", "-c", &cfg]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+#[test]
+fn a_certificate_path_that_never_ends_is_refused_not_read_forever() {
+    let server = Server::start(Behavior::ok("never reached"));
+    let o = run(&["send", "--cacert", "/dev/zero", &server.url("/")]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/dev/zero"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("larger than the limit"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(server.request_count(), 0);
+}

@@ -729,6 +729,22 @@ fn malformed_requests_get_400_and_everyone_else_is_still_served() {
 }
 
 #[test]
+fn a_client_that_closes_its_writing_side_still_gets_its_answer() {
+    let up = Server::start(Behavior::ok("fine"));
+    let p = Proxy::start(&[&up.url("/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n").unwrap();
+    // As `nc -N` does: EOF right after the request.
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(out.ends_with("fine"), "{out:?}");
+}
+
+#[test]
 fn a_client_that_never_finishes_its_head_is_cut_off() {
     let up = Server::start(Behavior::ok("fine"));
     let p = Proxy::start(&["--header-timeout", "300ms", &up.url("/")]);

@@ -375,6 +375,9 @@ mod conv;
 #[cfg(feature = "compression")]
 mod decompress;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod hedge;
 mod link;
 #[cfg(feature = "metrics")]

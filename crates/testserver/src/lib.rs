@@ -750,13 +750,35 @@ fn reason(status: u16) -> &'static str {
 
 const MAX_HEAD: usize = 64 * 1024;
 
+/// The fuzz target's entry: every request in `input`, read as the server
+/// reads them from a connection, until the input ends or one is refused.
+/// Not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_read_requests(input: &[u8]) -> Vec<Recorded> {
+    let mut reader = input;
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    loop {
+        // A byte slice never pends, so one poll settles each request.
+        let fut = std::pin::pin!(read_request(&mut reader, &mut buf, 0));
+        match std::future::Future::poll(fut, &mut cx) {
+            std::task::Poll::Ready(Ok(Some(r))) => out.push(r),
+            std::task::Poll::Ready(_) => return out,
+            std::task::Poll::Pending => panic!("a byte slice never pends"),
+        }
+    }
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
 /// Reads one request; Ok(None) when the client closed between requests.
-async fn read_request(
-    stream: &mut TcpStream,
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     connection: usize,
 ) -> io::Result<Option<Recorded>> {
@@ -824,7 +846,11 @@ async fn read_request(
     }))
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<()> {
+async fn fill<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<()> {
     while buf.len() < want {
         if stream.read_buf(buf).await? == 0 {
             return Err(bad("closed mid-body"));
@@ -833,7 +859,10 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut, want: usize) -> io::Re
     Ok(())
 }
 
-async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<String> {
+async fn read_line<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> io::Result<String> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             let line = buf.split_to(i + 2);
@@ -848,7 +877,10 @@ async fn read_line(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Str
     }
 }
 
-async fn read_chunked(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<Bytes> {
+async fn read_chunked<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> io::Result<Bytes> {
     let mut body = BytesMut::new();
     loop {
         let line = read_line(stream, buf).await?;

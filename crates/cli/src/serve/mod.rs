@@ -25,6 +25,7 @@ use crate::{units, NetArgs, Usage};
 
 mod admin;
 mod forward;
+pub(crate) mod fuzz;
 mod headers;
 mod settings;
 mod upgrade;
@@ -243,18 +244,28 @@ async fn reload_on_hangup(args: ServeArgs, proxy: Arc<Proxy>) {
     let _ = (args, proxy);
 }
 
-async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, listeners: &Listeners) {
-    let graceful = GracefulShutdown::new();
+/// How client connections are served: HTTP/1.1 or h2c, a bound on the
+/// head's size and on the time to read it. A client that closes its
+/// writing side after its request (`nc -N`, `shutdown(SHUT_WR)`) still
+/// gets the answer.
+fn connections(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(listeners.header_timeout)
+        .header_read_timeout(header_timeout)
+        .half_close(true)
         .max_buf_size(MAX_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD as u32);
+    builder
+}
+
+async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, listeners: &Listeners) {
+    let graceful = GracefulShutdown::new();
+    let builder = connections(listeners.header_timeout);
     let mut stop = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {

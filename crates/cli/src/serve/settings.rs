@@ -113,18 +113,29 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// breakers and budget. The error names the culprit.
 pub(super) fn load(args: &ServeArgs, previous: Option<&Live>) -> Result<(Live, Listeners), String> {
     let cfg = match &args.config {
-        Some(path) => {
-            let cfg = config::load_any(path)?;
-            if !cfg.endpoint.is_empty() {
-                return Err(format!(
-                    "config {}: [[endpoint]] is for `send` and `check`; `serve` takes [[upstream]]",
-                    path.display()
-                ));
-            }
-            cfg
-        }
+        Some(path) => for_serve(config::load_any(path)?, path)?,
         None => Config::default(),
     };
+    from_config(args, cfg, previous)
+}
+
+/// Refuses the keys of `send` in a config for `serve`.
+pub(super) fn for_serve(cfg: Config, path: &std::path::Path) -> Result<Config, String> {
+    if !cfg.endpoint.is_empty() {
+        return Err(format!(
+            "config {}: [[endpoint]] is for `send` and `check`; `serve` takes [[upstream]]",
+            path.display()
+        ));
+    }
+    Ok(cfg)
+}
+
+/// The proxy's state from its command line and a config already read.
+pub(super) fn from_config(
+    args: &ServeArgs,
+    cfg: Config,
+    previous: Option<&Live>,
+) -> Result<(Live, Listeners), String> {
     let serve = cfg.serve.as_ref();
     let access_log = match (args.access_log, serve.and_then(|s| s.access_log.as_deref())) {
         (Some(a), _) => a == AccessLog::Json,

@@ -1,0 +1,454 @@
+//! `fallback`: curl with a chain of backups.
+//!
+//! A thin user of the `fallback` library: every flag maps onto a
+//! `ChainBuilder` or `Link` setting. This library half of the binary is not
+//! an API: the command line is. It exists so the fuzz targets can reach the
+//! command's parsers in-process.
+
+mod build;
+mod config;
+mod demo;
+#[doc(hidden)]
+pub mod fuzz;
+mod output;
+mod print;
+mod report;
+pub(crate) mod serve;
+mod units;
+mod verbose;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fallback_chain::Classifier;
+use indicatif::{ProgressBar, ProgressStyle};
+use print::{err, errln, outln};
+
+const EXAMPLES: &str = "\
+Examples:
+  fallback send https://primary.example/api https://backup.example/api
+  fallback send --timeout 500ms --retries 1 --report text https://a.example/x https://b.example/x
+  fallback send --json '{\"Name\": \"Random\", \"Amount\": 100}' -H 'Idempotency-Key: 42' URL1 URL2
+  fallback send -c chain.toml -o out.json
+  fallback check --config chain.toml
+  fallback demo";
+
+/// curl with a chain of backups: send one request along an ordered chain of
+/// links and get the first success.
+#[derive(Parser, Debug)]
+#[command(name = "fallback", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send one request along the chain: config links first, then the URLs
+    /// given here, in order. Exit 0: a link succeeded; 1: every link failed,
+    /// a final status came back or the deadline expired; 2: invalid input
+    /// (nothing was sent). A reader that goes away (`| head`) ends the output
+    /// quietly and leaves the exit status as it would have been.
+    #[command(after_help = "\
+Examples:
+  fallback send https://primary.example/api https://backup.example/api
+  fallback send -X PUT -d @payload.bin -o answer.bin URL1 URL2
+  fallback send --fail-on 5xx,429 --deadline 3s --report json URL1 URL2 URL3")]
+    Send(Box<SendArgs>),
+    /// Validate a config file and print the chain it describes. Sends nothing.
+    #[command(after_help = "Example:\n  fallback check --config chain.toml")]
+    Check {
+        /// The TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Serve the chain as a local failover proxy: plain HTTP in, every
+    /// request tried along the upstreams (breakers on, sticky). Prints
+    /// `listening on http://IP:PORT` when ready; SIGTERM or SIGINT drains
+    /// and exits 0.
+    #[command(
+        after_help = "Example:\n  fallback serve --listen 127.0.0.1:7070 http://primary:8080 http://backup:8080"
+    )]
+    Serve(Box<serve::ServeArgs>),
+    /// Start misbehaving servers on 127.0.0.1 and show calls failing over
+    /// through them (refused, timed out, 503, hedged, won). Takes a few seconds.
+    Demo,
+}
+
+#[derive(Parser, Debug)]
+struct SendArgs {
+    /// URLs to try, in order, after any config links. Each gets the same
+    /// request (method, headers, body).
+    #[arg(value_name = "URL")]
+    urls: Vec<String>,
+    /// The method [default: GET, or POST when a body is given].
+    #[arg(short = 'X', long, value_name = "M")]
+    method: Option<String>,
+    /// A header for every link, 'Name: value'. Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
+    headers: Vec<String>,
+    /// Raw body. @path reads a file (binary-safe, re-read for each attempt);
+    /// @- reads stdin.
+    #[arg(short = 'd', long, value_name = "DATA", conflicts_with = "json")]
+    data: Option<String>,
+    /// Body sent as JSON (checked to be JSON; @path and @- work too); sets
+    /// Content-Type and Accept to application/json.
+    #[arg(long, value_name = "DATA")]
+    json: Option<String>,
+    /// Write the winner's body to FILE instead of stdout, through a
+    /// temporary beside it renamed into place on success. On failure FILE is
+    /// neither created nor changed.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Links from a TOML file (see `fallback check --help`); they come first.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Per-attempt timeout, e.g. 300ms, 2s, 1m [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    timeout: Option<Duration>,
+    /// Bound on the whole call [default: none].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    deadline: Option<Duration>,
+    /// Extra tries on the same link before moving on [default: 0].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// Start the next link when the current one has not answered within DUR.
+    /// The body is then buffered in memory (up to --max-body).
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    hedge: Option<Duration>,
+    /// Statuses that fall back: non-2xx (the default) or a comma list of
+    /// codes and classes, e.g. 5xx,429,408. Any other non-2xx status is the
+    /// final answer.
+    #[arg(long, value_name = "SPEC", value_parser = parse_fail_on)]
+    fail_on: Option<String>,
+    /// Allow re-sending a non-idempotent request (POST, PATCH) whose outcome
+    /// is unknown.
+    #[arg(long)]
+    idempotent: bool,
+    /// Largest response body accepted, e.g. 64KiB, 10MiB, 1GiB [default:
+    /// 16MiB]. A larger one is a failed attempt (too_large) and falls back.
+    #[arg(long, value_name = "SIZE", value_parser = units::size)]
+    max_body: Option<u64>,
+    /// The attempt report on stderr [default: text when stderr is a
+    /// terminal, else none].
+    #[arg(long, value_name = "FORMAT")]
+    report: Option<ReportFormat>,
+    #[command(flatten)]
+    net: NetArgs,
+    /// Follow redirects within a link.
+    #[arg(short = 'L', long)]
+    location: bool,
+    /// The most redirects followed per link, with -L [default: 10].
+    #[arg(long, value_name = "N")]
+    max_redirs: Option<u32>,
+    /// Ask for a compressed answer and decode it.
+    #[arg(long)]
+    compressed: bool,
+    /// Basic credentials for every link, USER:PASS. Never printed.
+    #[arg(short = 'u', long, value_name = "USER:PASS")]
+    user: Option<String>,
+    /// The User-Agent [default: fallback/VERSION].
+    #[arg(short = 'A', long, value_name = "UA")]
+    user_agent: Option<String>,
+    /// The winner's status line and headers before its body on stdout.
+    #[arg(short = 'i', long)]
+    include: bool,
+    /// Send HEAD and print the winner's status line and headers.
+    #[arg(short = 'I', long, conflicts_with_all = ["data", "json"])]
+    head: bool,
+    /// No progress and no report on stderr (errors still print).
+    #[arg(short = 's', long, conflicts_with = "verbose")]
+    silent: bool,
+    /// The text report, and each attempt's request and response head on
+    /// stderr (secrets redacted).
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+/// How to reach servers: TLS, proxies, h2c, connect timeout. Shared by
+/// `send` and `serve`.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct NetArgs {
+    /// Extra trusted root certificates (PEM), besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Do not verify server certificates. Every attempt made so is marked in
+    /// the report.
+    #[arg(short = 'k', long)]
+    pub(crate) insecure: bool,
+    /// HTTP/2 without upgrade (h2c) to http:// links.
+    #[arg(long)]
+    pub(crate) http2_prior_knowledge: bool,
+    /// Use this http:// proxy (http://user:pass@host:port) instead of the
+    /// HTTP_PROXY, HTTPS_PROXY and ALL_PROXY variables.
+    #[arg(short = 'x', long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Hosts that bypass the proxy (comma-separated; replaces NO_PROXY).
+    #[arg(long, value_name = "LIST")]
+    pub(crate) noproxy: Option<String>,
+    /// Bound on establishing a connection [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    pub(crate) connect_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    None,
+}
+
+pub(crate) fn parse_fail_on(s: &str) -> Result<String, String> {
+    Classifier::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Invalid input: exit 2, nothing sent.
+struct Usage(String);
+
+/// The `fallback` command, on this process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(args) => send(*args),
+        Command::Check { config } => check(&config),
+        Command::Demo => demo::run(),
+        Command::Serve(args) => serve::run(*args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Usage(msg)) => {
+            errln!("fallback: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn spinner(show: bool, msg: &str) -> Option<ProgressBar> {
+    if !show {
+        return None;
+    }
+    let p = ProgressBar::new_spinner();
+    p.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {bytes} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    p.set_message(msg.to_owned());
+    p.enable_steady_tick(Duration::from_millis(100));
+    Some(p)
+}
+
+fn send(args: SendArgs) -> Result<ExitCode, Usage> {
+    let cfg = match &args.config {
+        Some(path) => config::load(path).map_err(Usage)?,
+        None => config::Config::default(),
+    };
+    let chain = build::chain(&args, &cfg, args.verbose.then_some(verbose::Verbose))?;
+    let tty = std::io::stderr().is_terminal();
+    let format = if args.silent {
+        ReportFormat::None
+    } else if args.verbose {
+        args.report.unwrap_or(ReportFormat::Text)
+    } else {
+        args.report.unwrap_or(if tty {
+            ReportFormat::Text
+        } else {
+            ReportFormat::None
+        })
+    };
+    let progress = spinner(
+        tty && !args.silent && !args.verbose && format == ReportFormat::Text,
+        "fallback",
+    );
+    let show_head = args.include || args.head;
+
+    let rt = runtime();
+    let done = rt.block_on(async {
+        let head =
+            |v, s, h: &http::HeaderMap| show_head.then(|| verbose::status_and_headers(v, s, h));
+        let failed = |e: fallback_chain::Error| Done {
+            report: e.report().clone(),
+            status: e.status().map(|s| s.as_u16()),
+            head: match (e.version(), e.status(), e.headers()) {
+                (Some(v), Some(s), Some(h)) => head(v, s, h),
+                _ => None,
+            },
+            error: Some(e),
+            body: BodyOut::None,
+        };
+        let won =
+            |r: &fallback_chain::Report, v, s: http::StatusCode, h: &http::HeaderMap, body| Done {
+                report: r.clone(),
+                status: Some(s.as_u16()),
+                head: head(v, s, h),
+                error: None,
+                body,
+            };
+        if let Some(dest) = &args.output {
+            let mut sink = output::FileSink::new(dest, progress.clone())
+                .map_err(|e| Usage(format!("-o {}: {e}", dest.display())))?;
+            return Ok(match chain.call_into(&mut sink).await {
+                Ok(resp) => {
+                    let mut d = won(
+                        resp.report(),
+                        resp.version(),
+                        resp.status(),
+                        resp.headers(),
+                        BodyOut::None,
+                    );
+                    // With -i, curl writes the head into the file too.
+                    d.body = BodyOut::Committed(sink.commit(d.head.take().as_deref()));
+                    d
+                }
+                Err(e) => failed(e),
+            });
+        }
+        let mut spool = output::Spool::new(progress.clone());
+        Ok(match chain.call_into(&mut spool).await {
+            Ok(resp) => won(
+                resp.report(),
+                resp.version(),
+                resp.status(),
+                resp.headers(),
+                BodyOut::Spool(spool),
+            ),
+            Err(e) => failed(e),
+        })
+    })?;
+    if let Some(p) = &progress {
+        p.finish_and_clear();
+    }
+    let Done {
+        report,
+        status,
+        error,
+        head,
+        body: body_out,
+    } = done;
+
+    // stdout: the winner's body, or the last failure's body, after the
+    // head with -i or -I.
+    let mut stdout = std::io::stdout().lock();
+    let mut code = if error.is_none() { 0 } else { 1 };
+    let head_written = match &head {
+        Some(h) => stdout.write_all(h),
+        None => Ok(()),
+    };
+    let written = head_written.and_then(|()| match body_out {
+        BodyOut::Spool(s) => s.copy_to(&mut stdout),
+        BodyOut::Committed(Err(e)) => {
+            errln!(
+                "fallback: cannot write {}: {e}",
+                args.output
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            );
+            code = 1;
+            Ok(())
+        }
+        BodyOut::Committed(Ok(())) => stdout.flush(),
+        BodyOut::None => match error.as_ref().and_then(|e| e.body()) {
+            Some(b) => stdout.write_all(b).and_then(|_| stdout.flush()),
+            None => stdout.flush(),
+        },
+    });
+    if let Err(e) = written {
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            errln!("fallback: cannot write to stdout: {e}");
+            code = 1;
+        }
+    }
+    if let Some(e) = &error {
+        if e.kind() == fallback_chain::ErrorKind::MaybeProcessed {
+            // The library's advice, in this command's terms.
+            errln!(
+                "fallback: {e}\nfallback: hint: pass --idempotent, or send an Idempotency-Key header, to allow re-sending"
+            );
+        } else {
+            errln!("fallback: {e}");
+        }
+    }
+    match format {
+        ReportFormat::Text => err!("{}", report::text(&report, status)),
+        ReportFormat::Json => errln!("{}", report::json(&report, status)),
+        ReportFormat::None => {}
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// How a call ended, and what goes to stdout.
+struct Done {
+    report: fallback_chain::Report,
+    status: Option<u16>,
+    error: Option<fallback_chain::Error>,
+    /// The status line and headers, for -i and -I.
+    head: Option<Vec<u8>>,
+    body: BodyOut,
+}
+
+enum BodyOut {
+    None,
+    Spool(output::Spool),
+    Committed(std::io::Result<()>),
+}
+
+fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
+    let cfg = config::load(path).map_err(Usage)?;
+    if cfg.endpoint.is_empty() {
+        return Err(Usage(format!(
+            "config {}: no [[endpoint]] links",
+            path.display()
+        )));
+    }
+    let args = SendArgs::parse_from(["send"]);
+    let chain = build::chain(&args, &cfg, None)?;
+    outln!("{}: {} link(s), nothing sent", path.display(), chain.len());
+    for l in chain.links() {
+        outln!("[{}] {}  {} {}", l.index(), l.name(), l.method(), l.url());
+        for (n, v) in l.headers() {
+            outln!("      {n}: {v}");
+        }
+        outln!("      body: {}  idempotent: {}", l.body(), l.idempotent());
+        if let Some(t) = l.timeout() {
+            outln!("      timeout: {t:?}");
+        }
+        if let Some(r) = l.retries() {
+            outln!("      retries: {r}");
+        }
+    }
+    let show = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            outln!("{k}: {v}");
+        }
+    };
+    show("timeout", cfg.timeout.map(|d| format!("{d:?}")));
+    show("deadline", cfg.deadline.map(|d| format!("{d:?}")));
+    show("retries", cfg.retries.map(|r| r.to_string()));
+    show("hedge", cfg.hedge.map(|d| format!("{d:?}")));
+    show("fail_on", cfg.fail_on.clone());
+    show("idempotent", cfg.idempotent.map(|b| b.to_string()));
+    show("max_body", cfg.max_body.map(|b| format!("{b} bytes")));
+    if !cfg.secret_headers.is_empty() {
+        show("secret_headers", Some(cfg.secret_headers.join(", ")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
