@@ -734,7 +734,8 @@ fn a_client_that_closes_its_writing_side_still_gets_its_answer() {
     let p = Proxy::start(&[&up.url("/")]);
     let mut tcp = TcpStream::connect(&p.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n").unwrap();
+    tcp.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
     // As `nc -N` does: EOF right after the request.
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
     let mut out = Vec::new();

@@ -67,6 +67,10 @@ fn the_serve_harness_proxies() {
     let got = answer("odd");
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(got.contains("GET http://127.0.0.1:2/b/odd1 0"), "{got}");
+    // A client's root is the upstream's base URL, as with nginx's
+    // `proxy_pass http://u/a`.
+    let got = answer("root");
+    assert!(got.contains("GET http://127.0.0.1:1/a 0"), "{got}");
     let got = answer("hopbyhop");
     assert!(got.contains("te: trailers"), "{got}");
     assert!(
