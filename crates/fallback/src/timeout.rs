@@ -1,6 +1,9 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -178,16 +181,93 @@ impl Drop for Orphan<'_> {
 
 impl Alarm {
     /// Resolves when the alarm fires.
-    pub(crate) async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if !self.fired.load(Ordering::Acquire) && !self.orphaned.load(Ordering::Acquire) {
-            notified.await;
+    pub(crate) fn wait(&self) -> Wait<'_> {
+        Wait {
+            alarm: self,
+            notified: self.notify.notified(),
+            enabled: false,
+            sleep: None,
         }
-        if !self.fired.load(Ordering::Acquire) {
-            tokio::time::sleep_until(self.at).await;
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Alarm::wait`]'s future, written out by hand: an `async fn` would
+    /// hold the (cold) fallback timer inline, and every attempt's state
+    /// would carry it.
+    pub(crate) struct Wait<'a> {
+        alarm: &'a Alarm,
+        #[pin]
+        notified: tokio::sync::futures::Notified<'a>,
+        enabled: bool,
+        // Only once the timer task is gone without firing.
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            if !*this.enabled {
+                // Registered before the flags are read: a firing between
+                // the two still wakes this waiter.
+                this.notified.as_mut().enable();
+                *this.enabled = true;
+            }
+            if this.alarm.fired() {
+                return Poll::Ready(());
+            }
+            if !this.alarm.orphaned.load(Ordering::Acquire) && this.notified.poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if this.alarm.fired() {
+                return Poll::Ready(());
+            }
+            *this.sleep = Some(Box::pin(tokio::time::sleep_until(this.alarm.at)));
         }
+        match this.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `fut`'s output, or `None` once the alarm fires: `fut` is polled
+    /// first. Written out by hand, it holds `fut` once (an `async fn`
+    /// with `select!` held it twice: as its argument and in the select).
+    pub(crate) struct Within<'a, F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        wait: Wait<'a>,
+    }
+}
+
+/// `fut`'s output, or `None` if the alarm fires first.
+pub(crate) fn within<F: Future>(fut: F, alarm: &Alarm) -> Within<'_, F> {
+    Within {
+        fut,
+        wait: alarm.wait(),
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        this.wait.poll(cx).map(|()| None)
     }
 }
 
@@ -243,6 +323,22 @@ mod tests {
         b.wait().await;
         c.wait().await;
         assert_eq!(t0.elapsed(), Duration::from_secs(6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_favours_the_work_and_otherwise_ends_at_the_alarm() {
+        let alarms = Alarms::new();
+        let t0 = Instant::now();
+        let a = alarms.alarm(t0, t0 + Duration::from_secs(1));
+        // Done before the alarm: its output.
+        let quick = tokio::time::sleep(Duration::from_millis(10));
+        assert_eq!(within(async { quick.await; 7 }, &a).await, Some(7));
+        // Not done by the alarm: nothing, on time.
+        assert_eq!(within(std::future::pending::<u8>(), &a).await, None);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        // The alarm has fired, but work that is ready still wins.
+        assert_eq!(within(async { 8 }, &a).await, Some(8));
+        assert_eq!(within(std::future::pending::<u8>(), &a).await, None);
     }
 
     #[test]

@@ -304,7 +304,9 @@ impl Chain {
             let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
                 None => break resp,
                 Some(Ok(next)) => next,
-                Some(Err(why)) => return lost(redirect_lost(resp, why, &alarm, limit).await),
+                Some(Err(why)) => {
+                    return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await)
+                }
             };
             if visited.len() as u32 >= inner.max_redirects {
                 let why = format!(
@@ -312,11 +314,11 @@ impl Chain {
                     inner.max_redirects,
                     redirect::shown(&next.uri)
                 );
-                return lost(redirect_lost(resp, why, &alarm, limit).await);
+                return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await);
             }
             if next.uri == ep.uri || visited.contains(&next.uri) {
                 let why = format!("redirect loop: back to {}", redirect::shown(&next.uri));
-                return lost(redirect_lost(resp, why, &alarm, limit).await);
+                return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await);
             }
             hops.push(Hop {
                 outcome: Outcome::Redirect,
@@ -326,7 +328,7 @@ impl Chain {
                 error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
             });
             // Drained, so the connection goes back to the pool.
-            let _ = within(collect(resp.into_body(), limit, None), &alarm).await;
+            let _ = Box::pin(within(collect(resp.into_body(), limit, None), &alarm)).await;
             *converted |= next.to_get && !ep.idempotent;
             visited.push(next.uri.clone());
             let to_get = next.to_get || follow.as_ref().is_some_and(|f| f.to_get);
@@ -512,15 +514,6 @@ impl Hop {
             status: self.status,
             ..line(link, ep, try_number, self.outcome, self.elapsed).with_error(self.error)
         }
-    }
-}
-
-/// `fut`'s output, or `None` if the alarm fires first.
-pub(super) async fn within<F: Future>(fut: F, alarm: &Alarm) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        _ = alarm.wait() => None,
     }
 }
 

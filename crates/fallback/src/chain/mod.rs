@@ -33,7 +33,9 @@ use crate::response::{
 };
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
-use crate::timeout::{attempt_deadline, later, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT};
+use crate::timeout::{
+    attempt_deadline, later, within, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT,
+};
 use crate::transport::{
     error_chain, FreshConnection, Handoff, HyperTransportBuilder, ResponseBody, Transport,
     TransportErrorKind,
