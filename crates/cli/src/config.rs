@@ -252,9 +252,59 @@ pub fn for_send(cfg: Config, path: &Path) -> Result<Config, String> {
 /// Reads and checks a config file; the error names the file, and the key
 /// and line when the TOML is at fault.
 pub fn load_any(path: &Path) -> Result<Config, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    use std::io::Read;
+    let fail = |e: &dyn std::fmt::Display| format!("config {}: {e}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_string(&mut text))
+        .map_err(|e| fail(&e))?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(fail(&format_args!(
+            "larger than the limit of {MAX_CONFIG} bytes"
+        )));
+    }
     parse(&text, path)
+}
+
+/// The largest config file read: 16 MiB, far above the 1,000 links a
+/// chain may have. A bound, so that `-c /dev/zero` is an error, not a
+/// process that grows until it is killed.
+const MAX_CONFIG: u64 = 16 * 1024 * 1024;
+
+/// A TOML or serde message with the string values it quotes blanked:
+/// `invalid type: string "Bearer …", expected a map` is about a value that
+/// may be a secret typed in the wrong place, and the key and line are named
+/// anyway. The checks of this crate's own keys (`invalid duration "soon"`)
+/// keep their quotes: a duration or a status is no secret.
+pub fn unquoted(msg: &str) -> String {
+    const STRING: &str = "string \"";
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(STRING) {
+        out.push_str(&rest[..i + STRING.len()]);
+        rest = &rest[i + STRING.len()..];
+        // Up to the closing quote; a backslash escapes the next character.
+        let mut end = None;
+        let mut escaped = false;
+        for (j, c) in rest.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out.push('…');
+        match end {
+            Some(j) => rest = &rest[j..],
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads and checks a config file's text; `path` only names it in errors.
@@ -272,7 +322,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
             "config {}: {}{}",
             path.display(),
             at.unwrap_or_default(),
-            e.message().trim_end()
+            unquoted(e.message().trim_end())
         )
     })?;
     for (i, ep) in cfg.endpoint.iter().enumerate() {
@@ -325,5 +375,38 @@ fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Size::deserialize(d)? {
         Size::Bytes(n) => Ok(Some(n)),
         Size::Text(s) => units::size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_values_in_messages_are_blanked() {
+        assert_eq!(
+            unquoted(r#"invalid type: string "Bearer sk-1", expected a map"#),
+            r#"invalid type: string "…", expected a map"#
+        );
+        assert_eq!(
+            unquoted(r#"invalid value: string "a\"b", x; string "c"#),
+            r#"invalid value: string "…", x; string "…"#
+        );
+        assert_eq!(
+            unquoted(r#"invalid duration "soon""#),
+            r#"invalid duration "soon""#
+        );
+        assert_eq!(unquoted("unknown field `colour`"), "unknown field `colour`");
+    }
+
+    #[test]
+    fn a_secret_given_where_a_table_goes_is_not_shown() {
+        let e = parse(
+            "[[endpoint]]\nurl = \"http://h/\"\nheaders = \"Authorization: Bearer sk-1\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains("sk-1"), "{e}");
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! A thin user of the `fallback` library: every flag maps onto a
 //! `ChainBuilder` or `Link` setting. This library half of the binary is not
-//! an API: the command line is. It exists so the fuzz targets can reach the
-//! command's parsers in-process.
+//! an API: the command line is. It exists so the fuzz targets (feature
+//! `fuzzing`) can reach the command's parsers in-process.
 
 mod build;
 mod config;
 mod demo;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 mod output;

@@ -493,7 +493,7 @@ fn per_link_config_keys_apply_to_their_link_only() {
 }
 
 #[test]
-fn a_certificate_path_that_never_ends_is_refused_not_read_forever() {
+fn a_certificate_or_config_path_that_never_ends_is_refused_not_read_forever() {
     let server = Server::start(Behavior::ok("never reached"));
     let o = run(&["send", "--cacert", "/dev/zero", &server.url("/")]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));

@@ -150,13 +150,13 @@ impl Alarms {
         });
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let a = alarm.clone();
+                // Made before the task is spawned: a task dropped unpolled
+                // (its runtime shut down) still orphans the alarm.
+                let timer = Timer(alarm.clone());
                 handle.spawn(async move {
-                    let guard = Orphan(&a);
-                    tokio::time::sleep_until(a.at).await;
-                    std::mem::forget(guard);
-                    a.fired.store(true, Ordering::Release);
-                    a.notify.notify_waiters();
+                    tokio::time::sleep_until(timer.0.at).await;
+                    timer.0.fired.store(true, Ordering::Release);
+                    timer.0.notify.notify_waiters();
                 });
             }
             // No runtime to run a timer task on: waiters keep their own time.
@@ -169,13 +169,17 @@ impl Alarms {
     }
 }
 
-/// Marks an alarm whose timer task was dropped before it fired.
-struct Orphan<'a>(&'a Alarm);
+/// An alarm's timer task's hold on it: dropped before the alarm fired (the
+/// runtime shut down), it marks the alarm orphaned, and its waiters keep
+/// their own time.
+struct Timer(Arc<Alarm>);
 
-impl Drop for Orphan<'_> {
+impl Drop for Timer {
     fn drop(&mut self) {
-        self.0.orphaned.store(true, Ordering::Release);
-        self.0.notify.notify_waiters();
+        if !self.0.fired.load(Ordering::Acquire) {
+            self.0.orphaned.store(true, Ordering::Release);
+            self.0.notify.notify_waiters();
+        }
     }
 }
 
@@ -234,7 +238,7 @@ impl Future for Wait<'_> {
         }
         match this.sleep {
             Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
+            None => unreachable!("the fallback timer is set above"),
         }
     }
 }
@@ -263,6 +267,13 @@ impl<F: Future> Future for Within<'_, F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // With tokio's budget spent, the work would say `Pending` though it
+        // may be ready, and a fired alarm would then win: yield first, as
+        // `select!` does.
+        if !tokio::task::coop::has_budget_remaining() {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let this = self.project();
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Some(out));
@@ -332,7 +343,17 @@ mod tests {
         let a = alarms.alarm(t0, t0 + Duration::from_secs(1));
         // Done before the alarm: its output.
         let quick = tokio::time::sleep(Duration::from_millis(10));
-        assert_eq!(within(async { quick.await; 7 }, &a).await, Some(7));
+        assert_eq!(
+            within(
+                async {
+                    quick.await;
+                    7
+                },
+                &a
+            )
+            .await,
+            Some(7)
+        );
         // Not done by the alarm: nothing, on time.
         assert_eq!(within(std::future::pending::<u8>(), &a).await, None);
         assert_eq!(t0.elapsed(), Duration::from_secs(1));
@@ -351,6 +372,27 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(a.wait());
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn an_alarm_whose_runtime_ends_before_its_timer_starts_is_orphaned() {
+        let alarms = Alarms::new();
+        let t0 = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // The timer task is spawned, never polled, and dropped with rt.
+        let a = rt.block_on(async { alarms.alarm(t0, t0 + Duration::from_millis(20)) });
+        drop(rt);
+        assert!(a.orphaned.load(Ordering::Acquire));
+        // A waiter on another runtime keeps time itself.
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        other.block_on(a.wait());
         assert!(t0.elapsed() >= Duration::from_millis(20));
     }
 

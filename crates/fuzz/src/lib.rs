@@ -29,16 +29,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("testserver_request", testserver_request),
 ];
 
-/// A `--fail-on` spec. What parses once parses the same from its own
-/// description, and a refusal names the spec.
+/// A `--fail-on` spec: accepted, or refused with a reason.
 pub fn fail_on(data: &[u8]) {
     let s = String::from_utf8_lossy(data);
-    match Classifier::parse(&s) {
-        Ok(c) => {
-            let again = format!("{c:?}");
-            assert!(!again.is_empty());
-        }
-        Err(e) => assert!(!e.to_string().is_empty()),
+    if let Err(e) = Classifier::parse(&s) {
+        assert!(!e.to_string().is_empty());
     }
 }
 

@@ -891,8 +891,11 @@ async fn read_chunked<S: tokio::io::AsyncRead + Unpin>(
             while !read_line(stream, buf).await?.is_empty() {}
             return Ok(body.freeze());
         }
-        fill(stream, buf, size + 2).await?;
+        let with_crlf = size
+            .checked_add(2)
+            .ok_or_else(|| bad("chunk size too large"))?;
+        fill(stream, buf, with_crlf).await?;
         body.extend_from_slice(&buf[..size]);
-        buf.advance(size + 2);
+        buf.advance(with_crlf);
     }
 }

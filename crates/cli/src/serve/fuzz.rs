@@ -10,12 +10,12 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use fallback_chain::transport::{RequestBody, ResponseBody, SendFuture, Transport};
+use fallback_chain::transport::{HyperTransport, RequestBody, ResponseBody, SendFuture, Transport};
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -23,32 +23,35 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{forward, headers, settings, Proxy, ServeArgs};
 
-/// Bound on one input's whole exchange: longer is a hang.
-const HANG: Duration = Duration::from_secs(5);
-
-/// A config file for `serve`, read and built into the proxy's routes.
-pub fn config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+/// A config for `serve`, already read, built into the proxy's routes.
+pub fn config(cfg: crate::config::Config) {
     let path = std::path::Path::new("fuzz.toml");
-    let Ok(cfg) = crate::config::parse(text, path).and_then(|c| settings::for_serve(c, path))
-    else {
+    let Ok(cfg) = settings::for_serve(cfg, path) else {
         return;
     };
     let args = ServeArgs::try_parse_from(["serve"]).expect("no arguments");
     let _ = settings::from_config(&args, cfg, None);
 }
 
-/// One proxy, built once, for any number of inputs.
+/// Bound on one input's whole exchange: longer is a hang.
+const HANG: Duration = Duration::from_secs(5);
+
+/// The harness's upstreams: nothing listens on ports 1 and 2, so an
+/// upgrade, which goes around the chain, is refused at once. Background
+/// probes ask for /healthz, which no client request becomes.
+const UPSTREAMS: &str = "[[upstream]]\nurl = \"http://127.0.0.1:1/a\"\nprobe = \"/healthz\"\n\
+                         [[upstream]]\nurl = \"http://127.0.0.1:2/b\"\nprobe = \"/healthz\"\n";
+
+/// The proxy's settings, and a transport built once (building one reads
+/// the system's trust store); each input gets a proxy of its own.
 pub struct Harness {
-    rt: tokio::runtime::Runtime,
-    proxy: Arc<Proxy>,
+    args: ServeArgs,
+    transport: HyperTransport,
 }
 
 impl Harness {
-    /// A proxy of two upstreams with a 4 KiB replay buffer, so that both
-    /// buffered and streamed request bodies are reached.
+    /// Two upstreams, a 4 KiB replay buffer (so that request bodies are
+    /// both buffered and streamed), 1 s timeouts.
     pub fn new() -> Harness {
         let args = ServeArgs::try_parse_from([
             "serve",
@@ -60,18 +63,28 @@ impl Harness {
             "1s",
         ])
         .expect("the harness's arguments");
-        // Nothing listens on ports 1 and 2: an upgrade, which goes around
-        // the chain, is refused at once. Background probes ask for
-        // /healthz, which no client request becomes.
-        let cfg = crate::config::parse(
-            "[[upstream]]\nurl = \"http://127.0.0.1:1/a\"\nprobe = \"/healthz\"\n\
-             [[upstream]]\nurl = \"http://127.0.0.1:2/b\"\nprobe = \"/healthz\"\n",
-            std::path::Path::new("harness.toml"),
-        )
-        .expect("the harness's config");
-        let (mut live, _) = settings::from_config(&args, cfg, None).expect("the harness's config");
+        let transport = HyperTransport::builder()
+            .build()
+            .expect("the default transport");
+        Harness { args, transport }
+    }
+
+    /// Sends `input` as a client connection's bytes, then shuts the
+    /// client's writing side; returns what the proxy wrote back.
+    ///
+    /// Every input meets a new proxy (fresh breakers, budget and probes)
+    /// on a new runtime, so a crash reproduces from its input alone. Panics
+    /// on a hang, on a panic in the proxy's connection task, and on
+    /// anything sent upstream that a proxy must not send.
+    pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
+        let cfg = crate::config::parse(UPSTREAMS, std::path::Path::new("harness.toml"))
+            .expect("the harness's config");
+        let (mut live, _) =
+            settings::from_config_with(&self.args, cfg, None, Some(self.transport.clone()))
+                .expect("the harness's proxy");
+        let upstreams = Upstreams::default();
         for r in &mut live.routes {
-            r.chain = r.chain.with_transport(Upstreams);
+            r.chain = r.chain.with_transport(upstreams.clone());
         }
         let proxy = Arc::new(Proxy {
             live: RwLock::new(Arc::new(live)),
@@ -83,22 +96,18 @@ impl Harness {
             .enable_all()
             .build()
             .expect("a runtime");
-        Harness { rt, proxy }
-    }
-
-    /// Sends `input` as a client connection's bytes, then closes the
-    /// client's writing side; returns what the proxy wrote back. Panics on
-    /// a hang, and on anything sent upstream that a proxy must not send.
-    pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
-        let proxy = self.proxy.clone();
-        self.rt.block_on(async move {
+        let out = rt.block_on(async move {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(forward::handle(&proxy, req, peer).await) }
             });
-            let builder = super::connections(Duration::from_secs(1));
+            let mut builder = super::connections(Duration::from_secs(1));
+            // The input ends with the client's writing side shut: answer
+            // it anyway, which the proxy itself does not (a client that
+            // goes away cancels its request).
+            builder.http1().half_close(true);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(server), svc)
                 .into_owned();
@@ -117,9 +126,25 @@ impl Harness {
             if tokio::time::timeout(HANG, both).await.is_err() {
                 panic!("the proxy hung on this input");
             }
-            conn.abort();
+            drop(client);
+            match tokio::time::timeout(HANG, conn).await {
+                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Ok(_) => {}
+                Err(_) => panic!("the proxy's connection did not end with its client"),
+            }
             out
-        })
+        });
+        // Dropping the runtime ends the input's probes and timers.
+        drop(rt);
+        if let Some(broken) = upstreams
+            .broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            panic!("{broken}");
+        }
+        out
     }
 }
 
@@ -129,13 +154,24 @@ impl Default for Harness {
     }
 }
 
-/// The two upstreams, told apart by port.
-struct Upstreams;
+/// The two upstreams, told apart by port. What they find wrong in a
+/// request is kept for `exchange` to raise: a panic here would happen in
+/// a task of the proxy's, where tokio would catch it.
+#[derive(Clone, Default)]
+struct Upstreams {
+    broken: Arc<Mutex<Option<String>>>,
+}
 
 impl Transport for Upstreams {
     fn send(&self, req: http::Request<RequestBody>) -> SendFuture {
+        let broken = self.broken.clone();
         Box::pin(async move {
-            check_outbound(&req);
+            if let Err(why) = check_outbound(&req) {
+                broken
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(why);
+            }
             let first = req.uri().port_u16() == Some(1);
             let (parts, body) = req.into_parts();
             // A body that breaks mid-way is the client's doing; the chain
@@ -161,10 +197,10 @@ impl Transport for Upstreams {
 
 /// What must never go upstream: a hop-by-hop header (but `TE: trailers`),
 /// or a client's request without this hop in `Via`.
-fn check_outbound(req: &http::Request<RequestBody>) {
+fn check_outbound(req: &http::Request<RequestBody>) -> Result<(), String> {
     if req.uri().path() == "/healthz" {
         // The proxy's own probe, not a forwarded request.
-        return;
+        return Ok(());
     }
     let h = req.headers();
     for name in [
@@ -177,14 +213,21 @@ fn check_outbound(req: &http::Request<RequestBody>) {
         "proxy-authorization",
         "proxy-authenticate",
     ] {
-        assert!(!h.contains_key(name), "{name} went upstream");
+        if h.contains_key(name) {
+            return Err(format!("{name} went upstream"));
+        }
     }
-    for te in h.get_all(http::header::TE) {
-        assert_eq!(te.as_bytes(), b"trailers", "TE went upstream");
+    if h.get_all(http::header::TE)
+        .iter()
+        .any(|te| te.as_bytes() != b"trailers")
+    {
+        return Err("a TE other than trailers went upstream".into());
     }
-    assert!(
-        h.contains_key(http::header::VIA),
-        "no Via upstream: {:?}",
-        h.keys().collect::<Vec<_>>()
-    );
+    if !h.contains_key(http::header::VIA) {
+        return Err(format!(
+            "no Via upstream: {:?}",
+            h.keys().collect::<Vec<_>>()
+        ));
+    }
+    Ok(())
 }

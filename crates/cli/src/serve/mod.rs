@@ -25,6 +25,7 @@ use crate::{units, NetArgs, Usage};
 
 mod admin;
 mod forward;
+#[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod headers;
 mod settings;
@@ -245,16 +246,18 @@ async fn reload_on_hangup(args: ServeArgs, proxy: Arc<Proxy>) {
 }
 
 /// How client connections are served: HTTP/1.1 or h2c, a bound on the
-/// head's size and on the time to read it. A client that closes its
-/// writing side after its request (`nc -N`, `shutdown(SHUT_WR)`) still
-/// gets the answer.
+/// head's size and on the time to read it.
+///
+/// No half-close: a client whose connection ends while its request is in
+/// flight has gone, and its request is cancelled, with every attempt,
+/// retry and hedge it would still make (nginx's default too). A client
+/// that shuts its writing side after the request is taken as gone.
 fn connections(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .half_close(true)
         .max_buf_size(MAX_HEAD);
     builder
         .http2()

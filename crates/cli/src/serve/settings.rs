@@ -136,6 +136,17 @@ pub(super) fn from_config(
     cfg: Config,
     previous: Option<&Live>,
 ) -> Result<(Live, Listeners), String> {
+    from_config_with(args, cfg, previous, None)
+}
+
+/// As [`from_config`], sending through `transport` when one is given
+/// instead of building one (which reads the system's trust store).
+pub(super) fn from_config_with(
+    args: &ServeArgs,
+    cfg: Config,
+    previous: Option<&Live>,
+    transport: Option<HyperTransport>,
+) -> Result<(Live, Listeners), String> {
     let serve = cfg.serve.as_ref();
     let access_log = match (args.access_log, serve.and_then(|s| s.access_log.as_deref())) {
         (Some(a), _) => a == AccessLog::Json,
@@ -168,10 +179,13 @@ pub(super) fn from_config(
 
     let upstreams = upstreams(args, &cfg, previous)?;
     let net = build::command_line_net(&args.net, None, &cfg);
-    let transport = build::transport(&net, "serve")
-        .map_err(|u| u.0)?
-        .build()
-        .map_err(|e| format!("serve: {e}"))?;
+    let transport = match transport {
+        Some(t) => t,
+        None => build::transport(&net, "serve")
+            .map_err(|u| u.0)?
+            .build()
+            .map_err(|e| format!("serve: {e}"))?,
+    };
     let budget = previous.map_or_else(RetryBudget::default, |p| p.budget.clone());
     let chain_wide = ChainWide {
         timeout: args.timeout.or(cfg.timeout),
