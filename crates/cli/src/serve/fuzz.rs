@@ -47,6 +47,7 @@ const UPSTREAMS: &str = "[[upstream]]\nurl = \"http://127.0.0.1:1/a\"\nprobe = \
 pub struct Harness {
     args: ServeArgs,
     transport: HyperTransport,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Harness {
@@ -66,14 +67,19 @@ impl Harness {
         let transport = HyperTransport::builder()
             .build()
             .expect("the default transport");
-        Harness { args, transport }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        Harness { args, transport, rt }
     }
 
     /// Sends `input` as a client connection's bytes, then shuts the
     /// client's writing side; returns what the proxy wrote back.
     ///
-    /// Every input meets a new proxy (fresh breakers, budget and probes)
-    /// on a new runtime, so a crash reproduces from its input alone. Panics
+    /// Every input meets a new proxy (fresh breakers, budget and probes),
+    /// so a crash reproduces from its input alone; an earlier input's
+    /// timers and probes may still run, on its own proxy. Panics
     /// on a hang, on a panic in the proxy's connection task, and on
     /// anything sent upstream that a proxy must not send.
     pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
@@ -92,11 +98,7 @@ impl Harness {
             draining: AtomicBool::new(false),
             metrics: None,
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let out = rt.block_on(async move {
+        let out = self.rt.block_on(async move {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
             let svc = service_fn(move |req| {
@@ -134,8 +136,6 @@ impl Harness {
             }
             out
         });
-        // Dropping the runtime ends the input's probes and timers.
-        drop(rt);
         if let Some(broken) = upstreams
             .broken
             .lock()
