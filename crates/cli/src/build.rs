@@ -62,17 +62,8 @@ pub fn split_header(h: &str) -> Result<(String, String), Usage> {
 const MAX_PEM: u64 = 4 * 1024 * 1024;
 
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Usage> {
-    let fail = |e: &dyn std::fmt::Display| Usage(format!("{what} {}: {e}", path.display()));
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PEM + 1).read_to_end(&mut buf))
-        .map_err(|e| fail(&e))?;
-    if buf.len() as u64 > MAX_PEM {
-        return Err(fail(&format_args!(
-            "larger than the limit of {MAX_PEM} bytes"
-        )));
-    }
-    Ok(buf)
+    config::read_limited(path, MAX_PEM)
+        .map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
 }
 
 /// The transport options a `Net` asks for.

@@ -252,18 +252,24 @@ pub fn for_send(cfg: Config, path: &Path) -> Result<Config, String> {
 /// Reads and checks a config file; the error names the file, and the key
 /// and line when the TOML is at fault.
 pub fn load_any(path: &Path) -> Result<Config, String> {
-    use std::io::Read;
-    let fail = |e: &dyn std::fmt::Display| format!("config {}: {e}", path.display());
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_string(&mut text))
-        .map_err(|e| fail(&e))?;
-    if text.len() as u64 > MAX_CONFIG {
-        return Err(fail(&format_args!(
-            "larger than the limit of {MAX_CONFIG} bytes"
-        )));
-    }
+    let fail = |e: String| format!("config {}: {e}", path.display());
+    let bytes = read_limited(path, MAX_CONFIG).map_err(fail)?;
+    let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
     parse(&text, path)
+}
+
+/// A file's bytes, up to `limit`: a larger file, or a device that never
+/// ends, is refused with the limit named.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut buf))
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > limit {
+        return Err(format!("larger than the limit of {limit} bytes"));
+    }
+    Ok(buf)
 }
 
 /// The largest config file read: 16 MiB, far above the 1,000 links a

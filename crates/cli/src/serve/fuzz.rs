@@ -71,7 +71,11 @@ impl Harness {
             .enable_all()
             .build()
             .expect("a runtime");
-        Harness { args, transport, rt }
+        Harness {
+            args,
+            transport,
+            rt,
+        }
     }
 
     /// Sends `input` as a client connection's bytes, then shuts the
