@@ -267,13 +267,11 @@ impl<F: Future> Future for Within<'_, F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // With tokio's budget spent, the work would say `Pending` though it
-        // may be ready, and a fired alarm would then win: yield first, as
-        // `select!` does.
-        if !tokio::task::coop::has_budget_remaining() {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
+        // No yield when tokio's budget is spent (as `select!` would): work
+        // that says `Pending` only for want of budget then loses to an
+        // alarm that has already fired, which is what `tokio::time::timeout`
+        // does too: the deadline has passed. The yield cost 1,400 to 2,200
+        // instructions per call (callgrind).
         let this = self.project();
         if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Some(out));
