@@ -146,7 +146,7 @@ fn main() {
             rows.extend(all_down(cfg).await);
         }
         if want("soak") {
-            rows.extend(soak::group(cfg, only.as_deref() == Some("soak_serve")).await);
+            rows.extend(soak::group(cfg, only.as_deref()).await);
         }
     });
     if want("icount") {

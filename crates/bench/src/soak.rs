@@ -132,14 +132,15 @@ impl Histogram {
     }
 }
 
-/// Both soaks; `--only soak_serve` runs the second alone.
-pub(super) async fn group(cfg: Cfg, serve_only: bool) -> Vec<Row> {
-    let mut rows = if serve_only {
-        Vec::new()
-    } else {
-        soak(cfg, false).await
-    };
-    rows.extend(soak(cfg, true).await);
+/// Both soaks; `--only soak_library` or `--only soak_serve` runs one.
+pub(super) async fn group(cfg: Cfg, only: Option<&str>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if only != Some("soak_serve") {
+        rows.extend(soak(cfg, false).await);
+    }
+    if only != Some("soak_library") {
+        rows.extend(soak(cfg, true).await);
+    }
     rows
 }
 
@@ -276,6 +277,12 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         num("p999"),
         num("max")
     );
+    let every_5s: Vec<String> = rss
+        .iter()
+        .step_by(5)
+        .map(|k| format!("{:.1}", k / 1024.0))
+        .collect();
+    eprintln!("  {name}: RSS every 5 s, MiB: {}", every_5s.join(" "));
     eprintln!(
         "  {name}: RSS {:.1} -> {:.1} MiB (last stretch {:+.1} %); connections opened: primary {primary_conns}, backup {}; requests per call {per_call:.3} (primary {primary_requests}, backup {})",
         rss.first().copied().unwrap_or(0.0) / 1024.0,
