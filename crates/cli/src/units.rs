@@ -19,9 +19,10 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    // Below a nanosecond rounds to zero, which is no timeout at all.
+    // Below a nanosecond rounds to zero, which is no timeout at all; a
+    // negative, infinite or NaN count does not convert.
     let d = Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO);
-    if !secs.is_finite() || d.is_zero() || secs > 1e9 {
+    if d.is_zero() || secs > 1e9 {
         return Err(format!(
             "invalid duration {s:?}: must be above zero and finite"
         ));

@@ -498,9 +498,11 @@ impl Breaker {
         self.tripped.store(true, Ordering::Release);
     }
 
-    /// While every link is open: lets this call through as the link's
-    /// probe if no probe is in flight and none went through within
-    /// `interval`.
+    /// While every link is open: claims this link's probe for the calling
+    /// call if no probe is in flight and none went through within
+    /// `interval`. The probe itself starts when the call reaches the link
+    /// ([`force_probe`](Self::force_probe)); a call that ends before that
+    /// leaves no probe marked in flight.
     pub(crate) fn claim_all_open_probe(&self, now: Instant, interval: Duration) -> bool {
         let mut s = self.lock();
         if s.probing
@@ -510,9 +512,6 @@ impl Breaker {
             return false;
         }
         s.last_all_open_probe = Some(now);
-        s.kind = BreakerState::HalfOpen;
-        s.probing = true;
-        self.tripped.store(true, Ordering::Release);
         true
     }
 

@@ -20,17 +20,17 @@ pub fn retry_after(value: &[u8]) {
     assert_eq!(retry::retry_after(StatusCode::OK, &headers, now), None);
     let cap = Duration::from_secs(30);
     let remaining = Duration::from_secs(10);
+    // The header's own trim: spaces and tabs, not Unicode's (a non-ASCII
+    // value is not read at all).
+    let trimmed = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .map_or("", |v| v.trim_matches([' ', '\t']));
     for status in [
         StatusCode::SERVICE_UNAVAILABLE,
         StatusCode::TOO_MANY_REQUESTS,
     ] {
         let asked = retry::retry_after(status, &headers, now);
-        // The header's own trim: spaces and tabs, not Unicode's (a
-        // non-ASCII value is not read at all).
-        let trimmed = std::str::from_utf8(value)
-            .ok()
-            .filter(|v| v.is_ascii())
-            .map_or("", |v| v.trim_matches([' ', '\t']));
         if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
             let secs = trimmed.parse::<u64>().unwrap_or(u64::MAX);
             assert_eq!(asked, Some(Duration::from_secs(secs)), "{trimmed:?}");

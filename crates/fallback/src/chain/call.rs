@@ -116,12 +116,13 @@ impl Call {
     /// Ends the call with `kind`.
     pub(super) fn fail(mut self, chain: &Chain, kind: ErrorKind) -> Error {
         self.report.elapsed = self.started.elapsed();
-        let skipped_all = self
-            .report
-            .attempts
-            .iter()
-            .all(|a| a.outcome == Outcome::Skipped);
-        if self.all_open && kind == ErrorKind::Exhausted && skipped_all {
+        let skipped_all = || {
+            self.report
+                .attempts
+                .iter()
+                .all(|a| a.outcome == Outcome::Skipped)
+        };
+        if self.all_open && kind == ErrorKind::Exhausted && skipped_all() {
             let every = chain.inner.all_open.probe_interval;
             return Error::new(ErrorKind::AllOpen, self.report, self.last).with_detail(format!(
                 "each link is probed at most once every {every:?} until one answers"
