@@ -34,17 +34,18 @@ pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
             .build()
             .expect("chain");
         let op = super::chain_op(chain);
-        // RSS once a second, from a thread of its own.
+        // RSS and the heap in use once a second, from a thread of its own.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut rss = Vec::new();
+                let (mut rss, mut heap) = (Vec::new(), Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     rss.push(super::rss_kib());
+                    heap.extend(heap_kib());
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                rss
+                (rss, heap)
             })
         };
         // Latencies go to a fixed histogram (10 µs buckets up to 2 s,
@@ -75,7 +76,7 @@ pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
             failed += f;
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let rss = sampler.join().unwrap_or_default();
+        let (rss, heap) = sampler.join().unwrap_or_default();
         let h = hist.lock().expect("histogram");
         let pct = |p: f64| h.percentile(p);
         serde_json::json!({
@@ -86,9 +87,24 @@ pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
             "p999": pct(0.999),
             "max": h.max_ms,
             "rss_kib": rss,
+            "heap_kib": heap,
         })
     });
     println!("{out}");
+}
+
+/// The bytes malloc has handed out and not had back, in KiB: what a leak
+/// grows, where RSS also counts what the allocator keeps after a free.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_kib() -> Option<f64> {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let m = unsafe { libc::mallinfo2() };
+    Some((m.uordblks + m.hblkhd) as f64 / 1024.0)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_kib() -> Option<f64> {
+    None
 }
 
 /// Latencies in 10 µs buckets up to 2 s; the max kept apart.
@@ -245,13 +261,21 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
     let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     let calls = num("calls");
     // The memory that matters: the proxy's, or the library client's.
+    let series = |k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default()
+    };
     let rss: Vec<f64> = if via_proxy {
         proxy_rss
     } else {
-        r["rss_kib"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-            .unwrap_or_default()
+        series("rss_kib")
+    };
+    // The proxy is another process: its heap isn't measured from here.
+    let heap = if via_proxy {
+        Vec::new()
+    } else {
+        series("heap_kib")
     };
     if let Some(page) = admin_port.and_then(|p| get(p, "/metrics")) {
         for line in page.lines().filter(|l| {
@@ -262,12 +286,7 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         }
     }
     drop(proxy);
-    // Growth over the last 30 s (the last third in a quick run).
-    let tail = rss.len().saturating_sub((rss.len() / 2).min(30)).max(1);
-    let growth = match (rss.get(tail - 1), rss.last()) {
-        (Some(a), Some(b)) if *a > 0.0 => (b - a) / a,
-        _ => f64::NAN,
-    };
+    let growth = last_stretch_growth(&rss);
     let per_call = (primary_requests + backup.request_count()) as f64 / calls;
     eprintln!(
         "  {name}: {calls:.0} calls, {} failed; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.1} ms",
@@ -277,12 +296,22 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         num("p999"),
         num("max")
     );
-    let every_5s: Vec<String> = rss
-        .iter()
-        .step_by(5)
-        .map(|k| format!("{:.1}", k / 1024.0))
-        .collect();
-    eprintln!("  {name}: RSS every 5 s, MiB: {}", every_5s.join(" "));
+    let every_5s = |v: &[f64]| -> String {
+        let v: Vec<String> = v
+            .iter()
+            .step_by(5)
+            .map(|k| format!("{:.1}", k / 1024.0))
+            .collect();
+        v.join(" ")
+    };
+    eprintln!("  {name}: RSS every 5 s, MiB: {}", every_5s(&rss));
+    if !heap.is_empty() {
+        eprintln!(
+            "  {name}: heap in use every 5 s, MiB: {} (last stretch {:+.1} %)",
+            every_5s(&heap),
+            last_stretch_growth(&heap) * 100.0
+        );
+    }
     eprintln!(
         "  {name}: RSS {:.1} -> {:.1} MiB (last stretch {:+.1} %); connections opened: primary {primary_conns}, backup {}; requests per call {per_call:.3} (primary {primary_requests}, backup {})",
         rss.first().copied().unwrap_or(0.0) / 1024.0,
@@ -300,7 +329,7 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         goal,
         at_least: false,
     };
-    vec![
+    let mut rows = vec![
         row(&format!("{name}_failed_calls"), "calls", num("failed"), 0.0),
         row(
             &format!("{name}_p999"),
@@ -309,13 +338,32 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
             f64::from(TIMEOUT.as_millis() as u32) * 2.0,
         ),
         row(&format!("{name}_rss_growth"), "fraction", growth, 0.05),
-        row(
-            &format!("{name}_requests_per_call"),
-            "requests",
-            per_call,
-            1.1,
-        ),
-    ]
+    ];
+    if !heap.is_empty() {
+        rows.push(row(
+            &format!("{name}_heap_growth"),
+            "fraction",
+            last_stretch_growth(&heap),
+            0.05,
+        ));
+    }
+    rows.push(row(
+        &format!("{name}_requests_per_call"),
+        "requests",
+        per_call,
+        1.1,
+    ));
+    rows
+}
+
+/// Growth over the last 30 samples (the last half in a quick run), as a
+/// fraction of where that stretch began.
+fn last_stretch_growth(v: &[f64]) -> f64 {
+    let tail = v.len().saturating_sub((v.len() / 2).min(30)).max(1);
+    match (v.get(tail - 1), v.last()) {
+        (Some(a), Some(b)) if *a > 0.0 => (b - a) / a,
+        _ => f64::NAN,
+    }
 }
 
 /// A port nothing listens on now (the kernel's next ephemeral one).
