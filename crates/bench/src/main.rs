@@ -830,8 +830,10 @@ fn memory(cfg: Cfg) -> Option<Vec<Row>> {
         parsed
     };
     let result = measure("ours").zip(measure("raw"));
-    // The documented knob: a 2 KiB exact read buffer per connection.
-    let small = measure("ours_2k");
+    // The documented knob: an exact read buffer per connection.
+    let small = measure("ours_buf=2048");
+    // The smallest read buffer the transport accepts.
+    let smallest = measure("ours_buf=1024");
     drop(server.stdin.take());
     let _ = server.kill();
     let _ = server.wait();
@@ -850,6 +852,10 @@ fn memory(cfg: Cfg) -> Option<Vec<Row>> {
     if let Some(small) = small {
         eprintln!("  memory_inflight_read_buf_2k: {small:.1} KiB per call");
         rows.push(row("memory_inflight_read_buf_2k", small));
+    }
+    if let Some(smallest) = smallest {
+        eprintln!("  memory_inflight_read_buf_1k: {smallest:.1} KiB per call");
+        rows.push(row("memory_inflight_read_buf_1k", smallest));
     }
     Some(rows)
 }
@@ -886,10 +892,13 @@ fn mem_child(who: &str, url: &str, calls: usize) {
             let mut b = Chain::builder()
                 .timeout(Duration::from_secs(60))
                 .links(links(&[url.to_owned()]));
-            if who == "ours_2k" {
+            if let Some(size) = who
+                .strip_prefix("ours_buf=")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 b = b.transport_options(
                     fallback_chain::transport::HyperTransport::builder()
-                        .http1_read_buf_exact_size(2048),
+                        .http1_read_buf_exact_size(size),
                 );
             }
             chain_op(b.build().expect("chain"))
