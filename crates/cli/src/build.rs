@@ -26,23 +26,108 @@ fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
     }
 }
 
+/// `--json`: checked to be JSON before anything is sent, without holding
+/// a file whole: `@path` is validated as it streams and then sent like
+/// `-d @path`, re-read on every attempt.
 fn json_arg(value: &str) -> Result<Body, Usage> {
-    let text = match value.strip_prefix('@') {
+    use serde::de::IgnoredAny;
+    let invalid =
+        |what: &str, e: serde_json::Error| Usage(format!("--json{what}: invalid JSON: {e}"));
+    match value.strip_prefix('@') {
         Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Usage(format!("--json @-: cannot read stdin: {e}")))?;
-            s
+            // Stdin can't be read twice: kept as it is validated, so input
+            // that can never be JSON (`< /dev/zero`) stops at its first byte.
+            let mut keep = Keep {
+                inner: std::io::BufReader::new(std::io::stdin().lock()),
+                kept: Vec::new(),
+            };
+            serde_json::from_reader::<_, IgnoredAny>(&mut keep).map_err(|e| {
+                if e.is_io() {
+                    Usage(format!("--json @-: cannot read stdin: {e}"))
+                } else {
+                    invalid(" @-", e)
+                }
+            })?;
+            // JSON is UTF-8, which skipping over a value doesn't check.
+            std::str::from_utf8(&keep.kept)
+                .map_err(|e| Usage(format!("--json @-: invalid JSON: not UTF-8: {e}")))?;
+            Ok(Body::bytes(keep.kept))
         }
         Some(path) => {
-            std::fs::read_to_string(path).map_err(|e| Usage(format!("--json @{path}: {e}")))?
+            let file =
+                std::fs::File::open(path).map_err(|e| Usage(format!("--json @{path}: {e}")))?;
+            // A device or a pipe is refused before a byte is read: it could
+            // be endless, and it can't be re-read for another attempt.
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Usage(format!("--json @{path}: not a regular file")));
+            }
+            let utf8 = Utf8Check {
+                inner: file,
+                carry: Vec::new(),
+            };
+            serde_json::from_reader::<_, IgnoredAny>(std::io::BufReader::new(utf8)).map_err(
+                |e| {
+                    if e.is_io() {
+                        Usage(format!("--json @{path}: invalid JSON: {e}"))
+                    } else {
+                        invalid(&format!(" @{path}"), e)
+                    }
+                },
+            )?;
+            Ok(Body::file(path))
         }
-        None => value.to_owned(),
-    };
-    serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| Usage(format!("--json: invalid JSON: {e}")))?;
-    Ok(Body::bytes(text.into_bytes()))
+        None => {
+            serde_json::from_str::<IgnoredAny>(value).map_err(|e| invalid("", e))?;
+            Ok(Body::bytes(value.as_bytes().to_vec()))
+        }
+    }
+}
+
+/// A reader that fails with `InvalidData` unless what passes through it is
+/// UTF-8, holding at most a character's first 3 bytes between reads.
+struct Utf8Check<R> {
+    inner: R,
+    /// The start of a character split by the last read.
+    carry: Vec<u8>,
+}
+
+impl<R: Read> Read for Utf8Check<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let not_utf8 = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8");
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return if self.carry.is_empty() {
+                Ok(0)
+            } else {
+                Err(not_utf8())
+            };
+        }
+        let mut check = std::mem::take(&mut self.carry);
+        check.extend_from_slice(&buf[..n]);
+        if let Err(e) = std::str::from_utf8(&check) {
+            // `None`: the input ends inside a character, which the next
+            // read may complete.
+            if e.error_len().is_some() {
+                return Err(not_utf8());
+            }
+            self.carry = check[e.valid_up_to()..].to_vec();
+        }
+        Ok(n)
+    }
+}
+
+/// A reader that keeps a copy of what passes through it.
+struct Keep<R> {
+    inner: R,
+    kept: Vec<u8>,
+}
+
+impl<R: Read> Read for Keep<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 pub fn split_header(h: &str) -> Result<(String, String), Usage> {
@@ -273,4 +358,49 @@ pub fn chain(
         ));
     }
     b.build().map_err(|e| Usage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most `step` bytes a read, so characters split anywhere.
+    struct Trickle<'a> {
+        rest: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.rest.len().min(self.step).min(buf.len());
+            buf[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    fn check(bytes: &[u8], step: usize) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Utf8Check {
+            inner: Trickle { rest: bytes, step },
+            carry: Vec::new(),
+        }
+        .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn utf8_check_passes_text_split_anywhere_and_stops_at_the_first_bad_byte() {
+        let text = "a é € 𝄞 z".as_bytes();
+        for step in 1..=text.len() {
+            assert_eq!(check(text, step).unwrap(), text, "step {step}");
+            // A lone continuation byte, a cut 4-byte character at the end,
+            // and an overlong encoding.
+            for bad in [&b"a\x80b"[..], &text[..text.len() - 3], b"\xc0\xaf"] {
+                let bad = [text, bad].concat();
+                let e = check(&bad, step).unwrap_err();
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "step {step}");
+            }
+        }
+    }
 }

@@ -95,7 +95,7 @@ struct SendArgs {
     /// @- reads stdin.
     #[arg(short = 'd', long, value_name = "DATA", conflicts_with = "json")]
     data: Option<String>,
-    /// Body sent as JSON (checked to be JSON; @path and @- work too); sets
+    /// Body sent as JSON (checked to be JSON first; @path streams a file, @- reads stdin); sets
     /// Content-Type and Accept to application/json.
     #[arg(long, value_name = "DATA")]
     json: Option<String>,

@@ -367,6 +367,57 @@ fn json_sets_content_type_and_accept() {
     assert_eq!(&r.body[..], br#"{"Name": "Random", "Amount": 100}"#);
 }
 
+#[test]
+fn json_from_a_file_streams_the_file_and_is_resent_whole_on_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("order.json");
+    // Larger than any one read, with characters split across reads.
+    let text = format!(r#"{{"note": "{}"}}"#, "héllo € ".repeat(20_000));
+    std::fs::write(&path, &text).unwrap();
+    let down = Server::start(Behavior::status(503));
+    let s = Server::start(Behavior::Echo);
+    let arg = format!("@{}", path.display());
+    let o = run(&["send", "--json", &arg, &down.url("/"), &s.url("/")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout, text.as_bytes());
+    assert_eq!(&down.requests()[0].body[..], text.as_bytes());
+    assert_eq!(
+        s.requests()[0].header("content-type"),
+        Some("application/json")
+    );
+}
+
+#[test]
+fn json_that_can_never_end_or_is_not_json_is_refused_before_anything_is_sent() {
+    let s = Server::start(Behavior::Echo);
+    let url = s.url("/");
+    let dir = tempfile::tempdir().unwrap();
+    let latin1 = dir.path().join("latin1.json");
+    std::fs::write(&latin1, b"{\"name\": \"caf\xe9\"}").unwrap();
+    let truncated = dir.path().join("truncated.json");
+    std::fs::write(&truncated, b"{\"name\": \"caf\xc3").unwrap();
+    for (arg, culprit) in [
+        ("@/dev/zero".to_owned(), "@/dev/zero: not a regular file"),
+        (
+            format!("@{}", latin1.display()),
+            "latin1.json: invalid JSON: not UTF-8",
+        ),
+        (
+            format!("@{}", truncated.display()),
+            "truncated.json: invalid JSON",
+        ),
+    ] {
+        assert_usage(&run(&["send", "--json", &arg, &url]), culprit);
+    }
+    // Endless zeros on stdin stop at the first byte.
+    let zeros = vec![0u8; 4 << 20];
+    let o = run_with_stdin(&["send", "--json", "@-", &url], Some(&zeros));
+    assert_usage(&o, "@-: invalid JSON");
+    let o = run_with_stdin(&["send", "--json", "@-", &url], Some(b"{\"a\": \"\xff\"}"));
+    assert_usage(&o, "not UTF-8");
+    assert_eq!(s.request_count(), 0);
+}
+
 // ---- -o ----
 
 #[test]
