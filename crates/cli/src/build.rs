@@ -66,12 +66,11 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
                 carry: Vec::new(),
             };
             serde_json::from_reader::<_, IgnoredAny>(std::io::BufReader::new(utf8)).map_err(
-                |e| {
-                    if e.is_io() {
-                        Usage(format!("--json @{path}: invalid JSON: {e}"))
-                    } else {
+                |e| match e.io_error_kind() {
+                    Some(std::io::ErrorKind::InvalidData) | None => {
                         invalid(&format!(" @{path}"), e)
                     }
+                    Some(_) => Usage(format!("--json @{path}: {e}")),
                 },
             )?;
             Ok(Body::file(path))
