@@ -305,6 +305,14 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         v.join(" ")
     };
     eprintln!("  {name}: RSS every 5 s, MiB: {}", every_5s(&rss));
+    let last: Vec<String> = rss[rss.len().saturating_sub(10)..]
+        .iter()
+        .map(|k| format!("{:.1}", k / 1024.0))
+        .collect();
+    eprintln!(
+        "  {name}: RSS, the last 10 samples, MiB: {}",
+        last.join(" ")
+    );
     if !heap.is_empty() {
         eprintln!(
             "  {name}: heap in use every 5 s, MiB: {} (last stretch {:+.1} %)",
