@@ -39,7 +39,9 @@ pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
         let sampler = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let (mut rss, mut heap) = (Vec::new(), Vec::new());
+                // Room up front, so the samples don't grow the heap measured.
+                let room = secs as usize + 2;
+                let (mut rss, mut heap) = (Vec::with_capacity(room), Vec::with_capacity(room));
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     rss.push(super::rss_kib());
                     heap.extend(heap_kib());
@@ -97,8 +99,19 @@ pub(super) fn child(secs: u64, timeout_ms: u64, urls: &[String]) {
 /// grows, where RSS also counts what the allocator keeps after a free.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn heap_kib() -> Option<f64> {
+    type MallInfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+    // Looked up at run time: glibc has it from 2.33 on, and linking to it
+    // would keep the bench from building against an older one.
+    static FN: std::sync::OnceLock<Option<MallInfo2>> = std::sync::OnceLock::new();
+    let f = (*FN.get_or_init(|| {
+        // SAFETY: a NUL-terminated name looked up in the loaded objects.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+        // SAFETY: the symbol, when present, is glibc's mallinfo2, of
+        // exactly this signature.
+        (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut libc::c_void, MallInfo2>(p) })
+    }))?;
     // SAFETY: mallinfo2 only reads the allocator's counters.
-    let m = unsafe { libc::mallinfo2() };
+    let m = unsafe { f() };
     Some((m.uordblks + m.hblkhd) as f64 / 1024.0)
 }
 

@@ -27,104 +27,139 @@ fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
 }
 
 /// `--json`: checked to be JSON before anything is sent, without holding
-/// a file whole: `@path` is validated as it streams and then sent like
+/// a file whole: `@path` is checked as it streams and then sent like
 /// `-d @path`, re-read on every attempt.
 fn json_arg(value: &str) -> Result<Body, Usage> {
-    use serde::de::IgnoredAny;
     let invalid =
         |what: &str, e: serde_json::Error| Usage(format!("--json{what}: invalid JSON: {e}"));
     match value.strip_prefix('@') {
         Some("-") => {
-            // Stdin can't be read twice: kept as it is validated, so input
+            // Stdin can't be read twice: kept as it is checked, so input
             // that can never be JSON (`< /dev/zero`) stops at its first byte.
-            let mut keep = Keep {
-                inner: std::io::BufReader::new(std::io::stdin().lock()),
-                kept: Vec::new(),
+            let mut keep = Counted {
+                inner: std::io::stdin().lock(),
+                count: 0,
+                kept: Some(Vec::new()),
             };
-            serde_json::from_reader::<_, IgnoredAny>(&mut keep).map_err(|e| {
-                if e.is_io() {
-                    Usage(format!("--json @-: cannot read stdin: {e}"))
-                } else {
-                    invalid(" @-", e)
+            serde_json::from_reader::<_, Checked>(&mut keep).map_err(|e| {
+                match e.io_error_kind() {
+                    None => invalid(" @-", e),
+                    Some(_) => Usage(format!("--json @-: cannot read stdin: {e}")),
                 }
             })?;
-            // JSON is UTF-8, which skipping over a value doesn't check.
-            std::str::from_utf8(&keep.kept)
-                .map_err(|e| Usage(format!("--json @-: invalid JSON: not UTF-8: {e}")))?;
-            Ok(Body::bytes(keep.kept))
+            Ok(Body::bytes(keep.kept.unwrap_or_default()))
         }
         Some(path) => {
             let file =
                 std::fs::File::open(path).map_err(|e| Usage(format!("--json @{path}: {e}")))?;
             // A device or a pipe is refused before a byte is read: it could
             // be endless, and it can't be re-read for another attempt.
-            if !file.metadata().is_ok_and(|m| m.is_file()) {
-                return Err(Usage(format!("--json @{path}: not a regular file")));
-            }
-            let utf8 = Utf8Check {
-                inner: file,
-                carry: Vec::new(),
+            let size = match file.metadata() {
+                Ok(m) if m.is_file() => m.len(),
+                _ => {
+                    return Err(Usage(format!(
+                        "--json @{path}: not a regular file (@- reads stdin or a pipe)"
+                    )))
+                }
             };
-            serde_json::from_reader::<_, IgnoredAny>(std::io::BufReader::new(utf8)).map_err(
+            let mut read = Counted {
+                inner: file,
+                count: 0,
+                kept: None,
+            };
+            serde_json::from_reader::<_, Checked>(std::io::BufReader::new(&mut read)).map_err(
                 |e| match e.io_error_kind() {
-                    Some(std::io::ErrorKind::InvalidData) | None => {
-                        invalid(&format!(" @{path}"), e)
-                    }
+                    None => invalid(&format!(" @{path}"), e),
                     Some(_) => Usage(format!("--json @{path}: {e}")),
                 },
             )?;
+            // Each attempt sends the size the file reports: a file whose
+            // size is not what it reads (`/proc`, or one being written)
+            // would not send what was checked.
+            if read.count != size {
+                return Err(Usage(format!(
+                    "--json @{path}: read {} bytes of a file whose size is {size} (@- reads it from stdin)",
+                    read.count
+                )));
+            }
             Ok(Body::file(path))
         }
         None => {
-            serde_json::from_str::<IgnoredAny>(value).map_err(|e| invalid("", e))?;
+            serde_json::from_str::<Checked>(value).map_err(|e| invalid("", e))?;
             Ok(Body::bytes(value.as_bytes().to_vec()))
         }
     }
 }
 
-/// A reader that fails with `InvalidData` unless what passes through it is
-/// UTF-8, holding at most a character's first 3 bytes between reads.
-struct Utf8Check<R> {
-    inner: R,
-    /// The start of a character split by the last read.
-    carry: Vec<u8>,
-}
+/// Any JSON value, checked and dropped as it is read. Unlike
+/// `serde::de::IgnoredAny`, which skips over a value, its strings are
+/// decoded (invalid UTF-8 and lone surrogates are errors) and its nesting
+/// is bounded as for any parsed value; unlike `serde_json::Value`, only one
+/// string at a time is held.
+struct Checked;
 
-impl<R: Read> Read for Utf8Check<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let not_utf8 = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8");
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            return if self.carry.is_empty() {
-                Ok(0)
-            } else {
-                Err(not_utf8())
-            };
-        }
-        let mut check = std::mem::take(&mut self.carry);
-        check.extend_from_slice(&buf[..n]);
-        if let Err(e) = std::str::from_utf8(&check) {
-            // `None`: the input ends inside a character, which the next
-            // read may complete.
-            if e.error_len().is_some() {
-                return Err(not_utf8());
-            }
-            self.carry = check[e.valid_up_to()..].to_vec();
-        }
-        Ok(n)
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(Checked)
     }
 }
 
-/// A reader that keeps a copy of what passes through it.
-struct Keep<R> {
-    inner: R,
-    kept: Vec<u8>,
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
-impl<R: Read> Read for Keep<R> {
+/// A reader that counts what passes through it, and keeps a copy if asked.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+    kept: Option<Vec<u8>>,
+}
+
+impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.kept.extend_from_slice(&buf[..n]);
+        self.count += n as u64;
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -363,43 +398,31 @@ pub fn chain(
 mod tests {
     use super::*;
 
-    /// Hands out at most `step` bytes a read, so characters split anywhere.
-    struct Trickle<'a> {
-        rest: &'a [u8],
-        step: usize,
-    }
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.rest.len().min(self.step).min(buf.len());
-            buf[..n].copy_from_slice(&self.rest[..n]);
-            self.rest = &self.rest[n..];
-            Ok(n)
-        }
-    }
-
-    fn check(bytes: &[u8], step: usize) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        Utf8Check {
-            inner: Trickle { rest: bytes, step },
-            carry: Vec::new(),
-        }
-        .read_to_end(&mut out)?;
-        Ok(out)
+    fn check(json: &[u8]) -> Result<Checked, serde_json::Error> {
+        serde_json::from_reader(json)
     }
 
     #[test]
-    fn utf8_check_passes_text_split_anywhere_and_stops_at_the_first_bad_byte() {
-        let text = "a é € 𝄞 z".as_bytes();
-        for step in 1..=text.len() {
-            assert_eq!(check(text, step).unwrap(), text, "step {step}");
-            // A lone continuation byte, a cut 4-byte character at the end,
-            // and an overlong encoding.
-            for bad in [&b"a\x80b"[..], &text[..text.len() - 3], b"\xc0\xaf"] {
-                let bad = [text, bad].concat();
-                let e = check(&bad, step).unwrap_err();
-                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "step {step}");
-            }
+    fn a_checked_value_is_refused_where_a_parsed_one_would_be() {
+        for ok in [
+            &br#"{"a": [1, -2, 3.5e3, true, null, "\u00e9\ud834\udd1e"]}"#[..],
+            "\"é € 𝄞\"".as_bytes(),
+            b" 0 ",
+        ] {
+            assert!(check(ok).is_ok(), "{}", String::from_utf8_lossy(ok));
+            assert!(serde_json::from_slice::<serde_json::Value>(ok).is_ok());
+        }
+        let deep = [b"[".repeat(200), b"]".repeat(200)].concat();
+        for bad in [
+            &b"\"caf\xe9\""[..],
+            b"\"\\ud800\"",
+            b"{\"a\": 1,}",
+            b"[1] 2",
+            b"",
+            &deep,
+        ] {
+            assert!(check(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(serde_json::from_slice::<serde_json::Value>(bad).is_err());
         }
     }
 }

@@ -388,7 +388,7 @@ fn json_from_a_file_streams_the_file_and_is_resent_whole_on_failover() {
 }
 
 #[test]
-fn json_that_can_never_end_or_is_not_json_is_refused_before_anything_is_sent() {
+fn json_that_is_not_json_is_refused_naming_the_file_before_anything_is_sent() {
     let s = Server::start(Behavior::Echo);
     let url = s.url("/");
     let dir = tempfile::tempdir().unwrap();
@@ -396,25 +396,52 @@ fn json_that_can_never_end_or_is_not_json_is_refused_before_anything_is_sent() {
     std::fs::write(&latin1, b"{\"name\": \"caf\xe9\"}").unwrap();
     let truncated = dir.path().join("truncated.json");
     std::fs::write(&truncated, b"{\"name\": \"caf\xc3").unwrap();
-    for (arg, culprit) in [
-        ("@/dev/zero".to_owned(), "@/dev/zero: not a regular file"),
-        (
-            format!("@{}", latin1.display()),
-            "latin1.json: invalid JSON: not UTF-8",
-        ),
-        (
-            format!("@{}", truncated.display()),
-            "truncated.json: invalid JSON",
-        ),
-    ] {
-        assert_usage(&run(&["send", "--json", &arg, &url]), culprit);
+    let surrogate = dir.path().join("surrogate.json");
+    std::fs::write(&surrogate, br#"{"name": "\ud800"}"#).unwrap();
+    for path in [&latin1, &truncated, &surrogate] {
+        let arg = format!("@{}", path.display());
+        let culprit = format!("{}: invalid JSON", path.display());
+        assert_usage(&run(&["send", "--json", &arg, &url]), &culprit);
     }
-    // Endless zeros on stdin stop at the first byte.
-    let zeros = vec![0u8; 4 << 20];
-    let o = run_with_stdin(&["send", "--json", "@-", &url], Some(&zeros));
-    assert_usage(&o, "@-: invalid JSON");
     let o = run_with_stdin(&["send", "--json", "@-", &url], Some(b"{\"a\": \"\xff\"}"));
-    assert_usage(&o, "not UTF-8");
+    assert_usage(&o, "@-: invalid JSON");
+    assert_eq!(s.request_count(), 0);
+}
+
+/// Input that never ends: refused at once, not read until memory runs out.
+#[cfg(target_os = "linux")]
+#[test]
+fn json_from_an_endless_source_is_refused_at_once() {
+    let s = Server::start(Behavior::Echo);
+    let url = s.url("/");
+    // A device by path: refused before a byte is read. A file whose size
+    // is not what it reads: refused, since each attempt sends its size.
+    assert_usage(
+        &run(&["send", "--json", "@/dev/zero", &url]),
+        "@/dev/zero: not a regular file",
+    );
+    // (`/proc` files report a size of 0; this one reads as the number 0.)
+    assert_usage(
+        &run(&["send", "--json", "@/proc/self/oom_score_adj", &url]),
+        "of a file whose size is 0",
+    );
+    // Endless zeros on stdin: refused at the first byte.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args(["send", "--json", "@-", &url])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("--json @- < /dev/zero still reading after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_usage(&child.wait_with_output().unwrap(), "@-: invalid JSON");
     assert_eq!(s.request_count(), 0);
 }
 
