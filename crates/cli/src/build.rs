@@ -96,7 +96,7 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
 /// decoded (invalid UTF-8 and lone surrogates are errors) and its nesting
 /// is bounded as for any parsed value; unlike `serde_json::Value`, only one
 /// string at a time is held.
-struct Checked;
+pub(crate) struct Checked;
 
 impl<'de> serde::Deserialize<'de> for Checked {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {

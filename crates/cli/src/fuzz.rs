@@ -40,6 +40,18 @@ pub fn header(data: &[u8]) {
     }
 }
 
+/// `--json`'s check: what it accepts, read from a file or stdin (a reader)
+/// or given inline (a string), is exactly what a JSON parser accepts.
+pub fn json_body(data: &[u8]) {
+    let parsed = serde_json::from_slice::<serde_json::Value>(data).is_ok();
+    let read = serde_json::from_reader::<_, build::Checked>(data).is_ok();
+    assert_eq!(read, parsed, "read {read}, parsed {parsed}");
+    if let Ok(s) = std::str::from_utf8(data) {
+        let inline = serde_json::from_str::<build::Checked>(s).is_ok();
+        assert_eq!(inline, parsed, "inline {inline}, parsed {parsed}");
+    }
+}
+
 /// A config file for `send` and `check`, read and built into a chain.
 pub fn send_config(data: &[u8]) {
     let Some(cfg) = config_text(data) else {

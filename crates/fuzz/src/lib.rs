@@ -9,7 +9,7 @@ use fallback_chain::{Chain, Classifier, Link};
 
 pub use fallback_chain::fuzz::retry_after;
 pub use fallback_chain_cli::fuzz::{
-    duration, header, send_config, serve_config, size, ServeHarness,
+    duration, header, json_body, send_config, serve_config, size, ServeHarness,
 };
 
 /// A target: any bytes in, a panic on a broken promise.
@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("duration", duration),
     ("size", size),
     ("header", header),
+    ("json_body", json_body),
     ("fail_on", fail_on),
     ("link", link),
     ("send_config", send_config),
