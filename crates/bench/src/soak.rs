@@ -309,28 +309,26 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         num("p999"),
         num("max")
     );
-    let every_5s = |v: &[f64]| -> String {
+    // Samples in MiB, every `step`th.
+    let mib = |v: &[f64], step: usize| -> String {
         let v: Vec<String> = v
             .iter()
-            .step_by(5)
+            .step_by(step)
             .map(|k| format!("{:.1}", k / 1024.0))
             .collect();
         v.join(" ")
     };
-    eprintln!("  {name}: RSS every 5 s, MiB: {}", every_5s(&rss));
-    let last: Vec<String> = rss[rss.len().saturating_sub(10)..]
-        .iter()
-        .map(|k| format!("{:.1}", k / 1024.0))
-        .collect();
+    eprintln!("  {name}: RSS every 5 s, MiB: {}", mib(&rss, 5));
     eprintln!(
         "  {name}: RSS, the last 10 samples, MiB: {}",
-        last.join(" ")
+        mib(&rss[rss.len().saturating_sub(10)..], 1)
     );
+    let heap_growth = last_stretch_growth(&heap);
     if !heap.is_empty() {
         eprintln!(
             "  {name}: heap in use every 5 s, MiB: {} (last stretch {:+.1} %)",
-            every_5s(&heap),
-            last_stretch_growth(&heap) * 100.0
+            mib(&heap, 5),
+            heap_growth * 100.0
         );
     }
     eprintln!(
@@ -364,7 +362,7 @@ async fn soak(cfg: Cfg, via_proxy: bool) -> Vec<Row> {
         rows.push(row(
             &format!("{name}_heap_growth"),
             "fraction",
-            last_stretch_growth(&heap),
+            heap_growth,
             0.05,
         ));
     }

@@ -30,8 +30,10 @@ fn read_arg(flag: &str, value: &str) -> Result<Body, Usage> {
 /// a file whole: `@path` is checked as it streams and then sent like
 /// `-d @path`, re-read on every attempt.
 fn json_arg(value: &str) -> Result<Body, Usage> {
-    let invalid =
-        |what: &str, e: serde_json::Error| Usage(format!("--json{what}: invalid JSON: {e}"));
+    let fail = |what: &str, e: serde_json::Error| match e.io_error_kind() {
+        None => Usage(format!("--json{what}: invalid JSON: {e}")),
+        Some(_) => Usage(format!("--json{what}: cannot read: {e}")),
+    };
     match value.strip_prefix('@') {
         Some("-") => {
             // Stdin can't be read twice: kept as it is checked, so input
@@ -41,12 +43,7 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
                 count: 0,
                 kept: Some(Vec::new()),
             };
-            serde_json::from_reader::<_, Checked>(&mut keep).map_err(|e| {
-                match e.io_error_kind() {
-                    None => invalid(" @-", e),
-                    Some(_) => Usage(format!("--json @-: cannot read stdin: {e}")),
-                }
-            })?;
+            serde_json::from_reader::<_, Checked>(&mut keep).map_err(|e| fail(" @-", e))?;
             Ok(Body::bytes(keep.kept.unwrap_or_default()))
         }
         Some(path) => {
@@ -67,12 +64,8 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
                 count: 0,
                 kept: None,
             };
-            serde_json::from_reader::<_, Checked>(std::io::BufReader::new(&mut read)).map_err(
-                |e| match e.io_error_kind() {
-                    None => invalid(&format!(" @{path}"), e),
-                    Some(_) => Usage(format!("--json @{path}: {e}")),
-                },
-            )?;
+            serde_json::from_reader::<_, Checked>(std::io::BufReader::new(&mut read))
+                .map_err(|e| fail(&format!(" @{path}"), e))?;
             // Each attempt sends the size the file reports: a file whose
             // size is not what it reads (`/proc`, or one being written)
             // would not send what was checked.
@@ -85,7 +78,7 @@ fn json_arg(value: &str) -> Result<Body, Usage> {
             Ok(Body::file(path))
         }
         None => {
-            serde_json::from_str::<Checked>(value).map_err(|e| invalid("", e))?;
+            serde_json::from_str::<Checked>(value).map_err(|e| fail("", e))?;
             Ok(Body::bytes(value.as_bytes().to_vec()))
         }
     }

@@ -360,15 +360,20 @@ mod tests {
         assert_eq!(within(std::future::pending::<u8>(), &a).await, None);
     }
 
+    /// A runtime with a timer, for the tests that start outside one.
+    fn timer_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn without_a_runtime_an_alarm_keeps_its_own_time() {
         let alarms = Alarms::new();
         let t0 = Instant::now();
         let a = alarms.alarm(t0, t0 + Duration::from_millis(20));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = timer_runtime();
         rt.block_on(a.wait());
         assert!(t0.elapsed() >= Duration::from_millis(20));
     }
@@ -377,19 +382,13 @@ mod tests {
     fn an_alarm_whose_runtime_ends_before_its_timer_starts_is_orphaned() {
         let alarms = Alarms::new();
         let t0 = Instant::now();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = timer_runtime();
         // The timer task is spawned, never polled, and dropped with rt.
         let a = rt.block_on(async { alarms.alarm(t0, t0 + Duration::from_millis(20)) });
         drop(rt);
         assert!(a.orphaned.load(Ordering::Acquire));
         // A waiter on another runtime keeps time itself.
-        let other = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let other = timer_runtime();
         other.block_on(a.wait());
         assert!(t0.elapsed() >= Duration::from_millis(20));
     }
