@@ -88,6 +88,8 @@ pub struct Serve {
     pub report_headers: Option<bool>,
     /// Add `X-Forwarded-For` and `Forwarded` to requests sent upstream.
     pub forwarded: Option<bool>,
+    /// Add `Via` to requests sent upstream.
+    pub via: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub header_timeout: Option<Duration>,
 }

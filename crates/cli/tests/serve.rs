@@ -8,91 +8,8 @@ use std::time::{Duration, Instant};
 
 use fallback_chain_testserver::{Behavior, Reply, Server};
 
-/// A running proxy; killed (by its PID) when dropped.
-struct Proxy {
-    child: Child,
-    addr: String,
-    admin: Option<String>,
-}
-
-impl Proxy {
-    fn start(args: &[&str]) -> Proxy {
-        Proxy::start_with(args, Stdio::null())
-    }
-
-    fn start_with(args: &[&str], stderr: Stdio) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("run fallback serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("ready line: {line:?}"))
-            .to_owned();
-        let admin = args.contains(&"--admin").then(|| {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            line.trim()
-                .strip_prefix("admin on http://")
-                .unwrap_or_else(|| panic!("admin line: {line:?}"))
-                .to_owned()
-        });
-        Proxy { child, addr, admin }
-    }
-
-    /// One HTTP/1.1 request; the status, the headers (lower-cased) and the
-    /// body.
-    fn request(&self, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        request_to(&self.addr, head, body)
-    }
-}
-
-fn request_to(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    {
-        let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let req = format!(
-            "{head}\r\nhost: proxy\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        tcp.write_all(req.as_bytes()).unwrap();
-        tcp.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).unwrap();
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a head");
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.lines();
-        let status = lines.next().unwrap()[9..12].parse().unwrap();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        (status, headers, raw[split + 4..].to_vec())
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
+mod common;
+use common::proxy::{header, request_to, Proxy};
 
 #[test]
 fn a_dead_primary_fails_over_and_the_answer_says_which_upstream() {
@@ -190,18 +107,32 @@ fn hop_by_hop_headers_are_stripped_both_ways_and_via_is_added() {
     assert_eq!(seen.header("x-client-hop"), None);
     assert_eq!(seen.header("proxy-authorization"), None);
     assert_eq!(seen.header("x-client-kept"), Some("yes"));
+    assert_eq!(seen.header("via"), None, "Via only with --via");
     assert!(seen
-        .header("via")
-        .is_some_and(|v| v.starts_with("1.1 fallback-")));
+        .header("x-fallback-hop")
+        .is_some_and(|v| v.starts_with("fallback-")));
     assert_eq!(header(&headers, "x-upstream-hop"), None);
     assert_eq!(header(&headers, "keep-alive"), None);
     assert_eq!(header(&headers, "x-end-to-end"), Some("kept"));
 
     // A request that already went through this proxy has looped.
-    let via = seen.header("via").unwrap().to_owned();
-    let (status, headers, _) = p.request(&format!("GET / HTTP/1.1\r\nvia: {via}"), b"");
+    let hop = seen.header("x-fallback-hop").unwrap().to_owned();
+    let (status, headers, _) = p.request(&format!("GET / HTTP/1.1\r\nx-fallback-hop: {hop}"), b"");
     assert_eq!(status, 508);
     assert_eq!(header(&headers, "x-fallback-error"), Some("loop"));
+}
+
+#[test]
+fn via_is_added_only_when_asked_for_and_still_finds_loops() {
+    let upstream = Server::start(Behavior::ok("ok"));
+    let p = Proxy::start(&["--via", &upstream.url("/")]);
+    let (status, _, _) = p.request("GET / HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    let seen = &upstream.requests()[0];
+    let via = seen.header("via").expect("Via with --via").to_owned();
+    assert!(via.starts_with("1.1 fallback-"), "{via}");
+    let (status, _, _) = p.request(&format!("GET / HTTP/1.1\r\nvia: 1.1 cdn, {via}"), b"");
+    assert_eq!(status, 508);
 }
 
 #[test]
@@ -1014,7 +945,7 @@ fn echo_upgrade_server() -> String {
                 }
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 assert!(head.contains("upgrade: echo"), "{head}");
-                assert!(head.contains("via: 1.1 fallback-"), "{head}");
+                assert!(head.contains("x-fallback-hop: fallback-"), "{head}");
                 tcp.write_all(
                     b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
                 )

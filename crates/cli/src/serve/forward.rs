@@ -17,7 +17,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::headers::{forwarded, looped, outbound, strip_hop_by_hop};
+use super::headers::{forwarded, outbound, strip_hop_by_hop};
 use super::settings::Live;
 use super::Proxy;
 use crate::print::errln;
@@ -94,7 +94,7 @@ async fn forward(
     if let Some(e) = entry.as_deref_mut() {
         e.route = Some(route.prefix.clone());
     }
-    let resp = if looped(req.headers(), &proxy.via) {
+    let resp = if proxy.hop.looped(req.headers()) {
         own_error(
             StatusCode::LOOP_DETECTED,
             "loop",
@@ -145,7 +145,7 @@ async fn send(
             )
         }
     };
-    outbound(&mut parts.headers, &proxy.via);
+    outbound(&mut parts.headers, &proxy.hop, live.via);
     // hyper answered `100 Continue` when the body was first read, and the
     // body is here whole: the upstream has nothing to wait for.
     parts.headers.remove(http::header::EXPECT);

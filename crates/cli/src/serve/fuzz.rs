@@ -98,7 +98,7 @@ impl Harness {
         }
         let proxy = Arc::new(Proxy {
             live: RwLock::new(Arc::new(live)),
-            via: headers::via(),
+            hop: headers::Hop::new(),
             draining: AtomicBool::new(false),
             metrics: None,
         });
@@ -227,9 +227,9 @@ fn check_outbound(req: &http::Request<RequestBody>) -> Result<(), String> {
     {
         return Err("a TE other than trailers went upstream".into());
     }
-    if !h.contains_key(http::header::VIA) {
+    if !h.contains_key(&headers::X_FALLBACK_HOP) {
         return Err(format!(
-            "no Via upstream: {:?}",
+            "no X-Fallback-Hop upstream: {:?}",
             h.keys().collect::<Vec<_>>()
         ));
     }

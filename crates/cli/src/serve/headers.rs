@@ -1,6 +1,11 @@
 //! What a proxy does to headers on the way through: hop-by-hop headers
-//! go, `Via` marks the hop (and finds loops), and `X-Forwarded-For` /
-//! `Forwarded` name the client when asked to.
+//! go, `X-Fallback-Hop` marks the hop (and finds loops), `Via` when asked
+//! to, and `X-Forwarded-For` / `Forwarded` name the client when asked to.
+//!
+//! `Via` is off by default: nginx's stock `gzip_proxied off` compresses no
+//! answer to a request that carries it, so behind a proxy that adds it,
+//! clients of such an upstream get every answer uncompressed. Neither
+//! nginx, HAProxy nor Envoy adds it by default.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -49,32 +54,56 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The header that marks each hop through a `fallback` proxy.
+pub(super) static X_FALLBACK_HOP: HeaderName = HeaderName::from_static("x-fallback-hop");
+
+/// This process among the hops: a per-process pseudonym, `fallback-XXXXXX`,
+/// in `X-Fallback-Hop` always and in `Via` (`1.1 fallback-XXXXXX`) when
+/// asked for.
+#[derive(Clone, Debug)]
+pub(super) struct Hop {
+    id: HeaderValue,
+    via: HeaderValue,
+}
+
+impl Hop {
+    pub(super) fn new() -> Hop {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let id = format!("fallback-{:06x}", h.finish() & 0xff_ffff);
+        Hop {
+            via: HeaderValue::from_str(&format!("1.1 {id}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 fallback")),
+            id: HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("fallback")),
+        }
+    }
+
+    /// Whether a request has already passed through this proxy: its
+    /// pseudonym among the hops of `X-Fallback-Hop` or `Via`.
+    pub(super) fn looped(&self, headers: &HeaderMap) -> bool {
+        let mine = |name: &HeaderName, me: &HeaderValue| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|hop| hop.trim().as_bytes() == me.as_bytes())
+        };
+        mine(&X_FALLBACK_HOP, &self.id) || mine(&http::header::VIA, &self.via)
+    }
+}
+
 /// A request's headers as they go upstream: hop-by-hop headers gone, no
-/// `Host` (the upstream's authority goes there), and this hop in `Via`.
-pub(super) fn outbound(headers: &mut HeaderMap, via: &HeaderValue) {
+/// `Host` (the upstream's authority goes there), this hop in
+/// `X-Fallback-Hop`, and in `Via` too when `via` is on.
+pub(super) fn outbound(headers: &mut HeaderMap, hop: &Hop, via: bool) {
     strip_hop_by_hop(headers);
     headers.remove(http::header::HOST);
-    headers.append(http::header::VIA, via.clone());
-}
-
-/// A per-process pseudonym for `Via`: `1.1 fallback-XXXXXX`.
-pub(super) fn via() -> HeaderValue {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    let id = h.finish() & 0xff_ffff;
-    HeaderValue::from_str(&format!("1.1 fallback-{id:06x}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("1.1 fallback"))
-}
-
-/// Whether a request has already passed through this proxy.
-pub(super) fn looped(headers: &HeaderMap, via: &HeaderValue) -> bool {
-    headers
-        .get_all(http::header::VIA)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|hop| hop.trim().as_bytes() == via.as_bytes())
+    headers.append(&X_FALLBACK_HOP, hop.id.clone());
+    if via {
+        headers.append(http::header::VIA, hop.via.clone());
+    }
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
@@ -134,16 +163,42 @@ mod tests {
 
     #[test]
     fn a_loop_is_this_proxys_own_pseudonym_among_the_hops() {
-        let me = HeaderValue::from_static("1.1 fallback-abcdef");
+        let me = Hop {
+            id: HeaderValue::from_static("fallback-abcdef"),
+            via: HeaderValue::from_static("1.1 fallback-abcdef"),
+        };
         let mut h = HeaderMap::new();
         h.append(
             "via",
             HeaderValue::from_static("1.1 cdn, 1.1 fallback-abcdef"),
         );
-        assert!(looped(&h, &me));
+        assert!(me.looped(&h));
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-fallback-hop",
+            HeaderValue::from_static("fallback-123456, fallback-abcdef"),
+        );
+        assert!(me.looped(&h));
         let mut other = HeaderMap::new();
         other.append("via", HeaderValue::from_static("1.1 fallback-123456"));
-        assert!(!looped(&other, &me));
+        other.append(
+            "x-fallback-hop",
+            HeaderValue::from_static("fallback-123456"),
+        );
+        assert!(!me.looped(&other));
+    }
+
+    #[test]
+    fn via_goes_upstream_only_when_asked_for() {
+        let me = Hop::new();
+        let mut h = HeaderMap::new();
+        outbound(&mut h, &me, false);
+        assert!(h.get("via").is_none());
+        assert!(me.looped(&h), "the hop header alone finds the loop");
+        let mut h = HeaderMap::new();
+        outbound(&mut h, &me, true);
+        assert!(h.get("via").is_some());
+        assert!(me.looped(&h));
     }
 
     #[test]

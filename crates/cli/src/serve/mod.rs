@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Parser;
-use http::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -92,6 +91,11 @@ pub struct ServeArgs {
     /// requests sent upstream.
     #[arg(long)]
     forwarded: bool,
+    /// Add `Via` to requests sent upstream. Off by default: nginx's stock
+    /// `gzip_proxied off` compresses nothing for a request with `Via`.
+    /// Loops are found without it (`X-Fallback-Hop`).
+    #[arg(long)]
+    via: bool,
     /// Runtime worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -114,8 +118,8 @@ enum AccessLog {
 pub(crate) struct Proxy {
     /// Swapped whole by a reload; a request keeps the one it started with.
     live: RwLock<Arc<Live>>,
-    /// `1.1 fallback-XXXXXX`: this process in `Via`, to detect loops.
-    via: HeaderValue,
+    /// This process among a request's hops, to detect loops.
+    hop: headers::Hop,
     /// Set once shutdown has begun: /readyz answers 503.
     draining: AtomicBool,
     /// Renders /metrics, when there is an admin listener.
@@ -144,7 +148,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
     };
     let proxy = Arc::new(Proxy {
         live: RwLock::new(Arc::new(live)),
-        via: headers::via(),
+        hop: headers::Hop::new(),
         draining: AtomicBool::new(false),
         metrics,
     });

@@ -77,6 +77,8 @@ pub(super) struct Live {
     pub(super) replay_buffer: u64,
     pub(super) report_headers: bool,
     pub(super) forwarded: bool,
+    /// Add `Via` upstream.
+    pub(super) via: bool,
     pub(super) access_log: bool,
     /// For the connections of protocol upgrades.
     pub(super) connect_timeout: Duration,
@@ -240,6 +242,7 @@ pub(super) fn from_config_with(
                 .unwrap_or(1024 * 1024),
             report_headers: serve.and_then(|s| s.report_headers).unwrap_or(true),
             forwarded: args.forwarded || serve.and_then(|s| s.forwarded) == Some(true),
+            via: args.via || serve.and_then(|s| s.via) == Some(true),
             access_log,
             connect_timeout: net.connect_timeout.unwrap_or(Duration::from_secs(2)),
             budget,

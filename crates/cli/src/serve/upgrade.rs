@@ -48,7 +48,7 @@ pub(super) async fn tunnel(
     let (parts, _) = req.into_parts();
     let protocol = parts.headers.get(UPGRADE).cloned();
     let mut headers = parts.headers;
-    outbound(&mut headers, &proxy.via);
+    outbound(&mut headers, &proxy.hop, live.via);
     // The two hop-by-hop headers an upgrade is made of.
     if let Some(p) = protocol {
         headers.insert(UPGRADE, p);

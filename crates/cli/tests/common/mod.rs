@@ -1,6 +1,9 @@
 //! Running the built `fallback` binary.
 #![allow(dead_code)]
 
+pub mod nginx;
+pub mod proxy;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
