@@ -55,3 +55,75 @@ fn an_nginx_upstream_compresses_for_clients_behind_the_proxy_as_for_direct_ones(
     assert_eq!(header(&headers, "content-encoding"), None);
     assert_eq!(with_via.len(), page.len());
 }
+
+/// What Java's `HttpClient` sends on its first request to an `http://`
+/// URL: an h2c upgrade offer, here on a POST with a body.
+const H2C_OFFER_POST: &str =
+    "POST /orders HTTP/1.1\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n\
+     http2-settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n\
+     content-type: application/json\r\nidempotency-key: k-1";
+
+#[test]
+fn an_h2c_upgrade_offer_on_a_post_goes_upstream_as_a_plain_post_with_its_body() {
+    use fallback_chain_testserver::{Behavior, Server};
+    let body = r#"{"order": 42, "items": ["a", "b"]}"#;
+    let down = Server::start(Behavior::status(503));
+    let echo = Server::start(Behavior::Echo);
+    let p = Proxy::start(&[&down.url("/"), &echo.url("/")]);
+    let (status, headers, got) = p.request(H2C_OFFER_POST, body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&got));
+    assert_eq!(got, body.as_bytes(), "the backup echoed the whole body");
+    assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
+    for seen in [&down.requests()[0], &echo.requests()[0]] {
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.body, body.as_bytes(), "each upstream got the body");
+        assert_eq!(seen.header("upgrade"), None);
+        assert_eq!(seen.header("http2-settings"), None);
+        assert_eq!(seen.header("connection"), None);
+    }
+}
+
+#[test]
+fn java_httpclient_posts_through_the_proxy_with_its_body() {
+    use fallback_chain_testserver::{Behavior, Server};
+    let echo = Server::start(Behavior::Echo);
+    let p = Proxy::start(&[&echo.url("/")]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("Post.java");
+    std::fs::write(
+        &src,
+        r#"
+import java.net.URI;
+import java.net.http.*;
+public class Post {
+    public static void main(String[] a) throws Exception {
+        // The default client: HTTP/2 preferred, so an h2c upgrade offer.
+        HttpClient c = HttpClient.newHttpClient();
+        HttpRequest r = HttpRequest.newBuilder(URI.create(a[0]))
+            .POST(HttpRequest.BodyPublishers.ofString(a[1])).build();
+        HttpResponse<String> resp = c.send(r, HttpResponse.BodyHandlers.ofString());
+        System.out.println(resp.statusCode());
+        System.out.print(resp.body());
+    }
+}
+"#,
+    )
+    .unwrap();
+    let body = "hello from java, 42 items";
+    let out = std::process::Command::new("java")
+        .arg(&src)
+        .arg(format!("http://{}/orders", p.addr))
+        .arg(body)
+        .output()
+        .expect("these tests need a JDK's java on the PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, format!("200\n{body}"));
+    let seen = &echo.requests()[0];
+    assert_eq!(seen.body, body.as_bytes());
+    assert_eq!(seen.header("upgrade"), None);
+}

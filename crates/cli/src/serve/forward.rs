@@ -102,9 +102,25 @@ async fn forward(
         )
     } else if super::upgrade::is_upgrade(&req) {
         let mut upstream = None;
-        let resp = super::upgrade::tunnel(proxy, live, route, req, &mut upstream).await;
+        let mut tries = Vec::new();
+        let resp = super::upgrade::tunnel(proxy, live, route, req, &mut upstream, &mut tries).await;
         if let Some(e) = entry {
             e.upstream = upstream;
+            e.attempts = tries
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "upstream": t.upstream,
+                        "outcome": t.outcome,
+                        "status": t.status,
+                        "elapsed_ms": (t.elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                        "error": t.error,
+                    })
+                })
+                .collect();
+            if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                e.error = tries.last().and_then(|t| t.error.clone());
+            }
         }
         resp
     } else {

@@ -11,9 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// RFC 9110, section 7.6.1: headers for one connection only. Typed, so
-/// removing them hashes no strings.
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// RFC 9110, section 7.6.1: headers for one connection only (and
+/// `HTTP2-Settings`, RFC 9113 section 3.2.1, which only an h2c upgrade
+/// offer carries). Typed, so removing them hashes no strings.
+static HOP_BY_HOP: [HeaderName; 10] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -23,6 +24,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::UPGRADE,
     http::header::PROXY_AUTHORIZATION,
     http::header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes hop-by-hop headers, and those `Connection` names. A `TE:

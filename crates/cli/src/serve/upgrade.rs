@@ -2,6 +2,14 @@
 //! upstreams in order, and the first that answers `101 Switching
 //! Protocols` gets the client's connection, spliced byte for byte.
 //!
+//! Two offers are not taken down this path, and go through the chain as
+//! ordinary requests with the offer removed (RFC 9110 lets a server ignore
+//! one): `Upgrade: h2c` (the proxy does not take HTTP/2 by upgrade; clients
+//! that want it use prior knowledge), which Java's `HttpClient` sends on
+//! its first request to every `http://` URL, POSTs included; and any offer
+//! on a request with a body, which this path, sending heads only, would
+//! lose.
+//!
 //! An upgrade is a connection, not a request the chain can replay or
 //! stream, so it is handled here, over one HTTP/1.1 connection per try.
 //! An upstream whose breaker is open is skipped; one that refuses, times
@@ -24,17 +32,44 @@ use super::settings::{Live, Route};
 use super::Proxy;
 use crate::print::errln;
 
-/// Whether `req` asks to switch protocols.
+/// Whether `req` asks to switch to a protocol this path tunnels: an
+/// HTTP/1.1 offer other than `h2c`, on a request without a body.
 pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == http::Version::HTTP_11
-        && req.headers().contains_key(UPGRADE)
-        && req
-            .headers()
-            .get_all(CONNECTION)
+    tunnels(req.version(), req.headers())
+}
+
+fn tunnels(version: http::Version, h: &http::HeaderMap) -> bool {
+    version == http::Version::HTTP_11
+        && h.get_all(UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| {
+                let p = p.trim();
+                !p.is_empty() && !p.eq_ignore_ascii_case("h2c")
+            })
+        && h.get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && !has_body(h)
+}
+
+/// Whether a request's head announces a body.
+fn has_body(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::TRANSFER_ENCODING)
+        || h.get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// One try of an upgrade, for the access log and the metrics.
+pub(super) struct Try {
+    pub(super) upstream: String,
+    pub(super) outcome: &'static str,
+    pub(super) status: Option<u16>,
+    pub(super) elapsed: Duration,
+    pub(super) error: Option<String>,
 }
 
 pub(super) async fn tunnel(
@@ -43,6 +78,7 @@ pub(super) async fn tunnel(
     route: &Route,
     mut req: Request<Incoming>,
     upstream: &mut Option<String>,
+    tries: &mut Vec<Try>,
 ) -> Response<ResponseBody> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
@@ -50,7 +86,7 @@ pub(super) async fn tunnel(
     let mut headers = parts.headers;
     outbound(&mut headers, &proxy.hop, live.via);
     // The two hop-by-hop headers an upgrade is made of.
-    if let Some(p) = protocol {
+    if let Some(p) = protocol.and_then(|p| without_h2c(&p)) {
         headers.insert(UPGRADE, p);
     }
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -74,7 +110,30 @@ pub(super) async fn tunnel(
             continue;
         };
         tried += 1;
+        let begun = std::time::Instant::now();
+        let mut record = |outcome: &'static str, status: Option<u16>, error: Option<String>| {
+            if proxy.metrics.is_some() {
+                metrics::counter!(
+                    "fallback_attempts_total",
+                    "link" => up.name.clone(),
+                    "outcome" => outcome
+                )
+                .increment(1);
+            }
+            tries.push(Try {
+                upstream: up.name.clone(),
+                outcome,
+                status,
+                elapsed: begun.elapsed(),
+                error,
+            });
+        };
         let Some((base, authority)) = origin(up.url()) else {
+            record(
+                "connect",
+                None,
+                Some("only plain http:// upstreams take upgrades".into()),
+            );
             continue;
         };
         let mut out = Request::builder()
@@ -86,10 +145,15 @@ pub(super) async fn tunnel(
         if let Ok(h) = HeaderValue::from_str(&authority) {
             out.headers_mut().insert(HOST, h);
         }
-        let Ok(mut resp) = send(&authority, out, live.connect_timeout).await else {
-            continue;
+        let mut resp = match send(&authority, out, live.connect_timeout).await {
+            Ok(r) => r,
+            Err((outcome, e)) => {
+                record(outcome, None, Some(e));
+                continue;
+            }
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            record("ok", Some(101), None);
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let name = up.name.clone();
             tokio::spawn(async move {
@@ -120,6 +184,15 @@ pub(super) async fn tunnel(
         let falls_back = s.is_server_error()
             || s == StatusCode::REQUEST_TIMEOUT
             || s == StatusCode::TOO_MANY_REQUESTS;
+        record(
+            "status",
+            Some(s.as_u16()),
+            Some(format!(
+                "{} did not switch protocols: {}",
+                up.name,
+                s.as_u16()
+            )),
+        );
         last = Some(resp);
         *upstream = Some(up.name.clone());
         if !falls_back {
@@ -174,29 +247,51 @@ fn join(base: &str, target: &str) -> String {
     format!("{base}{target}")
 }
 
+/// The offer less `h2c`, if anything is left of it.
+fn without_h2c(offer: &HeaderValue) -> Option<HeaderValue> {
+    let kept: Vec<&str> = offer
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect();
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// One try: the upstream's answer, or the outcome and why it failed.
 async fn send(
     authority: &str,
     req: Request<Empty<bytes::Bytes>>,
     connect_timeout: Duration,
-) -> Result<Response<Incoming>, ()> {
-    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(authority))
+) -> Result<Response<Incoming>, (&'static str, String)> {
+    let tcp = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(authority))
         .await
-        .map_err(drop)?
-        .map_err(drop)?;
+    {
+        Err(_) => {
+            return Err((
+                "timeout",
+                format!("no connection within {connect_timeout:?}"),
+            ))
+        }
+        Ok(Err(e)) => return Err(("connect", format!("cannot connect: {e}"))),
+        Ok(Ok(tcp)) => tcp,
+    };
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
-        .map_err(drop)?;
+        .map_err(|e| ("connect", e.to_string()))?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
     // An upstream that accepts the connection but never answers is passed
     // over after the connect timeout's worth of waiting, at least 2 s.
     let wait = connect_timeout.max(Duration::from_secs(2));
-    tokio::time::timeout(wait, sender.send_request(req))
-        .await
-        .map_err(drop)?
-        .map_err(drop)
+    match tokio::time::timeout(wait, sender.send_request(req)).await {
+        Err(_) => Err(("timeout", format!("no response head within {wait:?}"))),
+        Ok(Err(e)) => Err(("io", e.to_string())),
+        Ok(Ok(resp)) => Ok(resp),
+    }
 }
 
 #[cfg(test)]
@@ -215,5 +310,43 @@ mod tests {
         );
         assert_eq!(origin("https://example/"), None);
         assert_eq!(join("/api", "/ws?x=1"), "/api/ws?x=1");
+    }
+
+    #[test]
+    fn h2c_is_taken_out_of_an_offer() {
+        let offer = |s: &'static str| without_h2c(&HeaderValue::from_static(s));
+        assert_eq!(offer("h2c").unwrap(), "");
+        assert_eq!(offer("websocket, h2c").unwrap(), "websocket");
+        assert_eq!(offer("WebSocket").unwrap(), "WebSocket");
+    }
+
+    fn offer(headers: &[(&'static str, &'static str)]) -> bool {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in headers {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        tunnels(http::Version::HTTP_11, &h)
+    }
+
+    #[test]
+    fn only_bodiless_offers_other_than_h2c_are_tunnelled() {
+        let ws = [("connection", "Upgrade"), ("upgrade", "websocket")];
+        assert!(offer(&ws));
+        // Java's HttpClient, on its first request to an http:// URL.
+        assert!(!offer(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA"),
+        ]));
+        assert!(!offer(&[
+            ("connection", "keep-alive"),
+            ("upgrade", "websocket")
+        ]));
+        let with_body = [ws[0], ws[1], ("content-length", "5")];
+        assert!(!offer(&with_body));
+        let chunked = [ws[0], ws[1], ("transfer-encoding", "chunked")];
+        assert!(!offer(&chunked));
+        let empty = [ws[0], ws[1], ("content-length", "0")];
+        assert!(offer(&empty));
     }
 }
