@@ -127,3 +127,48 @@ public class Post {
     assert_eq!(seen.body, body.as_bytes());
     assert_eq!(seen.header("upgrade"), None);
 }
+
+#[test]
+fn an_h2c_nginx_that_closes_connections_with_goaway_costs_clients_nothing() {
+    // nginx ends an HTTP/2 connection with GOAWAY after keepalive_requests
+    // (1,000 by default; 20 here, to see it often). Streams above its
+    // last stream id were never processed, and are re-sent.
+    let nginx = Nginx::start(
+        "http2",
+        "keepalive_requests 20;",
+        "location / { return 200 \"ok\\n\"; }",
+        &[],
+    );
+    let p = Proxy::start(&["--http2-prior-knowledge", &nginx.url("/")]);
+    let addr = p.addr.clone();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut bad = Vec::new();
+                for i in 0..50 {
+                    // POSTs too: a refused stream was not processed.
+                    let (head, body): (&str, &[u8]) = if i % 2 == 0 {
+                        ("GET /x HTTP/1.1", b"")
+                    } else {
+                        ("POST /x HTTP/1.1", b"{\"order\": 1}")
+                    };
+                    let (status, _, got) = request_to(&addr, head, body);
+                    if status != 200 || got != b"ok\n" {
+                        bad.push(format!(
+                            "client {c}, request {i}: {status} {}",
+                            String::from_utf8_lossy(&got)
+                        ));
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    let bad: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(bad.is_empty(), "{} of 400 failed: {bad:?}", bad.len());
+    let _ = nginx.error_log();
+}

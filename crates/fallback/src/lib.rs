@@ -60,6 +60,7 @@
 //! | --- | --- | --- |
 //! | no connection: refused, DNS, TLS handshake, connect timeout, or an attempt timeout or deadline that fired while still connecting (nothing was sent) | re-sent | re-sent |
 //! | a pooled keep-alive connection the server had closed, found before any byte of the answer | re-sent once, at once, on a new connection: reported `stale`, not a try, not from the budget | **not re-sent**: [`ErrorKind::MaybeProcessed`] |
+//! | an HTTP/2 stream the server refused unprocessed: reset with `REFUSED_STREAM`, or above the last stream id of its `GOAWAY` (RFC 9113, section 8.7) | re-sent at once on a new connection, up to 3 times: reported `refused_stream`, not a try, not from the budget, not a breaker failure | the same |
 //! | an answer with a status that falls back (4xx, 5xx by default) | re-sent | re-sent |
 //! | a timeout after sending, a reset after sending, a truncated answer (outcome unknown) | re-sent | **not re-sent**: [`ErrorKind::MaybeProcessed`] |
 //! | a 2xx whose body is unusable: too large, truncated, not decodable (processed) | re-sent | **not re-sent**: [`ErrorKind::Processed`] |

@@ -11,6 +11,7 @@ pub(crate) fn attempt(a: &Attempt) {
         a.outcome(),
         crate::report::Outcome::Skipped
             | crate::report::Outcome::Stale
+            | crate::report::Outcome::RefusedStream
             | crate::report::Outcome::Redirect
     ) {
         metrics::histogram!("fallback_attempt_duration_seconds", "link" => link)

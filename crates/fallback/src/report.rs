@@ -38,12 +38,22 @@ pub enum Outcome {
     /// The link answered a redirect that was followed: the next line is
     /// the request to where it led ([`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects)).
     Redirect,
+    /// The server refused the request without processing it (RFC 9113,
+    /// section 8.7): an HTTP/2 stream reset with `REFUSED_STREAM`, or one
+    /// above the last stream id of a `GOAWAY`, as a server sends when it
+    /// closes a connection gracefully (nginx every 1,000 requests). The
+    /// request, whatever its method, was re-sent at once on a new
+    /// connection, as the same try: not a failure of the link, nothing
+    /// drawn from the retry budget. Only when the re-sends too are
+    /// refused does the attempt end so, as a failure that falls over like
+    /// a refused connection.
+    RefusedStream,
 }
 
 impl Outcome {
     /// The outcome's stable name: `ok`, `status`, `connect`, `timeout`,
-    /// `io`, `too_large`, `decode`, `skipped`, `cancelled`, `stale` or
-    /// `redirect`.
+    /// `io`, `too_large`, `decode`, `skipped`, `cancelled`, `stale`,
+    /// `redirect` or `refused_stream`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -56,6 +66,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Cancelled => "cancelled",
             Outcome::Stale => "stale",
+            Outcome::RefusedStream => "refused_stream",
             Outcome::Redirect => "redirect",
         }
     }

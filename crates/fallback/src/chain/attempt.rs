@@ -96,6 +96,14 @@ pub(super) fn transport_lost(e: crate::transport::TransportError) -> Lost {
             phase: Some(Phase::Connect),
             ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
         },
+        TransportErrorKind::RefusedStream => Lost::new(
+            Outcome::RefusedStream,
+            Delivery::NotSent,
+            format!(
+                "{e}: the server refused the request unprocessed {} times in a row",
+                MAX_REFUSED_RESENDS + 1
+            ),
+        ),
         TransportErrorKind::StaleConnection => Lost::new(
             Outcome::Io,
             Delivery::Unknown,
@@ -107,6 +115,13 @@ pub(super) fn transport_lost(e: crate::transport::TransportError) -> Lost {
         _ => Lost::new(Outcome::Io, Delivery::Unknown, ErrorText::error(e)),
     }
 }
+
+/// How many times one try re-sends a request whose stream the server
+/// refused unprocessed, each on a new connection, before it gives up.
+pub(super) const MAX_REFUSED_RESENDS: u32 = 3;
+
+/// The end of a refused stream's line in the report when it was re-sent.
+pub(super) const RESENT: &str = "re-sent at once on a new connection";
 
 /// The attempt's timer fired before a response head arrived.
 pub(super) fn timer_lost(handoff: &Handoff, begun: Instant, until: Instant) -> Lost {
@@ -240,52 +255,57 @@ impl Chain {
         let mut follow: Option<redirect::Follow> = None;
         let mut visited: Vec<Uri> = Vec::new();
         let mut stale_resent = false;
+        let mut refused = 0;
         let resp = loop {
-            let mut request = match hop_request(ep, follow.as_ref()).await {
-                Ok(r) => r,
-                Err(e) => return body_failed(e),
-            };
-            let mut handoff = Handoff::new();
-            request.body_mut().set_handoff(handoff.clone());
-            self.show_request(ep, &request);
-            let resp = match within(transport.send(request), &alarm).await {
-                Some(Ok(resp)) => resp,
-                Some(Err(e))
-                    if e.kind() == TransportErrorKind::StaleConnection
-                        && ep.idempotent
-                        && !stale_resent =>
-                {
+            let mut fresh = false;
+            let resp = loop {
+                let mut request = match hop_request(ep, follow.as_ref()).await {
+                    Ok(r) => r,
+                    Err(e) => return body_failed(e),
+                };
+                let handoff = Handoff::new();
+                request.body_mut().set_handoff(handoff.clone());
+                if fresh {
+                    request.extensions_mut().insert(FreshConnection);
+                }
+                self.show_request(ep, &request);
+                let e = match within(transport.send(request), &alarm).await {
+                    Some(Ok(resp)) => break resp,
+                    Some(Err(e)) => e,
+                    None => return lost(timer_lost(&handoff, begun, until)),
+                };
+                let (outcome, why) = match e.kind() {
+                    // Not processed (RFC 9113, section 8.7): safe to send
+                    // again whatever the method, if the body can be.
+                    TransportErrorKind::RefusedStream
+                        if refused < MAX_REFUSED_RESENDS && !ep.body.is_spent() =>
+                    {
+                        refused += 1;
+                        (
+                            Outcome::RefusedStream,
+                            "the server refused the request unprocessed (HTTP/2)",
+                        )
+                    }
                     // Go's net/http rule: the server closed a pooled
                     // connection under the request; send it once more, on
                     // a new connection, as the same try.
-                    stale_resent = true;
-                    hops.push(Hop {
-                        outcome: Outcome::Stale,
-                        status: None,
-                        url: hop_url(ep, follow.as_ref()),
-                        elapsed: begun.elapsed(),
-                        error: format!(
-                            "{e}: the pooled connection had been closed by the server; \
-                             re-sent at once on a new connection"
+                    TransportErrorKind::StaleConnection if ep.idempotent && !stale_resent => {
+                        stale_resent = true;
+                        (
+                            Outcome::Stale,
+                            "the pooled connection had been closed by the server",
                         )
-                        .into(),
-                    });
-                    let mut request = match hop_request(ep, follow.as_ref()).await {
-                        Ok(r) => r,
-                        Err(e) => return body_failed(e),
-                    };
-                    handoff = Handoff::new();
-                    request.body_mut().set_handoff(handoff.clone());
-                    request.extensions_mut().insert(FreshConnection);
-                    self.show_request(ep, &request);
-                    match within(transport.send(request), &alarm).await {
-                        Some(Ok(resp)) => resp,
-                        Some(Err(e)) => return lost(transport_lost(e)),
-                        None => return lost(timer_lost(&handoff, begun, until)),
                     }
-                }
-                Some(Err(e)) => return lost(transport_lost(e)),
-                None => return lost(timer_lost(&handoff, begun, until)),
+                    _ => return lost(transport_lost(e)),
+                };
+                hops.push(Hop {
+                    outcome,
+                    status: None,
+                    url: hop_url(ep, follow.as_ref()),
+                    elapsed: begun.elapsed(),
+                    error: format!("{e}: {why}; {RESENT}").into(),
+                });
+                fresh = true;
             };
             if let Some(o) = &inner.observer {
                 o.on_response(&ResponseHead {

@@ -435,6 +435,10 @@ impl Chain {
             }
         } else if attempt.outcome == Outcome::Stale {
             tracing::debug!(link = %attempt.name, try_number = attempt.try_number, "stale pooled connection; re-sent");
+        } else if attempt.outcome == Outcome::RefusedStream
+            && attempt.error().is_some_and(|e| e.ends_with(RESENT))
+        {
+            tracing::debug!(link = %attempt.name, try_number = attempt.try_number, "stream refused unprocessed; re-sent");
         } else {
             tracing::warn!(
                 link = %attempt.name,

@@ -61,6 +61,9 @@ pub struct HyperTransport {
     fresh: Client<Connector, RequestBody>,
     /// HTTP/2 with prior knowledge, for `http://` requests of version 2.
     h2c: Client<Connector, RequestBody>,
+    /// h2c on a new connection, for a request re-sent after its stream was
+    /// refused.
+    h2c_fresh: Client<Connector, RequestBody>,
     proxies: Option<Arc<Proxies>>,
     insecure: bool,
 }
@@ -364,6 +367,7 @@ impl HyperTransportBuilder {
             pooled: client(self.pool_max_idle_per_host, false),
             fresh: client(0, false),
             h2c: client(self.pool_max_idle_per_host, true),
+            h2c_fresh: client(0, true),
             proxies,
             insecure: self.insecure,
         })
@@ -373,12 +377,12 @@ impl HyperTransportBuilder {
 impl Transport for HyperTransport {
     fn send(&self, mut request: http::Request<RequestBody>) -> SendFuture {
         let cleartext = request.uri().scheme() == Some(&http::uri::Scheme::HTTP);
-        let client = if cleartext && request.version() == Version::HTTP_2 {
-            &self.h2c
-        } else if request.extensions().get::<FreshConnection>().is_some() {
-            &self.fresh
-        } else {
-            &self.pooled
+        let fresh = request.extensions().get::<FreshConnection>().is_some();
+        let client = match (cleartext && request.version() == Version::HTTP_2, fresh) {
+            (true, false) => &self.h2c,
+            (true, true) => &self.h2c_fresh,
+            (false, true) => &self.fresh,
+            (false, false) => &self.pooled,
         };
         if !cleartext && request.version() == Version::HTTP_2 {
             // Over TLS, ALPN picks the version; left at 2, hyper would
@@ -405,7 +409,9 @@ impl Transport for HyperTransport {
             match fut.await {
                 Ok(resp) => Ok(resp.map(ResponseBody::hyper)),
                 Err(e) => {
-                    let kind = if e.is_connect() || never_left(&e) {
+                    let kind = if refused_unprocessed(&e) {
+                        TransportErrorKind::RefusedStream
+                    } else if e.is_connect() || never_left(&e) {
                         if timed_out(&e) {
                             TransportErrorKind::ConnectTimeout
                         } else {
@@ -425,6 +431,23 @@ impl Transport for HyperTransport {
     fn danger_accepts_invalid_certs(&self) -> bool {
         self.insecure
     }
+}
+
+/// An HTTP/2 stream the server refused without processing it: reset with
+/// `REFUSED_STREAM`, or failed by the server's `GOAWAY` (h2 gives that
+/// error only to streams above its last stream id and to streams started
+/// after it; streams the server took go on, and fail otherwise if the
+/// connection then breaks).
+fn refused_unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Errors that prove the request never left, though hyper-util does not

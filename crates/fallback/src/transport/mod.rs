@@ -281,6 +281,13 @@ pub enum TransportErrorKind {
     /// reached the server, but usually did not; the chain re-sends an
     /// idempotent request once, at once, on a fresh connection.
     StaleConnection,
+    /// The server refused the request without processing it (RFC 9113,
+    /// section 8.7): an HTTP/2 stream reset with `REFUSED_STREAM`, or a
+    /// stream above the last stream id of the server's `GOAWAY` (or started
+    /// on a connection after it). The request reached the server but was
+    /// not acted on, so it is safe to send again on a new connection,
+    /// whatever its method; the chain does so at once.
+    RefusedStream,
     /// Anything else. The request may or may not have reached the server.
     Other,
 }
