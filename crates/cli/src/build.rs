@@ -243,6 +243,9 @@ pub fn chain(
     if let Some(d) = args.deadline.or(cfg.deadline) {
         b = b.deadline(d);
     }
+    if let Some(d) = args.idle_timeout.or(cfg.idle_timeout) {
+        b = b.idle_timeout(d);
+    }
     if let Some(r) = args.retries.or(cfg.retries) {
         b = b.retries(r);
     }
@@ -319,6 +322,9 @@ pub fn chain(
         }
         if let Some(t) = ep.timeout {
             link = link.timeout(t);
+        }
+        if let Some(t) = ep.idle_timeout {
+            link = link.idle_timeout(t);
         }
         if let Some(r) = ep.retries {
             link = link.retries(r);

@@ -1,7 +1,7 @@
 //! The TOML config file: chain-wide defaults and `[[endpoint]]` links.
 //!
 //! ```toml
-//! timeout = "2s"          # chain-wide: timeout, deadline, retries, hedge, fail_on, idempotent, max_body
+//! timeout = "2s"          # chain-wide: timeout, deadline, idle_timeout, retries, hedge, fail_on, idempotent, max_body
 //! secret_headers = ["X-Tenant"]  # values never printed, beyond the built-in rule (X-Api-Key, ...)
 //! follow_redirects = true # or a bound on hops (true: 10); compressed = true
 //! ca_cert = "ca.pem"      # chain-wide and per link: ca_cert, client_cert, client_key, insecure,
@@ -12,7 +12,7 @@
 //! method = "POST"         # optional
 //! headers = { "X-Api-Key" = "..." }            # optional
 //! json = { Name = "Random", Amount = 100 }     # optional: any TOML value, sent as JSON; or body = "raw text"
-//! timeout = "500ms"       # optional per-link overrides: timeout, retries
+//! timeout = "500ms"       # optional per-link overrides: timeout, idle_timeout, retries
 //! retries = 1
 //! ```
 //!
@@ -34,6 +34,9 @@ use crate::units;
 pub struct Config {
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// Between two reads of a streamed response body.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub deadline: Option<Duration>,
     pub retries: Option<u32>,
@@ -104,6 +107,8 @@ pub struct Upstream {
     pub headers: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
     pub retries: Option<u32>,
     /// Path of the background health probe (a GET).
     pub probe: Option<String>,
@@ -119,6 +124,8 @@ pub struct Route {
     pub strip_prefix: bool,
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub deadline: Option<Duration>,
     pub retries: Option<u32>,
@@ -141,6 +148,8 @@ pub struct Endpoint {
     pub body: Option<String>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
     pub retries: Option<u32>,
     pub ca_cert: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,

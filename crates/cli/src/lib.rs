@@ -113,6 +113,10 @@ struct SendArgs {
     /// Bound on the whole call [default: none].
     #[arg(long, value_name = "DUR", value_parser = units::duration)]
     deadline: Option<Duration>,
+    /// Bound between two reads of the winner's body once it streams to
+    /// the output [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    idle_timeout: Option<Duration>,
     /// Extra tries on the same link before moving on [default: 0].
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
@@ -443,6 +447,7 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     };
     show("timeout", cfg.timeout.map(|d| format!("{d:?}")));
     show("deadline", cfg.deadline.map(|d| format!("{d:?}")));
+    show("idle_timeout", cfg.idle_timeout.map(|d| format!("{d:?}")));
     show("retries", cfg.retries.map(|r| r.to_string()));
     show("hedge", cfg.hedge.map(|d| format!("{d:?}")));
     show("fail_on", cfg.fail_on.clone());

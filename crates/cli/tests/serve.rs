@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fallback_chain_testserver::{Behavior, Reply, Server};
@@ -1096,4 +1096,146 @@ fn the_access_log_names_the_upstream_even_without_report_headers() {
     log.read_line(&mut line).unwrap();
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["upstream"], "only", "{entry}");
+}
+
+#[test]
+fn an_upstream_that_stalls_after_its_head_is_cut_at_the_idle_timeout() {
+    // A 200 head with Content-Length: 100, then nothing, forever.
+    let stalls = Server::start(Behavior::StallMidBody {
+        status: 200,
+        body: bytes::Bytes::from(vec![b'x'; 100]),
+        sent: 0,
+    });
+    let mut p = Proxy::start_with(
+        &[
+            "--idle-timeout",
+            "300ms",
+            "--admin",
+            "127.0.0.1:0",
+            "--access-log",
+            "json",
+            &stalls.url("/"),
+        ],
+        Stdio::piped(),
+    );
+    let t = Instant::now();
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    // The connection closes before the declared length: the client sees a
+    // broken body, never a whole one, and never waits for its own timeout.
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out)
+        .expect("closed by the proxy, not timed out");
+    let waited = t.elapsed();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 100"), "{out}");
+    assert!(out.ends_with("\r\n\r\n"), "no byte of the body: {out}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+
+    let admin = p.admin.clone().unwrap();
+    let (_, _, body) = request_to(&admin, "GET /upstreams HTTP/1.1", b"");
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list[0]["failures"], 1, "the breaker counts it: {list}");
+    let (_, _, body) = request_to(&admin, "GET /metrics HTTP/1.1", b"");
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("fallback_stream_aborts_total{") && text.contains("why=\"idle_timeout\"} 1"),
+        "{text}"
+    );
+
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["complete"], false, "{entry}");
+    let why = entry["error"].as_str().unwrap_or_default();
+    assert!(why.contains("idle timeout"), "{entry}");
+}
+
+#[test]
+fn an_upstream_that_stalls_is_cut_with_rst_stream_for_an_http2_client() {
+    let stalls = Server::start(Behavior::StallMidBody {
+        status: 200,
+        body: bytes::Bytes::from(vec![b'x'; 100]),
+        sent: 10,
+    });
+    let p = Proxy::start(&["--idle-timeout", "300ms", &stalls.url("/")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://{}/big", p.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let t = Instant::now();
+        let mut body = resp.into_body();
+        let mut got = 0;
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(20), body.frame()).await {
+                Err(_) => panic!("still waiting after 20 s"),
+                Ok(Some(Ok(f))) => got += f.data_ref().map_or(0, |d| d.len()),
+                Ok(Some(Err(e))) => break e,
+                Ok(None) => panic!("the stalled body ended as if whole"),
+            }
+        };
+        assert_eq!(got, 10);
+        let mut chain = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            chain = format!("{chain}: {c}");
+            cause = c.source();
+        }
+        // RST_STREAM from the proxy.
+        assert!(chain.contains("stream error received"), "{chain}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    });
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
+    let huge = Server::start(Behavior::Huge {
+        status: 200,
+        len: 1 << 30,
+        chunked: false,
+    });
+    let p = Proxy::start(&["--idle-timeout", "300ms", &huge.url("/")]);
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.write_all(b"GET /huge HTTP/1.1\r\nhost: a\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 256];
+    let n = tcp.read(&mut head).unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    // Stop reading for ten times the bound.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent_then = huge.bytes_sent();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(huge.bytes_sent(), sent_then, "the upstream was released");
+    assert!(sent_then < 1 << 30);
+    // What the sockets held drains, then the connection ends: cut off.
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(
+        ((n + rest.len()) as u64) < 1 << 30,
+        "cut off before the end"
+    );
 }

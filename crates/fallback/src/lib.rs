@@ -432,7 +432,7 @@ pub use link::{Link, LinkInfo};
 pub use observer::{Observer, RequestHead, ResponseHead};
 pub use report::{Attempt, Outcome, Report};
 pub use response::{BodySink, Response};
-pub use timeout::Phase;
+pub use timeout::{IdleTimeout, Phase};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -37,6 +37,7 @@ pub struct Link {
     pub(crate) body: Body,
     pub(crate) idempotent: Option<bool>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
     pub(crate) secret_headers: Vec<String>,
@@ -80,6 +81,7 @@ impl Link {
             .field("body", &self.body)
             .field("idempotent", &self.idempotent)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("retries", &self.retries)
             .field("own_transport", &self.transport.is_some())
             .field("shared_breaker", &self.breaker.is_some())
@@ -101,6 +103,7 @@ impl Link {
             body: Body::empty(),
             idempotent: None,
             timeout: None,
+            idle_timeout: None,
             retries: None,
             transport: None,
             secret_headers: Vec::new(),
@@ -212,6 +215,13 @@ impl Link {
     /// This link's per-attempt timeout, overriding the chain's.
     pub fn timeout(mut self, timeout: Duration) -> Link {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// This link's bound between two reads of a streamed body, overriding
+    /// the chain's [`idle_timeout`](crate::ChainBuilder::idle_timeout).
+    pub fn idle_timeout(mut self, idle: Duration) -> Link {
+        self.idle_timeout = Some(idle);
         self
     }
 
@@ -354,6 +364,7 @@ impl Link {
             idempotent,
             marked: self.idempotent,
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
             retries: self.retries,
             transport: self.transport,
             secrets: secrets.into(),
@@ -377,6 +388,7 @@ pub struct LinkInfo {
     pub(crate) body: String,
     pub(crate) idempotent: bool,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
 }
 
@@ -413,6 +425,11 @@ impl LinkInfo {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
+    /// This link's bound between two reads of a streamed body: its own,
+    /// else the chain's (`None`: unbounded).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
     /// This link's own retries, if they override the chain's.
     pub fn retries(&self) -> Option<u32> {
         self.retries
@@ -434,6 +451,8 @@ pub(crate) struct Endpoint {
     /// The caller's own idempotency marking, if any.
     pub(crate) marked: Option<bool>,
     pub(crate) timeout: Option<Duration>,
+    /// Between two reads of a streamed body: the link's, else the chain's.
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) retries: Option<u32>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
     /// Header names marked secret (the chain's and the link's own).
@@ -497,6 +516,7 @@ impl Endpoint {
             body: body.clone(),
             marked: self.marked,
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
             retries: self.retries,
             transport: self.transport.clone(),
             secrets: self.secrets.clone(),
@@ -531,6 +551,7 @@ impl Endpoint {
                 .to_owned(),
             idempotent: self.idempotent,
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
             retries: self.retries,
         }
     }

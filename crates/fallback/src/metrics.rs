@@ -35,3 +35,15 @@ pub(crate) fn breaker_state(link: &str, state: BreakerState) {
 pub(crate) fn budget_denied() {
     metrics::counter!("fallback_budget_denied_total").increment(1);
 }
+
+/// A streamed body that broke after the commit: the server stalled past
+/// the idle timeout (`idle_timeout`) or the stream failed (`upstream`).
+pub(crate) fn stream_aborted(link: &str, e: &(dyn std::error::Error + 'static)) {
+    let why = if crate::IdleTimeout::in_chain(e) {
+        "idle_timeout"
+    } else {
+        "upstream"
+    };
+    metrics::counter!("fallback_stream_aborts_total", "link" => link.to_owned(), "why" => why)
+        .increment(1);
+}

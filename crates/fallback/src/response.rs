@@ -170,6 +170,13 @@ pub(crate) trait Consume: Send {
         false
     }
 
+    /// Whether the body is read as it comes rather than buffered whole
+    /// (a commit at the head, a caller's sink): such a body is bounded
+    /// between reads by the link's idle timeout.
+    fn streams(&self) -> bool {
+        self.commits_at_head()
+    }
+
     /// Ties the breaker's pending verdict to the output, for consumers that
     /// commit at the head.
     fn attach(output: Self::Output, pending: crate::chain::Pending) -> Self::Output {
@@ -280,6 +287,10 @@ impl<T: DeserializeOwned + Send> Consume for Typed<T> {
 pub(crate) struct ToSink<'a, S>(pub(crate) &'a mut S);
 
 impl<S: BodySink> Consume for ToSink<'_, S> {
+    fn streams(&self) -> bool {
+        true
+    }
+
     type Output = ();
 
     async fn consume(

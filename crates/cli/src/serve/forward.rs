@@ -453,7 +453,17 @@ impl http_body::Body for Logged {
                 }
             }
             Poll::Ready(None) => self.write(true),
-            Poll::Ready(Some(Err(_))) => self.write(false),
+            Poll::Ready(Some(Err(e))) => {
+                // Why the client's response was aborted.
+                let why = format!(
+                    "response body: {}",
+                    fallback_chain::transport::error_chain(&**e)
+                );
+                if let Some(line) = self.line.as_mut() {
+                    line.entry.error = Some(why);
+                }
+                self.write(false);
+            }
             Poll::Pending => {}
         }
         polled

@@ -27,6 +27,7 @@ mod forward;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod headers;
+mod send_timeout;
 mod settings;
 mod upgrade;
 
@@ -36,10 +37,11 @@ use settings::{Listeners, Live};
 /// request tried along the upstreams in order (breakers on, sticky).
 ///
 /// The config file (-c) adds `[serve]` (listen, admin, replay_buffer,
-/// drain, access_log, report_headers, forwarded, header_timeout),
-/// `[[upstream]]` (name, url, headers, timeout, retries, probe) and
-/// `[[route]]` (prefix, upstreams, strip_prefix, and overrides of timeout,
-/// deadline, retries, hedge, fail_on, idempotent). The command line wins
+/// drain, access_log, report_headers, forwarded, via, header_timeout),
+/// `[[upstream]]` (name, url, headers, timeout, idle_timeout, retries,
+/// probe) and `[[route]]` (prefix, upstreams, strip_prefix, and overrides
+/// of timeout, deadline, idle_timeout, retries, hedge, fail_on,
+/// idempotent). The command line wins
 /// over the config's chain-wide keys; a route's own keys win over both.
 /// SIGHUP re-reads it.
 #[derive(Parser, Debug)]
@@ -60,6 +62,11 @@ pub struct ServeArgs {
     /// Bound on each request's whole failover [default: none].
     #[arg(long, value_name = "DUR", value_parser = units::duration)]
     deadline: Option<Duration>,
+    /// Bound between two reads of an upstream's body once it streams to
+    /// the client, and on a client that stops reading its response; when
+    /// it is reached the client's response is aborted [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    idle_timeout: Option<Duration>,
     /// Extra tries on the same upstream before moving on [default: 0].
     #[arg(long, value_name = "N")]
     retries: Option<u32>,
@@ -279,6 +286,7 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, listeners: 
             accepted = listener.accept() => {
                 let Ok((tcp, client)) = accepted else { continue };
                 let _ = tcp.set_nodelay(true);
+                let tcp = send_timeout::SendTimeout::new(tcp, proxy.live().idle_timeout);
                 let proxy = proxy.clone();
                 let svc = service_fn(move |req| {
                     let proxy = proxy.clone();

@@ -75,6 +75,9 @@ pub(super) struct Live {
     pub(super) routes: Vec<Route>,
     pub(super) upstreams: Vec<Upstream>,
     pub(super) replay_buffer: u64,
+    /// The chain-wide idle timeout, which also bounds a client that stops
+    /// reading its response.
+    pub(super) idle_timeout: Option<Duration>,
     pub(super) report_headers: bool,
     pub(super) forwarded: bool,
     /// Add `Via` upstream.
@@ -107,6 +110,10 @@ pub(super) struct Listeners {
     pub(super) drain: Duration,
     pub(super) header_timeout: Duration,
 }
+
+/// The default idle timeout (nginx's `proxy_read_timeout` and
+/// `send_timeout`).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default bound on reading a request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,6 +199,7 @@ pub(super) fn from_config_with(
     let chain_wide = ChainWide {
         timeout: args.timeout.or(cfg.timeout),
         deadline: args.deadline.or(cfg.deadline),
+        idle_timeout: args.idle_timeout.or(cfg.idle_timeout),
         retries: args.retries.or(cfg.retries),
         hedge: args.hedge.or(cfg.hedge),
         fail_on: args.fail_on.clone().or_else(|| cfg.fail_on.clone()),
@@ -223,6 +231,7 @@ pub(super) fn from_config_with(
         let over = RouteOverrides {
             timeout: r.timeout,
             deadline: r.deadline,
+            idle_timeout: r.idle_timeout,
             retries: r.retries,
             hedge: r.hedge,
             fail_on: r.fail_on.clone(),
@@ -240,6 +249,7 @@ pub(super) fn from_config_with(
                 .replay_buffer
                 .or(serve.and_then(|s| s.replay_buffer))
                 .unwrap_or(1024 * 1024),
+            idle_timeout: Some(chain_wide.idle_timeout.unwrap_or(IDLE_TIMEOUT)),
             report_headers: serve.and_then(|s| s.report_headers).unwrap_or(true),
             forwarded: args.forwarded || serve.and_then(|s| s.forwarded) == Some(true),
             via: args.via || serve.and_then(|s| s.via) == Some(true),
@@ -336,6 +346,7 @@ fn upstreams(
 struct ChainWide {
     timeout: Option<Duration>,
     deadline: Option<Duration>,
+    idle_timeout: Option<Duration>,
     retries: Option<u32>,
     hedge: Option<Duration>,
     fail_on: Option<String>,
@@ -348,6 +359,7 @@ struct ChainWide {
 struct RouteOverrides {
     timeout: Option<Duration>,
     deadline: Option<Duration>,
+    idle_timeout: Option<Duration>,
     retries: Option<u32>,
     hedge: Option<Duration>,
     fail_on: Option<String>,
@@ -384,6 +396,7 @@ impl Context<'_> {
             .sticky(true)
             .classifier(classifier)
             .deadline(over.deadline.or(w.deadline))
+            .idle_timeout(over.idle_timeout.or(w.idle_timeout).unwrap_or(IDLE_TIMEOUT))
             .hedge(over.hedge.or(w.hedge).map(Hedge::fixed))
             .http2_prior_knowledge(w.h2c);
         if let Some(t) = over.timeout.or(w.timeout) {
@@ -418,6 +431,9 @@ impl Context<'_> {
                 }
                 if let Some(t) = c.timeout {
                     link = link.timeout(t);
+                }
+                if let Some(t) = c.idle_timeout {
+                    link = link.idle_timeout(t);
                 }
                 if let Some(r) = c.retries {
                     link = link.retries(r);

@@ -18,7 +18,10 @@ impl Proxy {
     }
 
     pub fn start_with(args: &[&str], stderr: Stdio) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        // Another build may stand in, to run these tests against it.
+        let bin = std::env::var_os("FALLBACK_TEST_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_fallback").into());
+        let mut child = Command::new(bin)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)

@@ -384,6 +384,10 @@ impl Chain {
             &ep.name,
         ));
         if verdict == Verdict::Success {
+            let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
+                Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
+                None => body,
+            };
             let failed = match within(consumer.consume(body, limit, len), &alarm).await {
                 Some(Ok(output)) => {
                     return Ended::Won(Won {
@@ -398,6 +402,14 @@ impl Chain {
                     Delivery::Processed,
                     format!("body larger than the limit of {limit} bytes"),
                 ),
+                Some(Err(ConsumeError::Body(e))) if crate::IdleTimeout::in_chain(&*e) => Lost {
+                    phase: Some(Phase::Body),
+                    ..Lost::new(
+                        Outcome::Timeout,
+                        Delivery::Processed,
+                        format!("body not read whole: {}", error_chain(&*e)),
+                    )
+                },
                 Some(Err(ConsumeError::Body(e))) => Lost::new(
                     Outcome::Io,
                     Delivery::Processed,

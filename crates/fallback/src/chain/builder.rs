@@ -11,6 +11,7 @@ use super::*;
 /// | [`max_body`](Self::max_body) | 16 MiB |
 /// | [`timeout`](Self::timeout) (per attempt) | 10 s |
 /// | [`connect_timeout`](Self::connect_timeout) | 2 s |
+/// | [`idle_timeout`](Self::idle_timeout) (between reads of a streamed body) | 60 s |
 /// | [`transport_options`](Self::transport_options) | [`HyperTransportBuilder::default`]: the system's trust store, proxies from the environment |
 /// | [`http2_prior_knowledge`](Self::http2_prior_knowledge) | off |
 /// | [`follow_redirects`](Self::follow_redirects) | 0: a 3xx falls back |
@@ -33,6 +34,7 @@ pub struct ChainBuilder {
     max_body: u64,
     timeout: Duration,
     connect_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
     transport_options: Option<HyperTransportBuilder>,
     http2_prior_knowledge: bool,
     follow_redirects: u32,
@@ -87,6 +89,7 @@ impl fmt::Debug for ChainBuilder {
             .field("classifier", &self.classifier)
             .field("max_body", &self.max_body)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
@@ -101,6 +104,7 @@ impl Default for ChainBuilder {
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_ATTEMPT_TIMEOUT,
             connect_timeout: None,
+            idle_timeout: Some(crate::timeout::DEFAULT_IDLE_TIMEOUT),
             transport_options: None,
             http2_prior_knowledge: false,
             follow_redirects: 0,
@@ -183,6 +187,25 @@ impl ChainBuilder {
     /// body. A link's own [`Link::timeout`] overrides it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The bound between two reads of a body that streams after the call
+    /// has committed to it ([`Chain::send_streaming`],
+    /// [`Chain::call_streaming`], [`Chain::call_into`]); `None` leaves it
+    /// unbounded. A link's own [`Link::idle_timeout`] overrides it.
+    /// Default: 60 s (nginx's `proxy_read_timeout`).
+    ///
+    /// A streamed answer is committed at its head, so the per-attempt
+    /// timeout ends there and a server that then stalls would hold the
+    /// caller forever. When the bound is reached the body ends with an
+    /// error whose source is [`IdleTimeout`](crate::IdleTimeout) (a proxy
+    /// then aborts its client's response instead of ending it short), and
+    /// the link's breaker counts a failure. Buffered calls
+    /// ([`Chain::call`], [`Chain::call_json`]) read the whole body within
+    /// the per-attempt timeout instead.
+    pub fn idle_timeout(mut self, idle: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = idle.into();
         self
     }
 
@@ -421,6 +444,9 @@ impl ChainBuilder {
         if let Some(d) = self.deadline {
             nonzero("deadline", d)?;
         }
+        if let Some(d) = self.idle_timeout {
+            nonzero("idle_timeout", d)?;
+        }
         self.backoff.validate()?;
         self.budget.validate()?;
         if let Some(b) = &self.breaker {
@@ -462,6 +488,9 @@ impl ChainBuilder {
                 if let Some(t) = l.timeout {
                     nonzero("link timeout", t)?;
                 }
+                if let Some(t) = l.idle_timeout {
+                    nonzero("link idle_timeout", t)?;
+                }
                 l.validate(i, &defaults, &secrets, self.http2_prior_knowledge)
             })
             .collect::<Result<Box<[_]>, _>>()?;
@@ -477,6 +506,7 @@ impl ChainBuilder {
         };
         let mut endpoints = endpoints;
         for ep in endpoints.iter_mut() {
+            ep.idle_timeout = ep.idle_timeout.or(self.idle_timeout);
             #[cfg(feature = "compression")]
             if self.decompress {
                 ep.headers

@@ -226,6 +226,15 @@ impl http_body::Body for Watched {
         };
         if let Some(ok) = ended {
             if let Some(mut p) = self.pending.take() {
+                #[cfg(feature = "metrics")]
+                if let (false, std::task::Poll::Ready(Some(Err(e)))) = (ok, &polled) {
+                    if let Some(ep) = p.chain.inner.endpoints.get(p.index) {
+                        crate::metrics::stream_aborted(&ep.name, &**e);
+                    }
+                }
+                if let (false, std::task::Poll::Ready(Some(Err(e)))) = (ok, &polled) {
+                    tracing::warn!(error = %crate::transport::error_chain(&**e), "streamed body aborted after the commit");
+                }
                 p.finish(ok);
             }
         }

@@ -292,8 +292,16 @@ pub enum TransportErrorKind {
     Other,
 }
 
-/// An error and its causes, joined with ": ".
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes, joined with ": ": what a log line needs of a
+/// body's or a transport's error, whose top level is often terse.
+///
+/// ```
+/// use fallback_chain::transport::error_chain;
+/// let io = std::io::Error::other("connection reset");
+/// let e = std::io::Error::new(std::io::ErrorKind::Other, io);
+/// assert_eq!(error_chain(&e), "connection reset");
+/// ```
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
