@@ -85,6 +85,11 @@ pub struct Serve {
     pub admin: Option<std::net::SocketAddr>,
     #[serde(default, deserialize_with = "opt_size")]
     pub replay_buffer: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub replay_disk: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub replay_disk_total: Option<u64>,
+    pub temp_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub drain: Option<Duration>,
     pub access_log: Option<String>,

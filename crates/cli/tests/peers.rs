@@ -173,3 +173,75 @@ fn an_h2c_nginx_that_closes_connections_with_goaway_costs_clients_nothing() {
     );
     let _ = nginx.error_log();
 }
+
+/// A chunked upload of `body`, with an Idempotency-Key; the status, the
+/// headers and the de-chunked body of the answer.
+fn chunked_post(addr: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    tcp.write_all(
+        b"POST /upload HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\
+          idempotency-key: upload-7\r\ntransfer-encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        // The upstream may answer (and the proxy fail over) before all of
+        // it is written.
+        if tcp
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| tcp.write_all(chunk))
+            .and_then(|()| tcp.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = payload(&headers, &raw[split + 4..]);
+    (status, headers, body)
+}
+
+#[test]
+fn a_5_mib_upload_an_nginx_primary_refuses_fails_over_whole_from_disk() {
+    use fallback_chain_testserver::{Behavior, Server};
+    // nginx answers 503 as soon as it has the head, and discards the body.
+    let nginx = Nginx::start("", "", "location / { return 503; }", &[]);
+    let backup = Server::start(Behavior::Echo);
+    let temp = tempfile::tempdir().unwrap();
+    let p = Proxy::start(&[
+        "--temp-dir",
+        temp.path().to_str().unwrap(),
+        &nginx.url("/"),
+        &backup.url("/"),
+    ]);
+    let body: Vec<u8> = (0..5 << 20).map(|i| (i % 253) as u8).collect();
+    let (status, headers, got) = chunked_post(&p.addr, &body);
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&got[..got.len().min(300)])
+    );
+    assert_eq!(header(&headers, "x-fallback-attempts"), Some("2"));
+    let seen = &backup.requests()[0];
+    assert_eq!(seen.body.len(), body.len(), "the backup got all 5 MiB");
+    assert!(seen.body == body, "byte for byte");
+    assert_eq!(got.len(), body.len());
+    assert!(
+        std::fs::read_dir(temp.path()).unwrap().next().is_none(),
+        "no temporary file has a name"
+    );
+}

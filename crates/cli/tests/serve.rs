@@ -829,6 +829,8 @@ fn a_body_larger_than_the_buffer_streams_and_is_never_re_sent_once_sent() {
         &[
             "--replay-buffer",
             "64KiB",
+            "--replay-disk",
+            "1MiB",
             "--access-log",
             "json",
             &down.url("/"),
@@ -850,11 +852,14 @@ fn a_body_larger_than_the_buffer_streams_and_is_never_re_sent_once_sent() {
     let mut line = String::new();
     log.read_line(&mut line).unwrap();
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let why = "larger than the replay buffer (64 KiB in memory and 1 MiB on disk)";
     assert!(
-        entry["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("one-shot request body")),
+        entry["error"].as_str().is_some_and(|e| e.contains(why)),
         "the log says why: {entry}"
+    );
+    assert!(
+        entry["replay"].as_str().is_some_and(|e| e.contains(why)),
+        "{entry}"
     );
     assert_eq!(entry["bytes_in"], body.len(), "counted as it streamed");
 }
@@ -1237,5 +1242,214 @@ fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
     assert!(
         ((n + rest.len()) as u64) < 1 << 30,
         "cut off before the end"
+    );
+}
+
+/// A body the test feeds chunk by chunk; it ends when the sender goes.
+struct Fed(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// An upstream (HTTP/1.1 or h2c) that answers at once and echoes each
+/// piece of the request body as it arrives: a full-duplex peer.
+async fn duplex_echo_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(req.into_body()))
+                    },
+                );
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Ten messages over one request, each sent only once the previous one
+/// came back; returns each round trip's time.
+async fn ping_pong(
+    resp: http::Response<hyper::body::Incoming>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Vec<Duration> {
+    use http_body_util::BodyExt;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let msg = format!("ping {i};");
+        let t = Instant::now();
+        tx.send(bytes::Bytes::from(msg.clone())).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < msg.len() {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("message {i} never came back: the exchange hung"))
+                .expect("the body went on")
+                .expect("no error");
+            got.extend_from_slice(&frame.into_data().unwrap_or_default());
+        }
+        assert_eq!(got, msg.as_bytes());
+        times.push(t.elapsed());
+    }
+    drop(tx);
+    times
+}
+
+#[test]
+fn a_full_duplex_exchange_works_through_the_proxy_over_http2_and_http1() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let upstream = duplex_echo_upstream().await;
+        // HTTP/2 both ways: one stream, ten round trips.
+        let p = Proxy::start(&["--http2-prior-knowledge", &format!("http://{upstream}/")]);
+        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let req = http::Request::post(format!("http://{}/chat", p.addr))
+            .body(Fed(rx))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let times = ping_pong(resp, tx).await;
+        eprintln!("HTTP/2 round trips: {times:?}");
+
+        // HTTP/1.1 both ways, chunked.
+        let p = Proxy::start(&[&format!("http://{upstream}/")]);
+        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let req = http::Request::post("/chat")
+            .header("host", "proxy")
+            .body(Fed(rx))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let times = ping_pong(resp, tx).await;
+        eprintln!("HTTP/1.1 round trips: {times:?}");
+    });
+}
+
+/// The files the process `pid` holds open under `dir`, with their modes.
+#[cfg(target_os = "linux")]
+fn open_files_under(pid: u32, dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.starts_with(dir) {
+            let mode = std::fs::metadata(fd.path()).map_or(0, |m| m.permissions().mode() & 0o777);
+            out.push((target.display().to_string(), mode));
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_kept_body_is_an_unlinked_private_file_gone_with_its_request() {
+    let temp = tempfile::tempdir().unwrap();
+    // Reads the whole request, then never answers: the copy stays kept.
+    let holds = Server::start(Behavior::BlackHole);
+    let p = Proxy::start(&[
+        "--replay-buffer",
+        "64KiB",
+        "--timeout",
+        "60s",
+        "--temp-dir",
+        temp.path().to_str().unwrap(),
+        &holds.url("/"),
+    ]);
+    let pid = p.child.id();
+    let body = vec![7u8; 2 << 20];
+    let mut tcp = TcpStream::connect(&p.addr).unwrap();
+    tcp.write_all(
+        format!(
+            "PUT /blob HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    tcp.write_all(&body).unwrap();
+    let t = Instant::now();
+    let mut files = Vec::new();
+    while files.is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        files = open_files_under(pid, temp.path());
+    }
+    assert_eq!(files.len(), 1, "one file for the body: {files:?}");
+    let (path, mode) = &files[0];
+    assert!(path.ends_with("(deleted)"), "unlinked: {path}");
+    assert_eq!(*mode, 0o600, "{path}");
+    assert!(
+        std::fs::read_dir(temp.path()).unwrap().next().is_none(),
+        "nothing in the directory has a name"
+    );
+    // The client goes away: the request ends, and its file with it.
+    drop(tcp);
+    let t = Instant::now();
+    while !open_files_under(pid, temp.path()).is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open_files_under(pid, temp.path()), []);
+}
+
+#[test]
+fn a_temp_dir_that_is_not_there_is_refused_at_start() {
+    let up = Server::start(Behavior::ok("x"));
+    let out = Command::new(env!("CARGO_BIN_EXE_fallback"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--temp-dir",
+            "/nonexistent/spool",
+        ])
+        .arg(up.url("/"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--temp-dir") && err.contains("/nonexistent/spool"),
+        "{err}"
     );
 }

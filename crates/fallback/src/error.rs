@@ -139,9 +139,10 @@ pub enum ErrorKind {
     /// The request body could not be produced (a body file could not be
     /// read). Nothing more was sent.
     Body,
-    /// A one-shot request body ([`Body::once`](crate::Body::once)) was
-    /// read by a link that then failed: it cannot be sent again, so later
-    /// links were not tried.
+    /// A one-shot request body ([`Body::once`](crate::Body::once)), or a
+    /// [replayable](crate::Body::replayable) one that outgrew its buffer,
+    /// was read by a link that then failed: it cannot be sent again, so
+    /// later links were not tried.
     NotReplayable,
     /// Every link's breaker was open, and this call was no link's probe:
     /// it failed at once, sending nothing (see
@@ -372,10 +373,14 @@ impl fmt::Display for Error {
                 if let Some(a) = last {
                     write!(f, "link {} ({}): {a}; ", a.link, a.name)?;
                 }
-                f.write_str(
-                    "not re-sent: the one-shot request body was streamed to this link \
-                     and cannot be sent again",
-                )
+                match self.inner.detail.as_deref() {
+                    // A replayable body says which bound it outgrew.
+                    Some(d) => write!(f, "not re-sent: {d}"),
+                    None => f.write_str(
+                        "not re-sent: the one-shot request body was streamed to this link \
+                         and cannot be sent again",
+                    ),
+                }
             }
         }
     }

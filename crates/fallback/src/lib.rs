@@ -398,7 +398,7 @@ pub mod transport;
 mod window;
 
 pub use backoff::ExponentialBackoff;
-pub use body::Body;
+pub use body::{Body, ReplayBuffer};
 /// Limits on what a chain may be built from, each checked when it is
 /// built: a larger input is a [`BuildError`] that names the limit, and
 /// nothing is sent.

@@ -14,7 +14,6 @@ use fallback_chain::{Body, ErrorKind, Outcome, Report};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::headers::{forwarded, outbound, strip_hop_by_hop};
@@ -35,6 +34,8 @@ struct Entry {
     /// Counted as the body goes upstream.
     bytes_in: Arc<AtomicU64>,
     error: Option<String>,
+    /// Why the request body could not be kept whole for a re-send.
+    replay: Option<String>,
 }
 
 pub(super) async fn handle(
@@ -56,6 +57,7 @@ pub(super) async fn handle(
         upstream: None,
         bytes_in: Arc::default(),
         error: None,
+        replay: None,
     });
     let resp = forward(proxy, &live, req, client, entry.as_mut()).await;
     match entry {
@@ -151,19 +153,18 @@ async fn send(
 ) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
     let counter = entry.as_ref().map(|e| e.bytes_in.clone());
-    let body = match take_body(body, live.replay_buffer, counter).await {
-        Ok(b) => b,
-        Err(()) => {
-            return own_error(
-                StatusCode::BAD_REQUEST,
-                "body",
-                "the request body could not be read",
-            )
-        }
+    // Sent upstream as it arrives, while a copy is kept for a re-send:
+    // a full-duplex client is never held back, and a body can fail over
+    // while its copy is whole.
+    let body = if body.is_end_stream() {
+        Body::empty()
+    } else {
+        Body::replayable(Counted { body, counter }, &live.replay)
     };
     outbound(&mut parts.headers, &proxy.hop, live.via);
-    // hyper answered `100 Continue` when the body was first read, and the
-    // body is here whole: the upstream has nothing to wait for.
+    // hyper answers `100 Continue` itself when the body is first read (by
+    // the first upstream's connection): the upstream has nothing to wait
+    // for.
     parts.headers.remove(http::header::EXPECT);
     if live.forwarded {
         forwarded(&mut parts.headers, client);
@@ -176,9 +177,10 @@ async fn send(
             Err(_) => return own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid"),
         };
     }
-    let request = Request::from_parts(parts, body);
+    let request = Request::from_parts(parts, body.clone());
     let result = route.chain.send_streaming(request).await;
     if let Some(e) = entry {
+        e.replay = body.not_replayable_because();
         let report = match &result {
             Ok(r) => r.report(),
             Err(e) => e.report(),
@@ -214,62 +216,14 @@ async fn send(
     }
 }
 
-/// The request body: whole when it fits the replay buffer, so any upstream
-/// can have it again; else a one-shot stream, which goes to the first
-/// upstream that reads it and no further.
-async fn take_body(
-    mut body: Incoming,
-    replay_buffer: u64,
-    counter: Option<Arc<AtomicU64>>,
-) -> Result<Body, ()> {
-    let limit = replay_buffer;
-    let mut head: Vec<Bytes> = Vec::new();
-    let mut held = 0u64;
-    // A declared length over the buffer streams from the first byte.
-    if body.size_hint().lower() <= limit {
-        loop {
-            match body.frame().await {
-                None => {
-                    if let Some(c) = &counter {
-                        c.store(held, Ordering::Relaxed);
-                    }
-                    return Ok(match head.len() {
-                        0 => Body::empty(),
-                        1 => Body::bytes(head.pop().unwrap_or_default()),
-                        _ => Body::bytes(head.concat()),
-                    });
-                }
-                Some(Err(_)) => return Err(()),
-                Some(Ok(frame)) => {
-                    // Trailers of a buffered body are not forwarded.
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    held += data.len() as u64;
-                    head.push(data);
-                    if held > limit {
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Ok(Body::once(Prefixed {
-        head: head.into(),
-        rest: body,
-        counter,
-    }))
-}
-
-/// What was read of a body, then the rest of it.
-struct Prefixed {
-    head: std::collections::VecDeque<Bytes>,
-    rest: Incoming,
-    /// Bytes handed upstream, for the access log.
+/// The client's request body, counted as it is read (once, however many
+/// attempts send it), for the access log.
+struct Counted {
+    body: Incoming,
     counter: Option<Arc<AtomicU64>>,
 }
 
-impl http_body::Body for Prefixed {
+impl http_body::Body for Counted {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -277,10 +231,7 @@ impl http_body::Body for Prefixed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = match self.head.pop_front() {
-            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            None => Pin::new(&mut self.rest).poll_frame(cx),
-        };
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(c)) = (&polled, &self.counter) {
             if let Some(d) = frame.data_ref() {
                 c.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -290,18 +241,11 @@ impl http_body::Body for Prefixed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.head.is_empty() && self.rest.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let held: u64 = self.head.iter().map(|b| b.len() as u64).sum();
-        let rest = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower() + held);
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper + held);
-        }
-        hint
+        self.body.size_hint()
     }
 }
 
@@ -425,6 +369,7 @@ impl Logged {
                 "upstream": entry.upstream,
                 "attempts": entry.attempts,
                 "error": entry.error,
+                "replay": entry.replay,
                 "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
                 "bytes_in": entry.bytes_in.load(Ordering::Relaxed),
                 "bytes_out": self.bytes,

@@ -37,7 +37,7 @@ use settings::{Listeners, Live};
 /// request tried along the upstreams in order (breakers on, sticky).
 ///
 /// The config file (-c) adds `[serve]` (listen, admin, replay_buffer,
-/// drain, access_log, report_headers, forwarded, via, header_timeout),
+/// replay_disk, replay_disk_total, temp_dir, drain, access_log, report_headers, forwarded, via, header_timeout),
 /// `[[upstream]]` (name, url, headers, timeout, idle_timeout, retries,
 /// probe) and `[[route]]` (prefix, upstreams, strip_prefix, and overrides
 /// of timeout, deadline, idle_timeout, retries, hedge, fail_on,
@@ -83,10 +83,23 @@ pub struct ServeArgs {
     idempotent: bool,
     #[command(flatten)]
     net: NetArgs,
-    /// Request bodies up to SIZE are buffered, so they can be re-sent
-    /// [default: 1MiB].
+    /// Request bodies stream upstream as they arrive, while a copy is kept
+    /// so they can be re-sent: up to SIZE in memory [default: 1MiB].
     #[arg(long, value_name = "SIZE", value_parser = units::size)]
     replay_buffer: Option<u64>,
+    /// ... and beyond it, up to SIZE per request in a temporary file
+    /// (0: none) [default: 64MiB]. A larger body streams once.
+    #[arg(long, value_name = "SIZE", value_parser = units::size)]
+    replay_disk: Option<u64>,
+    /// Bound on what every request keeps on disk at once; past it, large
+    /// bodies stream once and the access log says why [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = units::size)]
+    replay_disk_total: Option<u64>,
+    /// Where the temporary files go; they are made unlinked (no name, so
+    /// no other user can open them, and a crash leaves nothing behind)
+    /// [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
     /// How long requests in flight may finish after SIGTERM or SIGINT
     /// [default: 15s].
     #[arg(long, value_name = "DUR", value_parser = units::duration)]

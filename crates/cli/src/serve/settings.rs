@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use fallback_chain::transport::HyperTransport;
-use fallback_chain::{BreakerConfig, Chain, Classifier, Hedge, Link, RetryBudget, SharedBreaker};
+use fallback_chain::{
+    BreakerConfig, Chain, Classifier, Hedge, Link, ReplayBuffer, RetryBudget, SharedBreaker,
+};
 use http::HeaderValue;
 
 use super::{AccessLog, ServeArgs};
@@ -74,7 +76,9 @@ pub(super) struct Live {
     /// Longest prefix first.
     pub(super) routes: Vec<Route>,
     pub(super) upstreams: Vec<Upstream>,
-    pub(super) replay_buffer: u64,
+    /// Where request bodies are kept for a re-send; its disk count is kept
+    /// across reloads.
+    pub(super) replay: ReplayBuffer,
     /// The chain-wide idle timeout, which also bounds a client that stops
     /// reading its response.
     pub(super) idle_timeout: Option<Duration>,
@@ -187,6 +191,32 @@ pub(super) fn from_config_with(
     }
 
     let upstreams = upstreams(args, &cfg, previous)?;
+    // A reload keeps the count of what is on disk.
+    let mut replay = previous
+        .map_or_else(ReplayBuffer::new, |p| p.replay.clone())
+        .memory(
+            args.replay_buffer
+                .or(serve.and_then(|s| s.replay_buffer))
+                .unwrap_or(1024 * 1024),
+        )
+        .disk(
+            args.replay_disk
+                .or(serve.and_then(|s| s.replay_disk))
+                .unwrap_or(64 * 1024 * 1024),
+        )
+        .disk_total(
+            args.replay_disk_total
+                .or(serve.and_then(|s| s.replay_disk_total))
+                .unwrap_or(1024 * 1024 * 1024),
+        );
+    if let Some(dir) = args
+        .temp_dir
+        .clone()
+        .or_else(|| serve.and_then(|s| s.temp_dir.clone()))
+    {
+        replay = replay.temp_dir(dir);
+    }
+    replay.validate().map_err(|e| format!("--temp-dir: {e}"))?;
     let net = build::command_line_net(&args.net, None, &cfg);
     let transport = match transport {
         Some(t) => t,
@@ -245,10 +275,7 @@ pub(super) fn from_config_with(
         Live {
             routes,
             upstreams,
-            replay_buffer: args
-                .replay_buffer
-                .or(serve.and_then(|s| s.replay_buffer))
-                .unwrap_or(1024 * 1024),
+            replay,
             idle_timeout: Some(chain_wide.idle_timeout.unwrap_or(IDLE_TIMEOUT)),
             report_headers: serve.and_then(|s| s.report_headers).unwrap_or(true),
             forwarded: args.forwarded || serve.and_then(|s| s.forwarded) == Some(true),

@@ -583,6 +583,7 @@ pub(super) fn stop_detail(
         ErrorKind::Sink | ErrorKind::Body => {
             report.last().and_then(|a| a.error()).map(str::to_owned)
         }
+        ErrorKind::NotReplayable => ep.body.not_replayable_because(),
         _ => None,
     }
 }

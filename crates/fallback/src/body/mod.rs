@@ -7,6 +7,7 @@
 //! | [`Body::file`] | a path; checked when the chain is built | re-opened and streamed on every attempt |
 //! | [`Body::factory`] | a closure | called for a fresh stream on every attempt |
 //! | [`Body::once`] | a one-shot stream | **refused in a link**, when the chain is built; in a request to [`Chain::send`], it goes to the first link tried, and to a later one only if none of it was read |
+//! | [`Body::replayable`] | a stream, sent as it arrives while a copy is kept (memory, then a temporary file: [`ReplayBuffer`]) | **refused in a link**; in a request, any attempt may send it while the copy is whole: the copy, then on from the stream |
 //!
 //! A one-shot stream that breaks a retry mid-call is the most common
 //! complaint against retry middleware (reqwest-middleware issue 44). Here
@@ -30,6 +31,10 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::transport::{BoxError, RequestBody};
+
+mod replay;
+
+pub use replay::ReplayBuffer;
 
 type Factory = Arc<dyn Fn() -> RequestBody + Send + Sync>;
 
@@ -59,6 +64,7 @@ enum Inner {
     File(Arc<PathBuf>),
     Factory(Factory),
     Once(Arc<OnceSlot>),
+    Replay(Arc<replay::Tee>),
 }
 
 /// A one-shot stream, owned by the first attempt that reads it.
@@ -155,11 +161,52 @@ impl Body {
         }
     }
 
-    /// Whether this is a one-shot stream that some attempt has read: it
-    /// cannot be sent again.
+    /// A stream sent as it arrives, while a copy is kept so that a later
+    /// attempt can send it again: in memory, then in a temporary file, as
+    /// `buffer` bounds them. The first attempt waits for nothing (a
+    /// full-duplex exchange works); a later one sends the copy, then goes
+    /// on from the stream.
+    ///
+    /// Once a byte could not be kept (the body outgrew the buffer, or the
+    /// buffer's disk total was in use), the attempt reading it goes on
+    /// and nothing else may send the body: a failure then ends the call
+    /// with [`ErrorKind::NotReplayable`](crate::ErrorKind::NotReplayable),
+    /// and [`not_replayable_because`](Self::not_replayable_because) says
+    /// why. Like [`Body::once`], it is refused in a link.
+    ///
+    /// ```
+    /// use fallback_chain::{Body, ReplayBuffer};
+    /// let buffer = ReplayBuffer::new(); // 1 MiB in memory, then 64 MiB on disk
+    /// let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"upload"));
+    /// let body = Body::replayable(stream, &buffer);
+    /// assert_eq!(body.not_replayable_because(), None);
+    /// ```
+    pub fn replayable<B>(body: B, buffer: &ReplayBuffer) -> Body
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body {
+            inner: Inner::Replay(Arc::new(replay::Tee::new(body, buffer))),
+        }
+    }
+
+    /// Why a [replayable](Self::replayable) body can no longer be sent
+    /// again, once it has outgrown its buffer; `None` for every other
+    /// body.
+    pub fn not_replayable_because(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Replay(tee) => tee.gap(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a stream that some attempt has read and that was
+    /// not kept whole: it cannot be sent again.
     pub(crate) fn is_spent(&self) -> bool {
         match &self.inner {
             Inner::Once(slot) => slot.spent.load(std::sync::atomic::Ordering::Acquire),
+            Inner::Replay(tee) => tee.is_spent(),
             _ => false,
         }
     }
@@ -179,7 +226,11 @@ impl Body {
         match &self.inner {
             Inner::Empty => Some(0),
             Inner::Bytes(b) | Inner::Json(Ok(b)) => Some(b.len() as u64),
-            Inner::Json(Err(_)) | Inner::File(_) | Inner::Factory(_) | Inner::Once(_) => None,
+            Inner::Json(Err(_))
+            | Inner::File(_)
+            | Inner::Factory(_)
+            | Inner::Once(_)
+            | Inner::Replay(_) => None,
         }
     }
 
@@ -192,7 +243,7 @@ impl Body {
     pub(crate) fn check(&self) -> Result<(), crate::LinkProblem> {
         match &self.inner {
             Inner::Json(Err(e)) => Err(crate::LinkProblem::Json(e.clone())),
-            Inner::Once(_) => Err(crate::LinkProblem::OneShotBody),
+            Inner::Once(_) | Inner::Replay(_) => Err(crate::LinkProblem::OneShotBody),
             Inner::File(path) => match std::fs::metadata(&**path) {
                 Ok(m) if m.is_file() => Ok(()),
                 Ok(_) => Err(crate::LinkProblem::BodyFile {
@@ -218,6 +269,7 @@ impl Body {
                 mine: false,
             })),
             Inner::Factory(f) => Some(f()),
+            Inner::Replay(tee) => Some(RequestBody::stream(tee.reader())),
             Inner::File(_) => None,
         }
     }
@@ -244,6 +296,7 @@ impl fmt::Debug for Body {
             Inner::File(p) => write!(f, "Body(file {})", p.display()),
             Inner::Factory(_) => f.write_str("Body(factory)"),
             Inner::Once(_) => f.write_str("Body(one-shot stream)"),
+            Inner::Replay(_) => f.write_str("Body(replayable stream)"),
         }
     }
 }
