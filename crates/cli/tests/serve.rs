@@ -1339,7 +1339,10 @@ fn a_full_duplex_exchange_works_through_the_proxy_over_http2_and_http1() {
         let req = http::Request::post(format!("http://{}/chat", p.addr))
             .body(Fed(rx))
             .unwrap();
-        let resp = send.send_request(req).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("no response head within 5 s: the exchange hung")
+            .unwrap();
         let times = ping_pong(resp, tx).await;
         eprintln!("HTTP/2 round trips: {times:?}");
 
@@ -1356,7 +1359,10 @@ fn a_full_duplex_exchange_works_through_the_proxy_over_http2_and_http1() {
             .header("host", "proxy")
             .body(Fed(rx))
             .unwrap();
-        let resp = send.send_request(req).await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("no response head within 5 s: the exchange hung")
+            .unwrap();
         let times = ping_pong(resp, tx).await;
         eprintln!("HTTP/1.1 round trips: {times:?}");
     });
@@ -1452,4 +1458,45 @@ fn a_temp_dir_that_is_not_there_is_refused_at_start() {
         err.contains("--temp-dir") && err.contains("/nonexistent/spool"),
         "{err}"
     );
+}
+
+#[test]
+fn a_failed_upgrade_reports_its_attempts_in_the_access_log_and_the_metrics() {
+    let refused = Server::refused();
+    let busy = Server::start(Behavior::status(503));
+    let mut p = Proxy::start_with(
+        &[
+            "--access-log",
+            "json",
+            "--admin",
+            "127.0.0.1:0",
+            &refused.url("/"),
+            &busy.url("/"),
+        ],
+        Stdio::piped(),
+    );
+    let out = raw_exchange(
+        &p.addr,
+        b"GET /chat HTTP/1.1\r\nhost: a\r\nconnection: upgrade, close\r\nupgrade: websocket\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    let mut log = BufReader::new(p.child.stderr.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["attempts"][0]["outcome"], "connect", "{entry}");
+    assert_eq!(entry["attempts"][1]["outcome"], "status", "{entry}");
+    assert_eq!(entry["attempts"][1]["status"], 503, "{entry}");
+    assert!(
+        entry["error"].as_str().is_some_and(|e| e.contains("503")),
+        "{entry}"
+    );
+    let admin = p.admin.clone().unwrap();
+    let (_, _, body) = request_to(&admin, "GET /metrics HTTP/1.1", b"");
+    let text = String::from_utf8(body).unwrap();
+    let tries = text
+        .lines()
+        .filter(|l| l.starts_with("fallback_attempts_total{"))
+        .count();
+    assert_eq!(tries, 2, "{text}");
 }
