@@ -1500,3 +1500,52 @@ fn a_failed_upgrade_reports_its_attempts_in_the_access_log_and_the_metrics() {
         .count();
     assert_eq!(tries, 2, "{text}");
 }
+
+#[test]
+fn an_http2_client_that_stops_reading_one_stream_has_it_reset_and_the_upstream_released() {
+    let huge = Server::start(Behavior::Huge {
+        status: 200,
+        len: 1 << 30,
+        chunked: false,
+    });
+    let p = Proxy::start(&["--idle-timeout", "300ms", &huge.url("/")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://{}/huge", p.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        // The stream's window fills and stays shut; the socket does not
+        // block, so only the stream's own bound can end it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = huge.bytes_sent();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(huge.bytes_sent(), sent, "the upstream is not read on");
+        let mut body = resp.into_body();
+        let mut got = 0u64;
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(20), body.frame()).await {
+                Err(_) => panic!("neither reset nor ended after 20 s"),
+                Ok(Some(Ok(f))) => got += f.data_ref().map_or(0, |d| d.len() as u64),
+                Ok(Some(Err(e))) => break e,
+                Ok(None) => panic!("the whole 1 GiB came: the stream was never cut"),
+            }
+        };
+        assert!(got < 1 << 30, "{got}");
+        let _ = ended;
+    });
+}

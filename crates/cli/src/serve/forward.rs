@@ -17,6 +17,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::headers::{forwarded, outbound, strip_hop_by_hop};
+use super::send_timeout::StreamSendTimeout;
 use super::settings::Live;
 use super::Proxy;
 use crate::print::errln;
@@ -59,7 +60,15 @@ pub(super) async fn handle(
         error: None,
         replay: None,
     });
-    let resp = forward(proxy, &live, req, client, entry.as_mut()).await;
+    let h2 = req.version() == http::Version::HTTP_2;
+    let mut resp = forward(proxy, &live, req, client, entry.as_mut()).await;
+    // An HTTP/1.1 client that stops reading blocks its socket, which
+    // `SendTimeout` bounds; an HTTP/2 one may stall a single stream.
+    if let (true, Some(idle)) = (h2, live.idle_timeout) {
+        if !resp.body().is_end_stream() {
+            resp = resp.map(|b| ResponseBody::new(StreamSendTimeout::new(b, idle)));
+        }
+    }
     match entry {
         Some(entry) => {
             let status = resp.status();

@@ -11,9 +11,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use fallback_chain::transport::{BoxError, ResponseBody};
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -128,6 +132,112 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     }
 }
 
+/// The same bound for one HTTP/2 stream, whose client may read the other
+/// streams of its connection and leave this one's window shut: hyper then
+/// stops asking for the body, and the socket never blocks. A watchdog,
+/// started once the body has more than a frame to give, drops the
+/// upstream's body when the stream has not asked for a frame for the
+/// bound (the upstream is released at once), and the stream ends with an
+/// error (`RST_STREAM`) when it next asks.
+pub(super) struct StreamSendTimeout {
+    shared: Arc<Paced>,
+    idle: Duration,
+    watching: bool,
+}
+
+struct Paced {
+    body: Mutex<Option<ResponseBody>>,
+    /// When the stream last took a frame, or when it began waiting on the
+    /// upstream: the upstream's own silence is the idle timeout of the
+    /// chain's, not this one's.
+    last: Mutex<(Instant, bool)>,
+}
+
+impl StreamSendTimeout {
+    pub(super) fn new(body: ResponseBody, idle: Duration) -> StreamSendTimeout {
+        StreamSendTimeout {
+            shared: Arc::new(Paced {
+                body: Mutex::new(Some(body)),
+                last: Mutex::new((Instant::now(), false)),
+            }),
+            idle,
+            watching: false,
+        }
+    }
+
+    fn watch(&mut self) {
+        if std::mem::replace(&mut self.watching, true) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.shared);
+        let idle = self.idle;
+        rt.spawn(async move {
+            loop {
+                let Some(paced) = weak.upgrade() else { return };
+                let (last, waiting) = *paced.last.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last + idle;
+                if !waiting && Instant::now() >= due {
+                    let body = paced.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    drop(body);
+                    return;
+                }
+                drop(paced);
+                tokio::time::sleep_until(if waiting { Instant::now() + idle } else { due }).await;
+            }
+        });
+    }
+}
+
+impl http_body::Body for StreamSendTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let idle = self.idle;
+        let shared = self.shared.clone();
+        let mut guard = shared.body.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(body) = guard.as_mut() else {
+            return Poll::Ready(Some(Err(format!(
+                "the client read nothing of this stream for {idle:?} (idle timeout)"
+            )
+            .into())));
+        };
+        let polled = Pin::new(&mut *body).poll_frame(cx);
+        let more = matches!(polled, Poll::Ready(Some(Ok(_)))) && !body.is_end_stream();
+        drop(guard);
+        *shared.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            (Instant::now(), polled.is_pending());
+        if more {
+            self.watch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared
+            .body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.shared
+            .body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or_else(SizeHint::default, |b| b.size_hint())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +273,87 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_secs(59 * 5));
         assert_eq!(slow.await.unwrap(), 96);
         drop(reader);
+    }
+
+    /// A body of many ready frames, that says when it is dropped.
+    struct Frames {
+        left: usize,
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            self.left -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"frame")))))
+        }
+    }
+
+    impl Drop for Frames {
+        fn drop(&mut self) {
+            self.dropped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_not_asked_for_a_frame_for_the_bound_drops_its_upstream() {
+        use http_body_util::BodyExt;
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = Frames {
+            left: 100,
+            dropped: dropped.clone(),
+        };
+        let mut body = StreamSendTimeout::new(ResponseBody::new(upstream), Duration::from_secs(60));
+        body.frame().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        // Asked again in time: the clock starts over.
+        body.frame().await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "released at 60 s"
+        );
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("idle timeout"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_on_its_upstream_is_not_cut_by_this_bound() {
+        use http_body_util::BodyExt;
+        // One frame at once, the next after ten minutes of upstream silence.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+        impl http_body::Body for Fed {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+            }
+        }
+        tx.send(Bytes::from_static(b"first")).await.unwrap();
+        let mut body = StreamSendTimeout::new(ResponseBody::new(Fed(rx)), Duration::from_secs(60));
+        body.frame().await.unwrap().unwrap();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            tx.send(Bytes::from_static(b"second")).await.unwrap();
+        });
+        let second = body.frame().await.unwrap().unwrap();
+        assert_eq!(second.into_data().unwrap(), "second");
+        later.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
