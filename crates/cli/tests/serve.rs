@@ -1177,19 +1177,7 @@ fn an_upstream_that_stalls_is_cut_with_rst_stream_for_an_http2_client() {
         .unwrap();
     rt.block_on(async {
         use http_body_util::BodyExt;
-        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .uri(format!("http://{}/big", p.addr))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
+        let resp = h2_get(&p.addr, "/big").await;
         assert_eq!(resp.status(), 200);
         let t = Instant::now();
         let mut body = resp.into_body();
@@ -1327,14 +1315,7 @@ fn a_full_duplex_exchange_works_through_the_proxy_over_http2_and_http1() {
         let upstream = duplex_echo_upstream().await;
         // HTTP/2 both ways: one stream, ten round trips.
         let p = Proxy::start(&["--http2-prior-knowledge", &format!("http://{upstream}/")]);
-        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2_client(&p.addr).await;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let req = http::Request::post(format!("http://{}/chat", p.addr))
             .body(Fed(rx))
@@ -1515,19 +1496,7 @@ fn an_http2_client_that_stops_reading_one_stream_has_it_reset_and_the_upstream_r
         .unwrap();
     rt.block_on(async {
         use http_body_util::BodyExt;
-        let tcp = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .uri(format!("http://{}/huge", p.addr))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
+        let resp = h2_get(&p.addr, "/huge").await;
         assert_eq!(resp.status(), 200);
         // The stream's window fills and stays shut; the socket does not
         // block, so only the stream's own bound can end it.
@@ -1548,4 +1517,31 @@ fn an_http2_client_that_stops_reading_one_stream_has_it_reset_and_the_upstream_r
         assert!(got < 1 << 30, "{got}");
         let _ = ended;
     });
+}
+
+/// An HTTP/2 (prior knowledge) client connection to `addr`.
+async fn h2_client<B>(addr: &str) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// A GET of `path` over a new HTTP/2 connection to `addr`: the head.
+async fn h2_get(addr: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+    let req = http::Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    h2_client(addr).await.send_request(req).await.unwrap()
 }
