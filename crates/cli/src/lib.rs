@@ -5,6 +5,7 @@
 //! an API: the command line is. It exists so the fuzz targets (feature
 //! `fuzzing`) can reach the command's parsers in-process.
 
+#![forbid(unsafe_code)]
 mod build;
 mod config;
 mod demo;

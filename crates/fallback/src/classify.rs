@@ -169,7 +169,26 @@ impl Classifier {
         }
     }
 
-    /// 5xx, 408 and 429 fall back; any other non-2xx status is final.
+    /// Whether `status` says the server failed rather than the request:
+    /// 5xx, 408 (Request Timeout) or 429 (Too Many Requests). The one rule
+    /// behind [`server_errors`](Self::server_errors), a retry on the same
+    /// link, and a breaker's count of failures.
+    ///
+    /// ```
+    /// use fallback_chain::Classifier;
+    /// use http::StatusCode;
+    /// assert!(Classifier::is_server_failure(StatusCode::BAD_GATEWAY));
+    /// assert!(Classifier::is_server_failure(StatusCode::TOO_MANY_REQUESTS));
+    /// assert!(!Classifier::is_server_failure(StatusCode::NOT_FOUND));
+    /// ```
+    pub fn is_server_failure(status: StatusCode) -> bool {
+        status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    /// 5xx, 408 and 429 fall back ([`is_server_failure`](Self::is_server_failure));
+    /// any other non-2xx status is final.
     pub fn server_errors() -> Classifier {
         Classifier {
             inner: Inner::Listed(Arc::from([

@@ -361,15 +361,14 @@
 //! A crate before 1.0 appears only behind a feature that names its version,
 //! so that its next release can come as a new feature (`reqwest-0_14`)
 //! beside the old one, without a breaking release of this crate.
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backoff;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod body;
 mod breaker;
-mod budget;
 mod chain;
 mod classify;
 mod conv;
@@ -397,8 +396,8 @@ pub mod tower;
 pub mod transport;
 mod window;
 
-pub use backoff::ExponentialBackoff;
 pub use body::{Body, ReplayBuffer};
+pub use retry::backoff::ExponentialBackoff;
 /// Limits on what a chain may be built from, each checked when it is
 /// built: a larger input is a [`BuildError`] that names the limit, and
 /// nothing is sent.
@@ -422,7 +421,6 @@ pub mod limits {
 }
 
 pub use breaker::{AllOpen, BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
-pub use budget::RetryBudget;
 pub use chain::{Chain, ChainBuilder};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};
 pub use conv::{IntoHeaderName, IntoHeaderValue, IntoMethod, IntoUrl};
@@ -432,6 +430,7 @@ pub use link::{Link, LinkInfo};
 pub use observer::{Observer, RequestHead, ResponseHead};
 pub use report::{Attempt, Outcome, Report};
 pub use response::{BodySink, Response};
+pub use retry::budget::RetryBudget;
 pub use timeout::{IdleTimeout, Phase};
 
 /// The README's examples, compiled as doctests.

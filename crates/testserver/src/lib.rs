@@ -27,6 +27,7 @@
 //! assert_eq!(server.request_count(), 2);
 //! assert_eq!(server.requests()[0].path, "/x");
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod proxy;

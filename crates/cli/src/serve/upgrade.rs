@@ -181,9 +181,7 @@ pub(super) async fn tunnel(
         }
         // The proxy's default rule: 5xx, 408 and 429 fall back.
         let s = resp.status();
-        let falls_back = s.is_server_error()
-            || s == StatusCode::REQUEST_TIMEOUT
-            || s == StatusCode::TOO_MANY_REQUESTS;
+        let falls_back = fallback_chain::Classifier::is_server_failure(s);
         record(
             "status",
             Some(s.as_u16()),

@@ -14,11 +14,9 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backoff::ExponentialBackoff;
 use crate::breaker::{
     self, Admit, AllOpen, Breaker, BreakerConfig, LinkHealth, ProbeGuard, SharedBreaker,
 };
-use crate::budget::RetryBudget;
 use crate::classify::{Answer, Classifier, Verdict};
 use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
 use crate::error::{BuildError, Error, ErrorKind, LastResponse};
@@ -31,6 +29,8 @@ use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::{
     collect, BodySink, Buffered, Commit, Consume, ConsumeError, Response, ToSink, Typed,
 };
+use crate::retry::backoff::ExponentialBackoff;
+use crate::retry::budget::RetryBudget;
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
 use crate::safety::{may_resend, Delivery};
 use crate::timeout::{

@@ -1,3 +1,8 @@
+//! Circuit breakers: a link's state (closed, open, half-open) over a
+//! sliding window of outcomes, the rule for what counts as a
+//! failure, what a call does when every link is open ([`AllOpen`]), and
+//! the guard that settles a probe.
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -646,11 +651,7 @@ pub(crate) fn panic_link(breakers: &[Arc<Breaker>], now: Instant) -> Option<usiz
 /// line says nothing about it.
 pub(crate) fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
     match outcome {
-        Outcome::Status => status.is_none_or(|s| {
-            s.is_server_error()
-                || s == StatusCode::REQUEST_TIMEOUT
-                || s == StatusCode::TOO_MANY_REQUESTS
-        }),
+        Outcome::Status => status.is_none_or(crate::Classifier::is_server_failure),
         Outcome::Skipped
         | Outcome::Cancelled
         | Outcome::Ok

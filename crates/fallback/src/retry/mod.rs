@@ -1,8 +1,15 @@
+//! Another try on the same link: which failures are worth one, how long
+//! a `Retry-After` may make it wait, the backoff between tries
+//! ([`backoff`]) and the budget that bounds them all ([`budget`]).
+
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
 
 use crate::report::Outcome;
+
+pub(crate) mod backoff;
+pub(crate) mod budget;
 
 /// Default cap on a `Retry-After` the chain will wait for.
 pub(crate) const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
@@ -11,11 +18,7 @@ pub(crate) const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 pub(crate) fn worth_retrying(outcome: Outcome, status: Option<StatusCode>) -> bool {
     match outcome {
         Outcome::Connect | Outcome::Timeout | Outcome::Io => true,
-        Outcome::Status => status.is_some_and(|s| {
-            s == StatusCode::REQUEST_TIMEOUT
-                || s == StatusCode::TOO_MANY_REQUESTS
-                || s.is_server_error()
-        }),
+        Outcome::Status => status.is_some_and(crate::Classifier::is_server_failure),
         _ => false,
     }
 }
