@@ -23,6 +23,7 @@ use crate::print::{errln, outln};
 use crate::{units, NetArgs, Usage};
 
 mod admin;
+mod answer;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::forward::{own_error, report_headers};
+use super::answer::{own_error, report_headers};
 use super::headers::{outbound, strip_hop_by_hop};
 use super::settings::{Live, Route};
 use super::Proxy;

@@ -26,9 +26,7 @@ use crate::observer::{Observer, RequestHead, ResponseHead};
 use crate::redact;
 use crate::redirect;
 use crate::report::{Attempt, ErrorText, Outcome, Report};
-use crate::response::{
-    collect, BodySink, Buffered, Commit, Consume, ConsumeError, Response, ToSink, Typed,
-};
+use crate::response::{BodySink, Response};
 use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::budget::RetryBudget;
 use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
@@ -40,6 +38,7 @@ use crate::transport::{
     error_chain, FreshConnection, Handoff, HyperTransportBuilder, ResponseBody, Transport,
     TransportErrorKind,
 };
+use consume::{collect, Buffered, Commit, Consume, ConsumeError, ToSink, Typed};
 
 /// Default limit on a response body: 16 MiB.
 pub(crate) const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -111,6 +110,7 @@ impl fmt::Debug for Chain {
 mod attempt;
 mod builder;
 mod call;
+mod consume;
 mod hedged;
 mod probe;
 mod sequential;
@@ -120,7 +120,6 @@ mod testing;
 use attempt::*;
 pub use builder::ChainBuilder;
 use call::*;
-pub(crate) use probe::{Pending, Watched};
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
