@@ -1,0 +1,151 @@
+//! A built link: the request as it goes out, its own settings, and how a
+//! request given to `Chain::send` is laid over it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::{HeaderMap, Method, Uri};
+
+use super::parse::join_uri;
+use super::LinkInfo;
+use crate::body::Body;
+use crate::redact;
+use crate::safety;
+use crate::transport::{RequestBody, Transport};
+
+/// A validated link, ready to send.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    /// Its position in the chain.
+    pub(crate) index: usize,
+    pub(crate) name: Arc<str>,
+    pub(crate) url: Arc<str>,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Body,
+    pub(crate) idempotent: bool,
+    /// The caller's own idempotency marking, if any.
+    pub(crate) marked: Option<bool>,
+    pub(crate) timeout: Option<Duration>,
+    /// Between two reads of a streamed body: the link's, else the chain's.
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    /// Header names marked secret (the chain's and the link's own).
+    pub(crate) secrets: Arc<[HeaderName]>,
+    /// HTTP/2 for h2c links, else HTTP/1.1 (TLS links negotiate).
+    pub(crate) version: http::Version,
+    /// TLS without certificate verification.
+    pub(crate) insecure: bool,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// The link's health probe: a bodiless `GET` of `uri`, with the link's
+    /// headers.
+    pub(crate) fn probe(&self, uri: &Uri) -> Endpoint {
+        let mut probe = Endpoint {
+            url: redact::uri(uri).into(),
+            method: Method::GET,
+            uri: uri.clone(),
+            body: Body::empty(),
+            idempotent: true,
+            ..self.clone()
+        };
+        probe.headers.remove(CONTENT_TYPE);
+        probe.headers.remove(http::header::CONTENT_LENGTH);
+        probe
+    }
+
+    /// This link, sending `req`'s method, headers, body, path and query
+    /// instead of its own; its URL gives the scheme, host and path prefix.
+    pub(crate) fn with_request(&self, req: &http::request::Parts, body: &Body) -> Endpoint {
+        let mut headers = self.headers.clone();
+        for name in req.headers.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &req.headers {
+            if name != http::header::HOST {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        redact::mark(&mut headers, &self.secrets);
+        let uri = join_uri(&self.uri, &req.uri);
+        let method = req.method.clone();
+        Endpoint {
+            index: self.index,
+            name: self.name.clone(),
+            url: redact::uri(&uri).into(),
+            idempotent: safety::is_idempotent(&method, &headers, self.marked),
+            method,
+            uri,
+            headers,
+            body: body.clone(),
+            marked: self.marked,
+            timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
+            retries: self.retries,
+            transport: self.transport.clone(),
+            secrets: self.secrets.clone(),
+            version: self.version,
+            insecure: self.insecure,
+        }
+    }
+    pub(crate) fn info(&self, index: usize) -> LinkInfo {
+        let body = format!("{:?}", self.body);
+        LinkInfo {
+            index,
+            name: self.name.to_string(),
+            method: self.method.to_string(),
+            url: self.url.to_string(),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    let shown = if v.is_sensitive() {
+                        redact::REDACTED
+                    } else {
+                        let v = v.to_str().unwrap_or("<binary>");
+                        redact::header_value(n.as_str(), v, &self.secrets)
+                    };
+                    (n.to_string(), shown.to_owned())
+                })
+                .collect(),
+            body: body
+                .strip_prefix("Body(")
+                .and_then(|b| b.strip_suffix(')'))
+                .unwrap_or(&body)
+                .to_owned(),
+            idempotent: self.idempotent,
+            timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
+            retries: self.retries,
+        }
+    }
+
+    /// A fresh request for one attempt.
+    pub(crate) async fn request(&self) -> std::io::Result<http::Request<RequestBody>> {
+        let body = match self.body.ready() {
+            Some(b) => b,
+            None => self.body.open().await?,
+        };
+        let mut req = http::Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.version_mut() = self.version;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        Ok(req)
+    }
+}
