@@ -299,6 +299,8 @@ impl Recorded {
 struct State {
     requests: Mutex<Vec<Recorded>>,
     connections: AtomicUsize,
+    /// Connections whose handling has ended: closed by either side.
+    closed: AtomicUsize,
     turns: AtomicUsize,
     bytes_sent: AtomicU64,
 }
@@ -395,6 +397,13 @@ impl Server {
     /// How many connections were accepted so far.
     pub fn connection_count(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many accepted connections have ended: closed by the client, or
+    /// by the server after an error (a write to a client that went away).
+    /// A connection stalled by a client that stops reading has not.
+    pub fn closed_connection_count(&self) -> usize {
+        self.state.closed.load(Ordering::SeqCst)
     }
 
     /// How many body bytes were written to clients so far.
@@ -542,7 +551,12 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let id = state.connections.fetch_add(1, Ordering::SeqCst);
-                conns.spawn(connection(stream, id, behavior.clone(), idle, state.clone()));
+                let st = state.clone();
+                let conn = connection(stream, id, behavior.clone(), idle, state.clone());
+                conns.spawn(async move {
+                    conn.await;
+                    st.closed.fetch_add(1, Ordering::SeqCst);
+                });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }

@@ -35,8 +35,10 @@ struct Entry {
     /// Counted as the body goes upstream.
     bytes_in: Arc<AtomicU64>,
     error: Option<String>,
-    /// Why the request body could not be kept whole for a re-send.
-    replay: Option<String>,
+    /// The request body, asked when the line is written why it could not
+    /// be kept whole for a re-send (it may outgrow its copy after the
+    /// answer began).
+    request_body: Option<Body>,
 }
 
 pub(super) async fn handle(
@@ -58,7 +60,7 @@ pub(super) async fn handle(
         upstream: None,
         bytes_in: Arc::default(),
         error: None,
-        replay: None,
+        request_body: None,
     });
     let h2 = req.version() == http::Version::HTTP_2;
     let mut resp = forward(proxy, &live, req, client, entry.as_mut()).await;
@@ -189,7 +191,7 @@ async fn send(
     let request = Request::from_parts(parts, body.clone());
     let result = route.chain.send_streaming(request).await;
     if let Some(e) = entry {
-        e.replay = body.not_replayable_because();
+        e.request_body = Some(body.clone());
         let report = match &result {
             Ok(r) => r.report(),
             Err(e) => e.report(),
@@ -288,7 +290,7 @@ impl Logged {
                 "upstream": entry.upstream,
                 "attempts": entry.attempts,
                 "error": entry.error,
-                "replay": entry.replay,
+                "replay": entry.request_body.as_ref().and_then(Body::not_replayable_because),
                 "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
                 "bytes_in": entry.bytes_in.load(Ordering::Relaxed),
                 "bytes_out": self.bytes,

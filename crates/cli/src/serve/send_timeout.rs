@@ -139,28 +139,41 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
 /// upstream's body when the stream has not asked for a frame for the
 /// bound (the upstream is released at once), and the stream ends with an
 /// error (`RST_STREAM`) when it next asks.
+///
+/// Frames go out in pieces of at most 16 KiB, so that a client reading
+/// slowly asks again well within the bound: only one that reads nothing is
+/// cut (nginx's rule: the time between two writes).
 pub(super) struct StreamSendTimeout {
-    shared: Arc<Paced>,
+    shared: Arc<Mutex<Paced>>,
     idle: Duration,
+    /// The rest of a frame larger than a piece.
+    rest: Bytes,
     watching: bool,
 }
 
 struct Paced {
-    body: Mutex<Option<ResponseBody>>,
-    /// When the stream last took a frame, or when it began waiting on the
-    /// upstream: the upstream's own silence is the idle timeout of the
-    /// chain's, not this one's.
-    last: Mutex<(Instant, bool)>,
+    /// `None` once the watchdog dropped it.
+    body: Option<ResponseBody>,
+    /// When the stream last asked for a frame.
+    last: Instant,
+    /// Whether the stream is waiting on the upstream, whose own silence is
+    /// the chain's idle timeout, not this one.
+    waiting: bool,
 }
+
+/// The largest piece of a frame handed to the stream at once.
+const PIECE: usize = 16 * 1024;
 
 impl StreamSendTimeout {
     pub(super) fn new(body: ResponseBody, idle: Duration) -> StreamSendTimeout {
         StreamSendTimeout {
-            shared: Arc::new(Paced {
-                body: Mutex::new(Some(body)),
-                last: Mutex::new((Instant::now(), false)),
-            }),
+            shared: Arc::new(Mutex::new(Paced {
+                body: Some(body),
+                last: Instant::now(),
+                waiting: false,
+            })),
             idle,
+            rest: Bytes::new(),
             watching: false,
         }
     }
@@ -176,18 +189,35 @@ impl StreamSendTimeout {
         let idle = self.idle;
         rt.spawn(async move {
             loop {
-                let Some(paced) = weak.upgrade() else { return };
-                let (last, waiting) = *paced.last.lock().unwrap_or_else(|e| e.into_inner());
-                let due = last + idle;
-                if !waiting && Instant::now() >= due {
-                    let body = paced.body.lock().unwrap_or_else(|e| e.into_inner()).take();
-                    drop(body);
-                    return;
-                }
-                drop(paced);
-                tokio::time::sleep_until(if waiting { Instant::now() + idle } else { due }).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let next = {
+                    let mut paced = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    let due = paced.last + idle;
+                    if paced.waiting {
+                        Instant::now() + idle
+                    } else if Instant::now() >= due {
+                        // Taken under the lock the stream reads under: it
+                        // cannot be half-way through a poll.
+                        let body = paced.body.take();
+                        drop(paced);
+                        drop(body);
+                        return;
+                    } else {
+                        due
+                    }
+                };
+                drop(shared);
+                tokio::time::sleep_until(next).await;
             }
         });
+    }
+
+    /// The next piece of `data`, keeping the rest.
+    fn piece(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > PIECE {
+            self.rest = data.split_off(PIECE);
+        }
+        data
     }
 }
 
@@ -201,40 +231,73 @@ impl http_body::Body for StreamSendTimeout {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let idle = self.idle;
         let shared = self.shared.clone();
-        let mut guard = shared.body.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(body) = guard.as_mut() else {
+        let mut paced = shared.lock().unwrap_or_else(|e| e.into_inner());
+        paced.last = Instant::now();
+        paced.waiting = false;
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            drop(paced);
+            let piece = self.piece(rest);
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        let Some(body) = paced.body.as_mut() else {
             return Poll::Ready(Some(Err(format!(
                 "the client read nothing of this stream for {idle:?} (idle timeout)"
             )
             .into())));
         };
         let polled = Pin::new(&mut *body).poll_frame(cx);
-        let more = matches!(polled, Poll::Ready(Some(Ok(_)))) && !body.is_end_stream();
-        drop(guard);
-        *shared.last.lock().unwrap_or_else(|e| e.into_inner()) =
-            (Instant::now(), polled.is_pending());
-        if more {
+        let more = match &polled {
+            Poll::Ready(Some(Ok(_))) => !body.is_end_stream(),
+            Poll::Pending => {
+                paced.waiting = true;
+                false
+            }
+            _ => false,
+        };
+        drop(paced);
+        let polled = match polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let piece = self.piece(data);
+                    Poll::Ready(Some(Ok(Frame::data(piece))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => other,
+        };
+        if more || !self.rest.is_empty() {
             self.watch();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.shared
-            .body
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|b| b.is_end_stream())
+        self.rest.is_empty()
+            && self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .body
+                .as_ref()
+                .is_some_and(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared
-            .body
+        let rest = self.rest.len() as u64;
+        let inner = self
+            .shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .body
             .as_ref()
-            .map_or_else(SizeHint::default, |b| b.size_hint())
+            .map_or_else(SizeHint::default, |b| b.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(u) = inner.upper() {
+            hint.set_upper(u.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -363,5 +426,17 @@ mod tests {
         w.write_all(&[0; 4]).await.unwrap();
         let blocked = tokio::time::timeout(Duration::from_secs(3600), w.write_all(&[0; 4])).await;
         assert!(blocked.is_err(), "still blocked after an hour, not failed");
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_goes_out_in_pieces() {
+        use http_body_util::BodyExt;
+        let big = Bytes::from(vec![1u8; 40 * 1024]);
+        let mut body = StreamSendTimeout::new(ResponseBody::full(big), Duration::from_secs(60));
+        let mut sizes = Vec::new();
+        while let Some(f) = body.frame().await {
+            sizes.push(f.unwrap().into_data().unwrap().len());
+        }
+        assert_eq!(sizes, [16 * 1024, 16 * 1024, 8 * 1024]);
     }
 }

@@ -82,11 +82,11 @@ pub(super) async fn tunnel(
 ) -> Response<ResponseBody> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let protocol = parts.headers.get(UPGRADE).cloned();
+    let protocol = without_h2c(&parts.headers);
     let mut headers = parts.headers;
     outbound(&mut headers, &proxy.hop, live.via);
     // The two hop-by-hop headers an upgrade is made of.
-    if let Some(p) = protocol.and_then(|p| without_h2c(&p)) {
+    if let Some(p) = protocol {
         headers.insert(UPGRADE, p);
     }
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -245,15 +245,20 @@ fn join(base: &str, target: &str) -> String {
     format!("{base}{target}")
 }
 
-/// The offer less `h2c`, if anything is left of it.
-fn without_h2c(offer: &HeaderValue) -> Option<HeaderValue> {
-    let kept: Vec<&str> = offer
-        .to_str()
-        .ok()?
-        .split(',')
+/// Every protocol offered, in every `Upgrade` field, less `h2c`; `None`
+/// when nothing is left.
+fn without_h2c(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let kept: Vec<&str> = headers
+        .get_all(UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
         .collect();
+    if kept.is_empty() {
+        return None;
+    }
     HeaderValue::from_str(&kept.join(", ")).ok()
 }
 
@@ -312,10 +317,17 @@ mod tests {
 
     #[test]
     fn h2c_is_taken_out_of_an_offer() {
-        let offer = |s: &'static str| without_h2c(&HeaderValue::from_static(s));
-        assert_eq!(offer("h2c").unwrap(), "");
-        assert_eq!(offer("websocket, h2c").unwrap(), "websocket");
-        assert_eq!(offer("WebSocket").unwrap(), "WebSocket");
+        let offer = |fields: &[&'static str]| {
+            let mut h = http::HeaderMap::new();
+            for f in fields {
+                h.append(UPGRADE, HeaderValue::from_static(f));
+            }
+            without_h2c(&h)
+        };
+        assert_eq!(offer(&["h2c"]), None);
+        assert_eq!(offer(&["websocket, h2c"]).unwrap(), "websocket");
+        assert_eq!(offer(&["WebSocket"]).unwrap(), "WebSocket");
+        assert_eq!(offer(&["h2c", "websocket"]).unwrap(), "websocket");
     }
 
     fn offer(headers: &[(&'static str, &'static str)]) -> bool {

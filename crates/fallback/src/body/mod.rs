@@ -201,6 +201,14 @@ impl Body {
         }
     }
 
+    /// The call is over: a replayable body keeps no more copy than the
+    /// reader still reading needs.
+    pub(crate) fn settle(&self) {
+        if let Inner::Replay(tee) = &self.inner {
+            tee.settle();
+        }
+    }
+
     /// Whether this is a stream that some attempt has read and that was
     /// not kept whole: it cannot be sent again.
     pub(crate) fn is_spent(&self) -> bool {

@@ -176,8 +176,14 @@ struct State {
     gap: Option<String>,
     trailers: Option<HeaderMap>,
     ended: bool,
-    /// The stream's error: every reader that reaches it gets it.
+    /// The stream's error: every reader that reaches it gets it, and the
+    /// body is spent (what came before it is not the whole body).
     failed: Option<String>,
+    /// The call is over (an attempt won, or none will follow): nothing
+    /// more is kept once the last reader is the one reading on.
+    settled: bool,
+    /// Readers alive now.
+    readers: usize,
 }
 
 #[derive(Default)]
@@ -216,6 +222,8 @@ impl Tee {
                 trailers: None,
                 ended: false,
                 failed: None,
+                settled: false,
+                readers: 0,
             }),
             buffer: buffer.clone(),
             waiters: Arc::default(),
@@ -229,17 +237,35 @@ impl Tee {
     /// Why the body cannot be sent again, once a reader has gone past
     /// what was kept.
     pub(crate) fn gap(&self) -> Option<String> {
-        self.state().gap.clone()
+        let s = self.state();
+        s.gap.clone().or_else(|| {
+            s.failed.as_ref().map(|e| {
+                format!("the request body could not be read whole ({e}): it cannot be sent again")
+            })
+        })
     }
 
-    /// Whether an attempt has read bytes that were not kept.
+    /// Whether the body can no longer be sent again: an attempt has read
+    /// bytes that were not kept, or the stream failed.
     pub(crate) fn is_spent(&self) -> bool {
         let s = self.state();
-        s.gap.is_some() && s.taken > 0
+        (s.gap.is_some() && s.taken > 0) || s.failed.is_some()
+    }
+
+    /// The call is over: no attempt will start again, so once the reader
+    /// still reading is the only one, the copy is freed and nothing more
+    /// is kept (a long full-duplex stream holds no memory or disk for it).
+    pub(crate) fn settle(&self) {
+        let mut s = self.state();
+        s.settled = true;
+        if s.readers == 0 {
+            self.free(&mut s);
+        }
     }
 
     /// A reader from the first byte, for one attempt.
     pub(crate) fn reader(self: &Arc<Self>) -> Reader {
+        self.state().readers += 1;
         Reader {
             tee: self.clone(),
             pos: 0,
@@ -252,6 +278,12 @@ impl Tee {
     /// bounds allow; else drops the copy and says why.
     fn keep(&self, s: &mut State, data: &Bytes) {
         if s.gap.is_some() {
+            return;
+        }
+        if s.settled && s.readers <= 1 {
+            // Only the reader that took `data` is left, and no attempt
+            // will start: nobody will read the copy again.
+            self.free(s);
             return;
         }
         let len = data.len() as u64;
@@ -284,12 +316,17 @@ impl Tee {
         if let Some(why) = why {
             s.gap = Some(why);
             // A copy with a hole in it is of no use: free it now.
-            s.memory = Vec::new();
-            s.memory_len = 0;
-            s.file = None;
-            s.file_len = 0;
-            self.release(s);
+            self.free(s);
         }
+    }
+
+    /// Drops the copy and gives its disk back.
+    fn free(&self, s: &mut State) {
+        s.memory = Vec::new();
+        s.memory_len = 0;
+        s.file = None;
+        s.file_len = 0;
+        self.release(s);
     }
 
     fn release(&self, s: &mut State) {
@@ -393,6 +430,16 @@ pub(crate) struct Reader {
     trailers_sent: bool,
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut s = self.tee.state();
+        s.readers = s.readers.saturating_sub(1);
+        if s.settled && s.readers == 0 {
+            self.tee.free(&mut s);
+        }
+    }
+}
+
 impl http_body::Body for Reader {
     type Data = Bytes;
     type Error = BoxError;
@@ -467,10 +514,13 @@ impl http_body::Body for Reader {
             Poll::Ready(None) => {
                 s.ended = true;
                 s.source = None;
+                // Trailers another reader took from the stream are this
+                // reader's too.
+                let trailers = s.trailers.clone().filter(|_| !this.trailers_sent);
                 drop(s);
                 tee.waiters.wake_by_ref();
                 this.trailers_sent = true;
-                Poll::Ready(None)
+                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
             }
             Poll::Ready(Some(Err(e))) => {
                 let msg = crate::transport::error_chain(&*e);
@@ -512,6 +562,11 @@ impl http_body::Body for Reader {
 
     fn size_hint(&self) -> SizeHint {
         let s = self.tee.state();
+        if s.failed.is_some() {
+            // Its length is not known: never let a client frame a short
+            // body as whole.
+            return SizeHint::default();
+        }
         let kept = s.taken.saturating_sub(self.pos);
         let rest = match &s.source {
             Some(src) => src.size_hint(),
@@ -620,5 +675,97 @@ mod tests {
             .temp_dir("/nonexistent")
             .validate()
             .unwrap();
+    }
+
+    /// Chunks given one by one by the test; the stream may fail.
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Result<Bytes, BoxError>>);
+
+    impl http_body::Body for Fed {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data)))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_is_spent_and_never_framed_as_whole() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let tee = Arc::new(Tee::new(Fed(rx), &ReplayBuffer::new()));
+        tx.send(Ok(Bytes::from_static(b"part"))).unwrap();
+        tx.send(Err("the client went away".into())).unwrap();
+        let err = read(tee.reader()).await.unwrap_err();
+        assert!(err.contains("went away"), "{err}");
+        assert!(tee.is_spent(), "a failed stream cannot be sent again");
+        let again = tee.reader();
+        assert_eq!(
+            http_body::Body::size_hint(&again).upper(),
+            None,
+            "no length for a broken body"
+        );
+    }
+
+    #[tokio::test]
+    async fn once_settled_the_last_reader_keeps_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = ReplayBuffer::new()
+            .memory(2)
+            .disk(1 << 20)
+            .temp_dir(dir.path());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let tee = Arc::new(Tee::new(Fed(rx), &buffer));
+        let mut r = tee.reader();
+        tx.send(Ok(Bytes::from_static(b"ab"))).unwrap();
+        tx.send(Ok(Bytes::from_static(b"cdef"))).unwrap();
+        assert_eq!(r.frame().await.unwrap().unwrap().into_data().unwrap(), "ab");
+        assert_eq!(
+            r.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "cdef"
+        );
+        assert_eq!(buffer.disk_in_use(), 4);
+        tee.settle();
+        tx.send(Ok(Bytes::from_static(b"gh"))).unwrap();
+        assert_eq!(r.frame().await.unwrap().unwrap().into_data().unwrap(), "gh");
+        assert_eq!(buffer.disk_in_use(), 0, "the copy is freed");
+        tx.send(Ok(Bytes::from_static(b"ij"))).unwrap();
+        drop(tx);
+        assert_eq!(r.frame().await.unwrap().unwrap().into_data().unwrap(), "ij");
+        assert!(r.frame().await.is_none());
+        assert_eq!(buffer.disk_in_use(), 0);
+        assert!(!tee.is_spent());
+    }
+
+    #[tokio::test]
+    async fn trailers_reach_every_reader() {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"x"))),
+            Ok(Frame::trailers(map.clone())),
+        ];
+        struct Frames(std::collections::VecDeque<Result<Frame<Bytes>, std::convert::Infallible>>);
+        impl http_body::Body for Frames {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Ready(self.0.pop_front())
+            }
+        }
+        let tee = Arc::new(Tee::new(Frames(frames.into()), &ReplayBuffer::new()));
+        let (mut a, mut b) = (tee.reader(), tee.reader());
+        // `a` takes the data and the trailers from the stream; `b` then
+        // finds the stream's end.
+        assert!(a.frame().await.unwrap().unwrap().is_data());
+        assert!(a.frame().await.unwrap().unwrap().is_trailers());
+        assert!(b.frame().await.unwrap().unwrap().is_data());
+        let t = b.frame().await.unwrap().unwrap();
+        assert_eq!(t.into_trailers().unwrap(), map);
+        assert!(b.frame().await.is_none());
     }
 }

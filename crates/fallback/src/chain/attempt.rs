@@ -96,14 +96,7 @@ pub(super) fn transport_lost(e: crate::transport::TransportError) -> Lost {
             phase: Some(Phase::Connect),
             ..Lost::new(Outcome::Timeout, Delivery::NotSent, ErrorText::error(e))
         },
-        TransportErrorKind::RefusedStream => Lost::new(
-            Outcome::RefusedStream,
-            Delivery::NotSent,
-            format!(
-                "{e}: the server refused the request unprocessed {} times in a row",
-                MAX_REFUSED_RESENDS + 1
-            ),
-        ),
+        TransportErrorKind::RefusedStream => refused_lost(e, 0, false),
         TransportErrorKind::StaleConnection => Lost::new(
             Outcome::Io,
             Delivery::Unknown,
@@ -122,6 +115,25 @@ pub(super) const MAX_REFUSED_RESENDS: u32 = 3;
 
 /// The end of a refused stream's line in the report when it was re-sent.
 pub(super) const RESENT: &str = "re-sent at once on a new connection";
+
+/// A stream the server refused unprocessed, not re-sent: after `resent`
+/// re-sends, or because the body cannot be sent again.
+pub(super) fn refused_lost(e: crate::transport::TransportError, resent: u32, spent: bool) -> Lost {
+    let why = if spent {
+        "not re-sent: its body was streamed and cannot be sent again".to_owned()
+    } else {
+        format!(
+            "refused {} time{} in a row",
+            resent + 1,
+            if resent == 0 { "" } else { "s" }
+        )
+    };
+    Lost::new(
+        Outcome::RefusedStream,
+        Delivery::NotSent,
+        format!("{e}: the server refused the request unprocessed; {why}"),
+    )
+}
 
 /// The attempt's timer fired before a response head arrived.
 pub(super) fn timer_lost(handoff: &Handoff, begun: Instant, until: Instant) -> Lost {
@@ -295,6 +307,9 @@ impl Chain {
                             Outcome::Stale,
                             "the pooled connection had been closed by the server",
                         )
+                    }
+                    TransportErrorKind::RefusedStream => {
+                        return lost(refused_lost(e, refused, ep.body.is_spent()))
                     }
                     _ => return lost(transport_lost(e)),
                 };

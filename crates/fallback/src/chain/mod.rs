@@ -211,7 +211,9 @@ impl Chain {
         request: http::Request<B>,
     ) -> Result<Response<Bytes>, Error> {
         let eps = self.for_request(request);
-        self.run(&mut Buffered, &eps).await
+        let result = self.run(&mut Buffered, &eps).await;
+        settle(&eps);
+        result
     }
 
     /// The links, each carrying `request`.
@@ -260,7 +262,9 @@ impl Chain {
         request: http::Request<B>,
     ) -> Result<Response<ResponseBody>, Error> {
         let eps = self.for_request(request);
-        self.run(&mut Commit, &eps).await
+        let result = self.run(&mut Commit, &eps).await;
+        settle(&eps);
+        result
     }
 
     /// The links' own requests, committing at the head: see
@@ -452,6 +456,14 @@ impl Chain {
         if let Some(o) = &self.inner.observer {
             o.on_attempt(attempt);
         }
+    }
+}
+
+/// A call's attempts are over: its request body need not be kept for
+/// another (the winner may still be streaming it).
+fn settle(eps: &[Endpoint]) {
+    if let Some(ep) = eps.first() {
+        ep.body.settle();
     }
 }
 
