@@ -1,3 +1,7 @@
+//! Classification, the one place that says what an answer means: a
+//! success, a failure that falls back, or a final answer; and the one rule
+//! for a status that says the server failed (5xx, 408, 429).
+
 use std::fmt;
 use std::sync::Arc;
 

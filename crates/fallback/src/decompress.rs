@@ -1,3 +1,7 @@
+//! Decoding compressed answers (feature `compression`): gzip, deflate,
+//! br and zstd, as the chain asked for them, bounded by `max_body` after
+//! decoding.
+
 use std::io;
 
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};

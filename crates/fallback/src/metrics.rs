@@ -1,3 +1,7 @@
+//! Counters, histograms and gauges through the `metrics` facade (feature
+//! `metrics`): attempts by link and outcome, their durations, breaker
+//! states, budget denials and streamed bodies aborted after the commit.
+
 use crate::breaker::BreakerState;
 use crate::report::Attempt;
 

@@ -1,3 +1,7 @@
+//! Following a redirect within one link: where it leads (RFC 3986
+//! resolution), how the method and headers change on the way, and which
+//! redirects cannot be followed. Opt-in ([`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects)).
+
 use http::header::{HeaderName, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode, Uri};
 

@@ -1,3 +1,7 @@
+//! The report of a call: one [`Attempt`] per request that went out (or
+//! was skipped), how it ended ([`Outcome`]), and its error text, rendered
+//! only when read.
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

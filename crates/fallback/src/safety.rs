@@ -1,3 +1,7 @@
+//! The re-send rule (nginx's `proxy_next_upstream`): what is known of a
+//! failed attempt's delivery, which requests are idempotent, and when a
+//! request may be sent again.
+
 use http::{HeaderMap, Method};
 
 /// What is known about whether a failed attempt's request took effect.

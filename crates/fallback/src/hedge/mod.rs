@@ -1,3 +1,7 @@
+//! Hedging: when the current link is slow, the next one starts too and
+//! the first whole answer wins. The delay (fixed, or a percentile of the
+//! link's recent latencies) is here; the race is in `chain/hedged.rs`.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;

@@ -1,3 +1,6 @@
+//! The delay between two tries on the same link: exponential with full
+//! jitter, seedable, as an `Iterator` of delays.
+
 use std::time::Duration;
 
 use crate::error::BuildError;

@@ -1,3 +1,6 @@
+//! The retry budget: the bound on the extra load that retries and hedges
+//! add, over a sliding window shared by every call through a chain.
+
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
