@@ -1,9 +1,26 @@
 //! One attempt at one link: send (with its re-sends and redirect hops),
 //! time limits, the body, and the classification of the answer.
 
-use http::Method;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use super::*;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use tokio::time::Instant;
+
+use crate::classify::{Answer, Verdict};
+use crate::error::{ErrorKind, LastResponse};
+use crate::link::Endpoint;
+use crate::observer::ResponseHead;
+use crate::report::{Attempt, ErrorText, Outcome, Report};
+use crate::safety::{may_resend, Delivery};
+use crate::timeout::{within, Alarm, Phase};
+use crate::transport::{error_chain, FreshConnection, Handoff, ResponseBody, TransportErrorKind};
+use crate::{breaker, redact, redirect, retry};
+
+use super::call::line;
+use super::consume::{collect, Consume, ConsumeError};
+use super::Chain;
 
 /// How one attempt ended, before it is recorded.
 pub(super) enum Ended<O> {

@@ -1,7 +1,27 @@
 //! The builder: settings, their defaults, and the checks of `build`.
 
-use super::*;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::breaker::{AllOpen, BreakerConfig};
+use crate::classify::Classifier;
+use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
+use crate::error::BuildError;
+use crate::hedge::Hedge;
+use crate::link::{checked_header, Link};
+use crate::observer::Observer;
+use crate::redact;
+use crate::retry::backoff::ExponentialBackoff;
+use crate::retry::budget::RetryBudget;
+use crate::retry::DEFAULT_RETRY_AFTER_CAP;
+use crate::timeout::{Alarms, DEFAULT_ATTEMPT_TIMEOUT};
+use crate::transport::{HyperTransportBuilder, Transport};
+
+use super::{Chain, Inner, DEFAULT_MAX_BODY};
 /// Builds a [`Chain`]. Setters never fail; [`build`](Self::build) checks
 /// everything.
 ///

@@ -2,8 +2,19 @@
 //! when it started, its deadline, the link panic mode forces, the report
 //! so far and the last answer.
 
-use super::*;
+use std::time::Duration;
 
+use http::StatusCode;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, LastResponse};
+use crate::link::Endpoint;
+use crate::report::{Attempt, ErrorText, Outcome, Report};
+use crate::response::Response;
+use crate::timeout::later;
+
+use super::attempt::{stop_detail, Lost, Won};
+use super::Chain;
 pub(super) struct Call {
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,

@@ -1,8 +1,24 @@
 //! The hedged scheduler: the next link starts when the current one is
 //! slow, and the first whole, valid answer wins; losers are cancelled.
 
-use super::*;
+use std::future::Future;
+use std::pin::Pin;
 
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::breaker::ProbeGuard;
+use crate::error::{Error, ErrorKind};
+use crate::hedge::Hedge;
+use crate::link::Endpoint;
+use crate::report::{ErrorText, Outcome};
+use crate::response::Response;
+use crate::timeout::{attempt_deadline, later};
+
+use super::attempt::{mark_insecure, stop_kind, Ended, Hop};
+use super::call::{line, Call};
+use super::consume::Consume;
+use super::{attempt_span, Chain};
 impl Chain {
     /// Hedged: the next link starts when the current one is slow, and the
     /// first whole, valid answer wins. Losers are cancelled.

@@ -1,44 +1,30 @@
 //! The chain: links tried in order until one succeeds.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::Uri;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::breaker::{
-    self, Admit, AllOpen, Breaker, BreakerConfig, LinkHealth, ProbeGuard, SharedBreaker,
-};
-use crate::classify::{Answer, Classifier, Verdict};
-use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
-use crate::error::{BuildError, Error, ErrorKind, LastResponse};
+use crate::breaker::{AllOpen, Breaker, BreakerConfig, LinkHealth, SharedBreaker};
+use crate::classify::Classifier;
+use crate::error::{Error, ErrorKind};
 use crate::hedge::{Hedge, Latencies};
-use crate::link::{checked_header, Endpoint, Link, LinkInfo};
-use crate::observer::{Observer, RequestHead, ResponseHead};
-use crate::redact;
-use crate::redirect;
-use crate::report::{Attempt, ErrorText, Outcome, Report};
+use crate::link::{Endpoint, LinkInfo};
+use crate::observer::{Observer, RequestHead};
+use crate::report::{Attempt, Outcome};
 use crate::response::{BodySink, Response};
 use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::budget::RetryBudget;
-use crate::retry::{self, worth_retrying, Next, DEFAULT_RETRY_AFTER_CAP};
-use crate::safety::{may_resend, Delivery};
-use crate::timeout::{
-    attempt_deadline, later, within, Alarm, Alarms, Phase, DEFAULT_ATTEMPT_TIMEOUT,
-};
-use crate::transport::{
-    error_chain, FreshConnection, Handoff, HyperTransportBuilder, ResponseBody, Transport,
-    TransportErrorKind,
-};
-use consume::{collect, Buffered, Commit, Consume, ConsumeError, ToSink, Typed};
+use crate::timeout::Alarms;
+use crate::transport::{ResponseBody, Transport};
+use attempt::RESENT;
+use consume::{Buffered, Commit, Consume, ToSink, Typed};
 
 /// Default limit on a response body: 16 MiB.
 pub(crate) const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -117,9 +103,7 @@ mod sequential;
 #[cfg(test)]
 mod testing;
 
-use attempt::*;
 pub use builder::ChainBuilder;
-use call::*;
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).

@@ -1,7 +1,18 @@
 //! The chain's side of the breakers: admission, probes, panic mode.
 
-use super::*;
+use std::pin::Pin;
 
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::breaker;
+use crate::breaker::{Admit, ProbeGuard};
+use crate::link::Endpoint;
+use crate::timeout::later;
+
+use super::attempt::{Ended, Won};
+use super::consume::{Buffered, Consume};
+use super::Chain;
 impl Chain {
     /// When every link's breaker is open: the link this call must try
     /// anyway (`Ok(Some)`), or `Err(())` when it is to fail fast. `Ok(None)`

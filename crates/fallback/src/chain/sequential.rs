@@ -1,8 +1,24 @@
 //! The sequential scheduler: links one after another, with retries on the
 //! same link.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{Error, ErrorKind};
+use crate::link::Endpoint;
+use crate::report::{ErrorText, Outcome};
+use crate::response::Response;
+use crate::retry;
+use crate::retry::{worth_retrying, Next};
+use crate::timeout::attempt_deadline;
+
+use super::attempt::{mark_insecure, stop_kind, Ended};
+use super::call::{line, Call};
+use super::consume::Consume;
+use super::{attempt_span, Chain};
 impl Chain {
     /// Links one after another: the original package's behaviour, with
     /// breakers, retries and time limits.
