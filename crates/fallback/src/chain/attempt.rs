@@ -270,132 +270,179 @@ impl Chain {
         converted: &mut bool,
     ) -> Ended<C::Output> {
         let inner = &*self.inner;
-        let limit = inner.max_body;
-        let lost = |l: Lost| Ended::Lost(Box::new(l));
-        let body_failed = |e: std::io::Error| {
-            lost(Lost {
-                stop: Some(ErrorKind::Body),
-                ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
-            })
-        };
         // One (shared) alarm for every phase and hop.
         let alarm = inner.alarms.alarm(begun, until);
-        let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
-        let mut follow: Option<redirect::Follow> = None;
-        let mut visited: Vec<Uri> = Vec::new();
-        let mut stale_resent = false;
-        let mut refused = 0;
+        let time = Time {
+            alarm: &alarm,
+            begun,
+            until,
+        };
+        let mut route = Route::default();
         let resp = loop {
-            let mut fresh = false;
-            let resp = loop {
-                let mut request = match hop_request(ep, follow.as_ref()).await {
-                    Ok(r) => r,
-                    Err(e) => return body_failed(e),
-                };
-                let handoff = Handoff::new();
-                request.body_mut().set_handoff(handoff.clone());
-                if fresh {
-                    request.extensions_mut().insert(FreshConnection);
-                }
-                self.show_request(ep, &request);
-                let e = match within(transport.send(request), &alarm).await {
-                    Some(Ok(resp)) => break resp,
-                    Some(Err(e)) => e,
-                    None => return lost(timer_lost(&handoff, begun, until)),
-                };
-                let (outcome, why) = match e.kind() {
-                    // Not processed (RFC 9113, section 8.7): safe to send
-                    // again whatever the method, if the body can be.
-                    TransportErrorKind::RefusedStream
-                        if refused < MAX_REFUSED_RESENDS && !ep.body.is_spent() =>
-                    {
-                        refused += 1;
-                        (
-                            Outcome::RefusedStream,
-                            "the server refused the request unprocessed (HTTP/2)",
-                        )
-                    }
-                    // Go's net/http rule: the server closed a pooled
-                    // connection under the request; send it once more, on
-                    // a new connection, as the same try.
-                    TransportErrorKind::StaleConnection if ep.idempotent && !stale_resent => {
-                        stale_resent = true;
-                        (
-                            Outcome::Stale,
-                            "the pooled connection had been closed by the server",
-                        )
-                    }
-                    TransportErrorKind::RefusedStream => {
-                        return lost(refused_lost(e, refused, ep.body.is_spent()))
-                    }
-                    _ => return lost(transport_lost(e)),
-                };
-                hops.push(Hop {
-                    outcome,
-                    status: None,
-                    url: hop_url(ep, follow.as_ref()),
-                    elapsed: begun.elapsed(),
-                    error: format!("{e}: {why}; {RESENT}").into(),
-                });
-                fresh = true;
+            let resp = match self.send_hop(ep, &mut route, &time, hops).await {
+                Ok(resp) => resp,
+                Err(l) => return Ended::Lost(Box::new(l)),
             };
-            if let Some(o) = &inner.observer {
-                o.on_response(&ResponseHead {
-                    link: ep.index,
-                    name: &ep.name,
-                    status: resp.status(),
-                    version: resp.version(),
-                    headers: resp.headers(),
-                });
-            }
+            self.show_response(ep, &resp);
             if inner.max_redirects == 0 {
                 break resp;
             }
-            let current = follow.as_ref().map_or(&ep.uri, |f| &f.uri);
-            let method = hop_method(ep, follow.as_ref());
-            let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
-                None => break resp,
-                Some(Ok(next)) => next,
-                Some(Err(why)) => {
-                    return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await)
-                }
-            };
-            if visited.len() as u32 >= inner.max_redirects {
-                let why = format!(
-                    "too many redirects: more than {} (the next to {})",
-                    inner.max_redirects,
-                    redirect::shown(&next.uri)
-                );
-                return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await);
+            match Box::pin(self.redirect_step(ep, resp, &mut route, &time, hops, converted)).await {
+                Step::Final(resp) => break resp,
+                Step::Followed => {}
+                Step::Lost(l) => return Ended::Lost(l),
             }
-            if next.uri == ep.uri || visited.contains(&next.uri) {
-                let why = format!("redirect loop: back to {}", redirect::shown(&next.uri));
-                return lost(Box::pin(redirect_lost(resp, why, &alarm, limit)).await);
-            }
-            hops.push(Hop {
-                outcome: Outcome::Redirect,
-                status: Some(resp.status()),
-                url: hop_url(ep, follow.as_ref()),
-                elapsed: begun.elapsed(),
-                error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
-            });
-            // Drained, so the connection goes back to the pool.
-            let _ = Box::pin(within(collect(resp.into_body(), limit, None), &alarm)).await;
-            *converted |= next.to_get && !ep.idempotent;
-            visited.push(next.uri.clone());
-            let to_get = next.to_get || follow.as_ref().is_some_and(|f| f.to_get);
-            follow = Some(redirect::Follow { to_get, ..next });
         };
+        self.answer(ep, consumer, resp, route.follow.as_ref(), &time)
+            .await
+    }
+
+    /// One hop's request, sent, with the re-sends that are the same try: a
+    /// stream the server refused unprocessed, a stale pooled connection.
+    async fn send_hop(
+        &self,
+        ep: &Endpoint,
+        route: &mut Route,
+        time: &Time<'_>,
+        hops: &mut Vec<Hop>,
+    ) -> Result<http::Response<ResponseBody>, Lost> {
+        let transport = ep.transport.as_ref().unwrap_or(&self.inner.transport);
+        let mut fresh = false;
+        loop {
+            let mut request = hop_request(ep, route.follow.as_ref())
+                .await
+                .map_err(body_lost)?;
+            let handoff = Handoff::new();
+            request.body_mut().set_handoff(handoff.clone());
+            if fresh {
+                request.extensions_mut().insert(FreshConnection);
+            }
+            self.show_request(ep, &request);
+            let e = match within(transport.send(request), time.alarm).await {
+                Some(Ok(resp)) => return Ok(resp),
+                Some(Err(e)) => e,
+                None => return Err(timer_lost(&handoff, time.begun, time.until)),
+            };
+            let (outcome, why) = match e.kind() {
+                // Not processed (RFC 9113, section 8.7): safe to send
+                // again whatever the method, if the body can be.
+                TransportErrorKind::RefusedStream
+                    if route.refused < MAX_REFUSED_RESENDS && !ep.body.is_spent() =>
+                {
+                    route.refused += 1;
+                    (
+                        Outcome::RefusedStream,
+                        "the server refused the request unprocessed (HTTP/2)",
+                    )
+                }
+                // Go's net/http rule: the server closed a pooled
+                // connection under the request; send it once more, on a
+                // new connection, as the same try.
+                TransportErrorKind::StaleConnection if ep.idempotent && !route.stale_resent => {
+                    route.stale_resent = true;
+                    (
+                        Outcome::Stale,
+                        "the pooled connection had been closed by the server",
+                    )
+                }
+                TransportErrorKind::RefusedStream => {
+                    return Err(refused_lost(e, route.refused, ep.body.is_spent()))
+                }
+                _ => return Err(transport_lost(e)),
+            };
+            hops.push(Hop {
+                outcome,
+                status: None,
+                url: hop_url(ep, route.follow.as_ref()),
+                elapsed: time.begun.elapsed(),
+                error: format!("{e}: {why}; {RESENT}").into(),
+            });
+            fresh = true;
+        }
+    }
+
+    /// Shows a response head to the observer, if there is one.
+    fn show_response(&self, ep: &Endpoint, resp: &http::Response<ResponseBody>) {
+        if let Some(o) = &self.inner.observer {
+            o.on_response(&ResponseHead {
+                link: ep.index,
+                name: &ep.name,
+                status: resp.status(),
+                version: resp.version(),
+                headers: resp.headers(),
+            });
+        }
+    }
+
+    /// Whether an answer is a redirect to follow: if so, the next hop is
+    /// set in `route` (the answer drained, so its connection is pooled).
+    async fn redirect_step(
+        &self,
+        ep: &Endpoint,
+        resp: http::Response<ResponseBody>,
+        route: &mut Route,
+        time: &Time<'_>,
+        hops: &mut Vec<Hop>,
+        converted: &mut bool,
+    ) -> Step {
+        let inner = &*self.inner;
+        let limit = inner.max_body;
+        let current = route.follow.as_ref().map_or(&ep.uri, |f| &f.uri);
+        let method = hop_method(ep, route.follow.as_ref());
+        let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
+            None => return Step::Final(resp),
+            Some(Ok(next)) => next,
+            Some(Err(why)) => return redirect_refused(resp, why, time, limit).await,
+        };
+        if route.visited.len() as u32 >= inner.max_redirects {
+            let why = format!(
+                "too many redirects: more than {} (the next to {})",
+                inner.max_redirects,
+                redirect::shown(&next.uri)
+            );
+            return redirect_refused(resp, why, time, limit).await;
+        }
+        if next.uri == ep.uri || route.visited.contains(&next.uri) {
+            let why = format!("redirect loop: back to {}", redirect::shown(&next.uri));
+            return redirect_refused(resp, why, time, limit).await;
+        }
+        hops.push(Hop {
+            outcome: Outcome::Redirect,
+            status: Some(resp.status()),
+            url: hop_url(ep, route.follow.as_ref()),
+            elapsed: time.begun.elapsed(),
+            error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
+        });
+        let _ = within(collect(resp.into_body(), limit, None), time.alarm).await;
+        *converted |= next.to_get && !ep.idempotent;
+        route.visited.push(next.uri.clone());
+        let to_get = next.to_get || route.follow.as_ref().is_some_and(|f| f.to_get);
+        route.follow = Some(redirect::Follow { to_get, ..next });
+        Step::Followed
+    }
+
+    /// The last hop's answer: its head made ready (secrets marked, decoded
+    /// if asked), classified, and its body taken as a success's or read as
+    /// a failure's.
+    async fn answer<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        resp: http::Response<ResponseBody>,
+        follow: Option<&redirect::Follow>,
+        time: &Time<'_>,
+    ) -> Ended<C::Output> {
+        let inner = &*self.inner;
         let (mut parts, body) = resp.into_parts();
-        let method = hop_method(ep, follow.as_ref());
-        let head_request = *method == Method::HEAD;
+        let method = hop_method(ep, follow);
         if !ep.secrets.is_empty() {
             redact::mark(&mut parts.headers, &ep.secrets);
         }
         let status = parts.status;
         // A HEAD answer's Content-Length describes a body that never comes.
-        let bodiless =
-            head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let bodiless = *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         #[cfg(feature = "compression")]
         let body = if inner.decompress && !bodiless {
             crate::decompress::decode(&mut parts.headers, body)
@@ -408,108 +455,20 @@ impl Chain {
             .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let verdict = inner.classifier.classify(&Answer::of(
-            status,
-            &parts.headers,
-            method,
-            ep.index,
-            &ep.name,
-        ));
+        let answer = Answer::of(status, &parts.headers, method, ep.index, &ep.name);
+        let verdict = inner.classifier.classify(&answer);
         if verdict == Verdict::Success {
-            let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
-                Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
-                None => body,
-            };
-            let failed = match within(consumer.consume(body, limit, len), &alarm).await {
-                Some(Ok(output)) => {
-                    return Ended::Won(Won {
-                        status,
-                        version: parts.version,
-                        headers: parts.headers,
-                        output,
-                    })
-                }
-                Some(Err(ConsumeError::TooLarge(limit))) => Lost::new(
-                    Outcome::TooLarge,
-                    Delivery::Processed,
-                    format!("body larger than the limit of {limit} bytes"),
-                ),
-                Some(Err(ConsumeError::Body(e))) if crate::IdleTimeout::in_chain(&*e) => Lost {
-                    phase: Some(Phase::Body),
-                    ..Lost::new(
-                        Outcome::Timeout,
-                        Delivery::Processed,
-                        format!("body not read whole: {}", error_chain(&*e)),
-                    )
-                },
-                Some(Err(ConsumeError::Body(e))) => Lost::new(
-                    Outcome::Io,
-                    Delivery::Processed,
-                    format!("body could not be read whole: {}", error_chain(&*e)),
-                ),
-                Some(Err(ConsumeError::Decode(e, bytes))) => Lost {
-                    response: Some(LastResponse {
-                        version: parts.version,
-                        status,
-                        headers: parts.headers.clone(),
-                        body: Some(bytes),
-                    }),
-                    ..Lost::new(
-                        Outcome::Decode,
-                        Delivery::Processed,
-                        format!("body does not decode: {e}"),
-                    )
-                },
-                Some(Err(ConsumeError::Sink(e))) => Lost {
-                    stop: Some(ErrorKind::Sink),
-                    ..Lost::new(
-                        Outcome::Io,
-                        Delivery::Processed,
-                        format!("sink failed: {e}"),
-                    )
-                },
-                None => Lost {
-                    phase: Some(Phase::Body),
-                    ..Lost::new(
-                        Outcome::Timeout,
-                        Delivery::Processed,
-                        format!(
-                            "body not read whole within {:?}",
-                            until.duration_since(begun)
-                        ),
-                    )
-                },
-            };
-            // No byte of a failed attempt may stay with the caller.
-            if let Err(e) = consumer.reset().await {
-                return lost(Lost {
-                    stop: Some(ErrorKind::Sink),
-                    status: Some(status),
-                    ..Lost::new(
-                        Outcome::Io,
-                        Delivery::Processed,
-                        format!("sink reset failed: {e}"),
-                    )
-                });
-            }
-            return lost(Lost {
-                status: Some(status),
-                response: failed.response.or(Some(LastResponse {
-                    version: parts.version,
-                    status,
-                    headers: parts.headers,
-                    body: None,
-                })),
-                ..failed
-            });
+            return self
+                .take_success(ep, consumer, parts, body, len, time)
+                .await;
         }
         // Read the failure's body: it may be the caller's error body, and a
         // drained connection goes back to the pool.
-        let body = match within(collect(body, limit, len), &alarm).await {
+        let body = match within(collect(body, inner.max_body, len), time.alarm).await {
             Some(Ok(b)) => Some(b),
             _ => None,
         };
-        lost(Lost {
+        Ended::Lost(Box::new(Lost {
             status: Some(status),
             verdict,
             retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
@@ -524,7 +483,161 @@ impl Chain {
                 Delivery::Rejected,
                 format!("{} returned HTTP Error: {}", ep.name, status.as_u16()),
             )
-        })
+        }))
+    }
+
+    /// A success's body, given to the consumer (bounded between reads by
+    /// the idle timeout when it streams); a body that cannot be taken is a
+    /// failed attempt, and none of its bytes stay with the caller.
+    async fn take_success<C: Consume>(
+        &self,
+        ep: &Endpoint,
+        consumer: &mut C,
+        parts: http::response::Parts,
+        body: ResponseBody,
+        len: Option<u64>,
+        time: &Time<'_>,
+    ) -> Ended<C::Output> {
+        let status = parts.status;
+        let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
+            Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
+            None => body,
+        };
+        let consumed = within(consumer.consume(body, self.inner.max_body, len), time.alarm).await;
+        let failed = match consumed {
+            Some(Ok(output)) => {
+                return Ended::Won(Won {
+                    status,
+                    version: parts.version,
+                    headers: parts.headers,
+                    output,
+                })
+            }
+            Some(Err(e)) => consume_lost(e, &parts),
+            None => Lost {
+                phase: Some(Phase::Body),
+                ..Lost::new(
+                    Outcome::Timeout,
+                    Delivery::Processed,
+                    format!(
+                        "body not read whole within {:?}",
+                        time.until.duration_since(time.begun)
+                    ),
+                )
+            },
+        };
+        // No byte of a failed attempt may stay with the caller.
+        if let Err(e) = consumer.reset().await {
+            return Ended::Lost(Box::new(Lost {
+                stop: Some(ErrorKind::Sink),
+                status: Some(status),
+                ..Lost::new(
+                    Outcome::Io,
+                    Delivery::Processed,
+                    format!("sink reset failed: {e}"),
+                )
+            }));
+        }
+        Ended::Lost(Box::new(Lost {
+            status: Some(status),
+            response: failed.response.or(Some(LastResponse {
+                version: parts.version,
+                status,
+                headers: parts.headers,
+                body: None,
+            })),
+            ..failed
+        }))
+    }
+}
+
+/// An attempt's clock: its shared alarm, when it began and when it must
+/// end.
+pub(super) struct Time<'a> {
+    alarm: &'a Alarm,
+    begun: Instant,
+    until: Instant,
+}
+
+/// Where an attempt's hops have been: the redirect being followed, the
+/// URLs visited, and the re-sends already spent.
+#[derive(Default)]
+pub(super) struct Route {
+    follow: Option<redirect::Follow>,
+    visited: Vec<Uri>,
+    stale_resent: bool,
+    refused: u32,
+}
+
+/// What an answer does to the hops: it is the last, it led on, or it
+/// ended the attempt.
+pub(super) enum Step {
+    Final(http::Response<ResponseBody>),
+    Followed,
+    Lost(Box<Lost>),
+}
+
+/// A redirect that is not followed ends the attempt with its answer.
+async fn redirect_refused(
+    resp: http::Response<ResponseBody>,
+    why: String,
+    time: &Time<'_>,
+    limit: u64,
+) -> Step {
+    Step::Lost(Box::new(redirect_lost(resp, why, time.alarm, limit).await))
+}
+
+/// The request body could not be produced: nothing was sent, and the call
+/// stops.
+fn body_lost(e: std::io::Error) -> Lost {
+    Lost {
+        stop: Some(ErrorKind::Body),
+        ..Lost::new(Outcome::Io, Delivery::NotSent, format!("request body: {e}"))
+    }
+}
+
+/// A success whose body the consumer could not take.
+fn consume_lost(e: ConsumeError, parts: &http::response::Parts) -> Lost {
+    match e {
+        ConsumeError::TooLarge(limit) => Lost::new(
+            Outcome::TooLarge,
+            Delivery::Processed,
+            format!("body larger than the limit of {limit} bytes"),
+        ),
+        ConsumeError::Body(e) if crate::IdleTimeout::in_chain(&*e) => Lost {
+            phase: Some(Phase::Body),
+            ..Lost::new(
+                Outcome::Timeout,
+                Delivery::Processed,
+                format!("body not read whole: {}", error_chain(&*e)),
+            )
+        },
+        ConsumeError::Body(e) => Lost::new(
+            Outcome::Io,
+            Delivery::Processed,
+            format!("body could not be read whole: {}", error_chain(&*e)),
+        ),
+        ConsumeError::Decode(e, bytes) => Lost {
+            response: Some(LastResponse {
+                version: parts.version,
+                status: parts.status,
+                headers: parts.headers.clone(),
+                body: Some(bytes),
+            }),
+            ..Lost::new(
+                Outcome::Decode,
+                Delivery::Processed,
+                format!("body does not decode: {e}"),
+            )
+        },
+        ConsumeError::Sink(e) => Lost {
+            stop: Some(ErrorKind::Sink),
+            ..Lost::new(
+                Outcome::Io,
+                Delivery::Processed,
+                format!("sink failed: {e}"),
+            )
+        },
     }
 }
 
