@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::transport::BoxError;
@@ -440,64 +440,46 @@ impl Drop for Reader {
     }
 }
 
-impl http_body::Body for Reader {
-    type Data = Bytes;
-    type Error = BoxError;
+impl Reader {
+    /// The next piece of the copy, from memory chunk by chunk, then from
+    /// the file.
+    fn from_copy(&mut self, s: &State) -> Result<Frame<Bytes>, BoxError> {
+        if let Some(why) = &s.gap {
+            return Err(why.clone().into());
+        }
+        if self.pos < s.memory_len {
+            let chunk = s.memory[self.chunk].clone();
+            self.chunk += 1;
+            self.pos += chunk.len() as u64;
+            return Ok(Frame::data(chunk));
+        }
+        let at = self.pos - s.memory_len;
+        let want = (s.file_len - at).min(FILE_READ) as usize;
+        let mut buf = vec![0; want];
+        let read = match &s.file {
+            Some(f) => file_read_at(f, &mut buf, at),
+            None => Err(io::Error::other("the kept copy is gone")),
+        };
+        match read {
+            Ok(0) => Err("the kept copy of the request body is shorter than it was written".into()),
+            Ok(n) => {
+                buf.truncate(n);
+                self.pos += n as u64;
+                Ok(Frame::data(Bytes::from(buf)))
+            }
+            Err(e) => Err(format!("reading the kept copy of the request body: {e}").into()),
+        }
+    }
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
+    /// At the copy's end: on from the stream, keeping what comes. Every
+    /// reader waiting on it is woken when it moves, whichever polled it
+    /// last.
+    fn pull(
+        &mut self,
+        tee: &Tee,
+        mut s: std::sync::MutexGuard<'_, State>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let tee = this.tee.clone();
-        let mut s = tee.state();
-        if this.pos < s.taken {
-            if s.gap.is_some() {
-                let why = s.gap.clone().unwrap_or_default();
-                return Poll::Ready(Some(Err(why.into())));
-            }
-            if this.pos < s.memory_len {
-                let chunk = s.memory[this.chunk].clone();
-                this.chunk += 1;
-                this.pos += chunk.len() as u64;
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
-            let at = this.pos - s.memory_len;
-            let want = (s.file_len - at).min(FILE_READ) as usize;
-            let mut buf = vec![0; want];
-            let read = match &s.file {
-                Some(f) => file_read_at(f, &mut buf, at),
-                None => Err(io::Error::other("the kept copy is gone")),
-            };
-            return match read {
-                Ok(0) => Poll::Ready(Some(Err(
-                    "the kept copy of the request body is shorter than it was written".into(),
-                ))),
-                Ok(n) => {
-                    buf.truncate(n);
-                    this.pos += n as u64;
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
-                }
-                Err(e) => Poll::Ready(Some(Err(format!(
-                    "reading the kept copy of the request body: {e}"
-                )
-                .into()))),
-            };
-        }
-        if let Some(e) = &s.failed {
-            return Poll::Ready(Some(Err(e.clone().into())));
-        }
-        if s.ended {
-            if !this.trailers_sent {
-                this.trailers_sent = true;
-                if let Some(t) = s.trailers.clone() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                }
-            }
-            return Poll::Ready(None);
-        }
-        // At the copy's end: on from the stream. Every reader waiting on
-        // it is woken when it moves, whichever polled it last.
         {
             let mut waiters = tee.waiters.0.lock().unwrap_or_else(|e| e.into_inner());
             if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -509,50 +491,70 @@ impl http_body::Body for Reader {
         let Some(source) = s.source.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(source).poll_frame(&mut fcx) {
-            Poll::Pending => Poll::Pending,
+        let polled = match Pin::new(source).poll_frame(&mut fcx) {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 s.ended = true;
                 s.source = None;
                 // Trailers another reader took from the stream are this
                 // reader's too.
-                let trailers = s.trailers.clone().filter(|_| !this.trailers_sent);
-                drop(s);
-                tee.waiters.wake_by_ref();
-                this.trailers_sent = true;
-                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+                let trailers = s.trailers.clone().filter(|_| !self.trailers_sent);
+                self.trailers_sent = true;
+                trailers.map(|t| Ok(Frame::trailers(t)))
             }
             Poll::Ready(Some(Err(e))) => {
                 let msg = crate::transport::error_chain(&*e);
                 s.failed = Some(msg.clone());
                 s.source = None;
-                drop(s);
-                tee.waiters.wake_by_ref();
-                Poll::Ready(Some(Err(msg.into())))
+                Some(Err(msg.into()))
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                let frame = match frame.into_data() {
-                    Ok(data) => {
-                        s.taken += data.len() as u64;
-                        tee.keep(&mut s, &data);
-                        this.pos = s.taken;
-                        this.chunk = s.memory.len();
-                        Frame::data(data)
+            Poll::Ready(Some(Ok(frame))) => Some(Ok(match frame.into_data() {
+                Ok(data) => {
+                    s.taken += data.len() as u64;
+                    tee.keep(&mut s, &data);
+                    self.pos = s.taken;
+                    self.chunk = s.memory.len();
+                    Frame::data(data)
+                }
+                Err(frame) => {
+                    if let Some(t) = frame.trailers_ref() {
+                        s.trailers = Some(t.clone());
+                        self.trailers_sent = true;
                     }
-                    Err(frame) => {
-                        if let Some(t) = frame.trailers_ref() {
-                            s.trailers = Some(t.clone());
-                            this.trailers_sent = true;
-                        }
-                        frame
-                    }
-                };
-                drop(s);
-                // Others waiting at the copy's end can now read it.
-                tee.waiters.wake_by_ref();
-                Poll::Ready(Some(Ok(frame)))
-            }
+                    frame
+                }
+            })),
+        };
+        drop(s);
+        // Others waiting at the copy's end can read on, or see the end.
+        tee.waiters.wake_by_ref();
+        Poll::Ready(polled)
+    }
+}
+
+impl http_body::Body for Reader {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let tee = this.tee.clone();
+        let s = tee.state();
+        if this.pos < s.taken {
+            return Poll::Ready(Some(this.from_copy(&s)));
         }
+        if let Some(e) = &s.failed {
+            return Poll::Ready(Some(Err(e.clone().into())));
+        }
+        if s.ended {
+            let trailers = s.trailers.clone().filter(|_| !this.trailers_sent);
+            this.trailers_sent = true;
+            return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+        }
+        this.pull(&tee, s, cx)
     }
 
     fn is_end_stream(&self) -> bool {
