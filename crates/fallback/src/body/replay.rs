@@ -443,7 +443,7 @@ impl Drop for Reader {
 impl Reader {
     /// The next piece of the copy, from memory chunk by chunk, then from
     /// the file.
-    fn from_copy(&mut self, s: &State) -> Result<Frame<Bytes>, BoxError> {
+    fn read_copy(&mut self, s: &State) -> Result<Frame<Bytes>, BoxError> {
         if let Some(why) = &s.gap {
             return Err(why.clone().into());
         }
@@ -544,7 +544,7 @@ impl http_body::Body for Reader {
         let tee = this.tee.clone();
         let s = tee.state();
         if this.pos < s.taken {
-            return Poll::Ready(Some(this.from_copy(&s)));
+            return Poll::Ready(Some(this.read_copy(&s)));
         }
         if let Some(e) = &s.failed {
             return Poll::Ready(Some(Err(e.clone().into())));
