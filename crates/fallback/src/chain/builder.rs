@@ -12,7 +12,7 @@ use crate::classify::Classifier;
 use crate::conv::{Given, IntoHeaderName, IntoHeaderValue};
 use crate::error::BuildError;
 use crate::hedge::Hedge;
-use crate::link::{checked_header, Link};
+use crate::link::{checked_header, Endpoint, Link};
 use crate::observer::Observer;
 use crate::redact;
 use crate::retry::backoff::ExponentialBackoff;
@@ -424,121 +424,32 @@ impl ChainBuilder {
     }
 
     /// Checks every link and setting and builds the chain. Nothing is sent.
-    pub fn build(self) -> Result<Chain, BuildError> {
-        if self.links.is_empty() {
-            return Err(BuildError::NoLinks);
-        }
-        use crate::limits::{MAX_LINKS, MAX_RETRIES};
-        if self.links.len() > MAX_LINKS {
-            return Err(BuildError::Setting {
-                setting: "links",
-                reason: format!("{} links; the limit is {MAX_LINKS}", self.links.len()),
-            });
-        }
-        let too_many_retries = |r: u32| {
-            (r > MAX_RETRIES).then(|| BuildError::Setting {
-                setting: "retries",
-                reason: format!("{r} extra tries; the limit is {MAX_RETRIES}"),
-            })
-        };
-        if let Some(e) = std::iter::once(self.retries)
-            .chain(self.links.iter().filter_map(|l| l.retries))
-            .find_map(too_many_retries)
-        {
-            return Err(e);
-        }
-        let nonzero = |setting, d: Duration| {
-            if d.is_zero() {
-                Err(BuildError::Setting {
-                    setting,
-                    reason: "must be greater than zero".into(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        nonzero("timeout", self.timeout)?;
-        if let Some(t) = self.connect_timeout {
-            nonzero("connect_timeout", t)?;
-        }
-        if let Some(d) = self.deadline {
-            nonzero("deadline", d)?;
-        }
-        if let Some(d) = self.idle_timeout {
-            nonzero("idle_timeout", d)?;
-        }
-        self.backoff.validate()?;
-        self.budget.validate()?;
-        if let Some(b) = &self.breaker {
-            b.validate()?;
-        }
-        self.all_open.validate()?;
-        if let Some(h) = &self.hedge {
-            h.validate()?;
-        }
-        let secrets = self
-            .secret_headers
-            .iter()
-            .map(|n| {
-                HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| BuildError::Setting {
-                    setting: "secret_header",
-                    reason: format!("{n:?} is not a valid header name"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn build(mut self) -> Result<Chain, BuildError> {
+        self.check_settings()?;
+        let secrets = self.secret_names()?;
         let mut defaults = HeaderMap::new();
         for (n, v) in &self.headers {
             let (name, value) = checked_header(n, v).map_err(BuildError::DefaultHeader)?;
             defaults.append(name, value);
         }
-        let mut shared = Vec::with_capacity(self.links.len());
-        let mut probes = Vec::with_capacity(self.links.len());
-        for (i, l) in self.links.iter().enumerate() {
+        let links = std::mem::take(&mut self.links);
+        let mut shared = Vec::with_capacity(links.len());
+        let mut probes = Vec::with_capacity(links.len());
+        for (i, l) in links.iter().enumerate() {
             if let Some(b) = &l.breaker {
                 b.config.validate()?;
             }
             shared.push(l.breaker.clone());
             probes.push(l.probe_uri(i)?);
         }
-        let endpoints = self
-            .links
+        let mut endpoints = links
             .into_iter()
             .enumerate()
-            .map(|(i, l)| {
-                if let Some(t) = l.timeout {
-                    nonzero("link timeout", t)?;
-                }
-                if let Some(t) = l.idle_timeout {
-                    nonzero("link idle_timeout", t)?;
-                }
-                l.validate(i, &defaults, &secrets, self.http2_prior_knowledge)
-            })
+            .map(|(i, l)| l.validate(i, &defaults, &secrets, self.http2_prior_knowledge))
             .collect::<Result<Box<[_]>, _>>()?;
-        let transport: Arc<dyn Transport> = match self.transport {
-            Some(t) => t,
-            None => {
-                let mut options = self.transport_options.unwrap_or_default();
-                if let Some(t) = self.connect_timeout {
-                    options = options.connect_timeout(Some(t));
-                }
-                Arc::new(options.build()?)
-            }
-        };
-        let mut endpoints = endpoints;
+        let transport = self.take_transport()?;
         for ep in endpoints.iter_mut() {
-            ep.idle_timeout = ep.idle_timeout.or(self.idle_timeout);
-            #[cfg(feature = "compression")]
-            if self.decompress {
-                ep.headers
-                    .entry(http::header::ACCEPT_ENCODING)
-                    .or_insert(crate::decompress::ACCEPT);
-            }
-            let t = ep.transport.as_ref().unwrap_or(&transport);
-            ep.insecure = ep.uri.scheme() == Some(&http::uri::Scheme::HTTPS)
-                && t.danger_accepts_invalid_certs();
-            if ep.insecure {
-                tracing::warn!(link = %ep.name, "TLS certificate verification is off for this link");
-            }
+            self.settle_endpoint(ep, &transport);
         }
         let retries_possible = endpoints
             .iter()
@@ -569,5 +480,103 @@ impl ChainBuilder {
             deadline: self.deadline,
             observer: self.observer,
         }))
+    }
+
+    /// The chain-wide settings and the links' own bounds, before any link
+    /// is parsed.
+    fn check_settings(&self) -> Result<(), BuildError> {
+        if self.links.is_empty() {
+            return Err(BuildError::NoLinks);
+        }
+        use crate::limits::{MAX_LINKS, MAX_RETRIES};
+        if self.links.len() > MAX_LINKS {
+            return Err(BuildError::Setting {
+                setting: "links",
+                reason: format!("{} links; the limit is {MAX_LINKS}", self.links.len()),
+            });
+        }
+        if let Some(r) = std::iter::once(self.retries)
+            .chain(self.links.iter().filter_map(|l| l.retries))
+            .find(|&r| r > MAX_RETRIES)
+        {
+            return Err(BuildError::Setting {
+                setting: "retries",
+                reason: format!("{r} extra tries; the limit is {MAX_RETRIES}"),
+            });
+        }
+        let durations = [
+            ("timeout", Some(self.timeout)),
+            ("connect_timeout", self.connect_timeout),
+            ("deadline", self.deadline),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        let links = self.links.iter().flat_map(|l| {
+            [
+                ("link timeout", l.timeout),
+                ("link idle_timeout", l.idle_timeout),
+            ]
+        });
+        for (setting, d) in durations.into_iter().chain(links) {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(BuildError::Setting {
+                    setting,
+                    reason: "must be greater than zero".into(),
+                });
+            }
+        }
+        self.backoff.validate()?;
+        self.budget.validate()?;
+        if let Some(b) = &self.breaker {
+            b.validate()?;
+        }
+        self.all_open.validate()?;
+        if let Some(h) = &self.hedge {
+            h.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The header names marked secret, checked.
+    fn secret_names(&self) -> Result<Vec<HeaderName>, BuildError> {
+        self.secret_headers
+            .iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| BuildError::Setting {
+                    setting: "secret_header",
+                    reason: format!("{n:?} is not a valid header name"),
+                })
+            })
+            .collect()
+    }
+
+    /// The chain's transport: the one given, or the default one built
+    /// with the chain's connect timeout.
+    fn take_transport(&mut self) -> Result<Arc<dyn Transport>, BuildError> {
+        if let Some(t) = self.transport.take() {
+            return Ok(t);
+        }
+        let mut options = self.transport_options.take().unwrap_or_default();
+        if let Some(t) = self.connect_timeout {
+            options = options.connect_timeout(Some(t));
+        }
+        Ok(Arc::new(options.build()?))
+    }
+
+    /// What a link takes from the chain once both are built: the idle
+    /// timeout, `Accept-Encoding`, and whether its TLS is unverified.
+    fn settle_endpoint(&self, ep: &mut Endpoint, transport: &Arc<dyn Transport>) {
+        ep.idle_timeout = ep.idle_timeout.or(self.idle_timeout);
+        #[cfg(feature = "compression")]
+        if self.decompress {
+            ep.headers
+                .entry(http::header::ACCEPT_ENCODING)
+                .or_insert(crate::decompress::ACCEPT);
+        }
+        let t = ep.transport.as_ref().unwrap_or(transport);
+        ep.insecure =
+            ep.uri.scheme() == Some(&http::uri::Scheme::HTTPS) && t.danger_accepts_invalid_certs();
+        if ep.insecure {
+            tracing::warn!(link = %ep.name, "TLS certificate verification is off for this link");
+        }
     }
 }
