@@ -13,8 +13,9 @@ use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::Response;
 use crate::timeout::later;
 
-use super::attempt::{stop_detail, Lost, Won};
+use super::attempt::{stop_detail, Hop, Lost, Won};
 use super::Chain;
+
 pub(super) struct Call {
     pub(super) started: Instant,
     pub(super) deadline: Option<Instant>,
@@ -51,6 +52,20 @@ impl Call {
     pub(super) fn note(&mut self, chain: &Chain, attempt: Attempt) {
         chain.observe(&attempt);
         self.report.attempts.push(attempt);
+    }
+
+    /// The requests that went out within a try before its last one.
+    pub(super) fn note_hops(
+        &mut self,
+        chain: &Chain,
+        hops: Vec<Hop>,
+        index: usize,
+        ep: &Endpoint,
+        try_number: u32,
+    ) {
+        for hop in hops {
+            self.note(chain, hop.attempt(index, ep, try_number));
+        }
     }
 
     /// A link that could not be tried: its breaker is open.

@@ -15,7 +15,7 @@ use crate::report::{ErrorText, Outcome};
 use crate::response::Response;
 use crate::timeout::{attempt_deadline, later};
 
-use super::attempt::{mark_insecure, stop_kind, Ended, Hop};
+use super::attempt::{mark_insecure, stop_kind, Ended, Hop, Lost, Won};
 use super::call::{line, Call};
 use super::consume::Consume;
 use super::{attempt_span, Chain};
@@ -79,59 +79,35 @@ impl Chain {
                 d = first_done(&mut race.flights) => Some(d),
                 _ = tokio::time::sleep_until(hedge_at), if can_hedge => None,
             };
-            let Some((i, (mut guard, ended, hops))) = done else {
-                if inner.budget.try_withdraw() {
-                    match race.launch(&mut call, true) {
-                        Launch::Started => last_launch = Instant::now(),
-                        _ => race.next = n,
-                    }
-                } else {
-                    #[cfg(feature = "metrics")]
-                    crate::metrics::budget_denied();
-                    // A spent budget stops new hedges; those in flight run on.
-                    may_hedge = false;
+            let Some((i, (guard, ended, hops))) = done else {
+                // The hedge delay passed: the next link starts too, if the
+                // budget allows; a spent budget stops new hedges, and those
+                // in flight run on.
+                match race.hedge(&mut call) {
+                    Some(true) => last_launch = Instant::now(),
+                    Some(false) => race.next = n,
+                    None => may_hedge = false,
                 }
                 continue;
             };
-            let flight = race.flights.remove(i);
-            let ep = &eps[flight.index];
-            let commits = race.proto.commits_at_head();
-            let ended = self.settle_or_defer::<C>(
-                &mut guard,
-                ep,
-                flight.index,
-                ended,
-                commits,
-                Instant::now(),
-            );
-            for hop in hops {
-                call.note(self, hop.attempt(flight.index, ep, 1));
-            }
-            let elapsed = flight.begun.elapsed();
-            let attempt = line(flight.index, ep, 1, Outcome::Ok, elapsed);
-            match ended {
-                Ended::Won(won) => {
-                    inner.latencies[flight.index].record(elapsed, hedge.target_percentile());
-                    call.record_win(self, attempt.with_status(won.status));
-                    race.cancel_all(&mut call);
-                    return Ok(call.finish(won));
-                }
-                Ended::Lost(mut lost) => {
-                    mark_insecure(ep, &mut lost);
-                    let stop = stop_kind(ep, &lost, call.deadline);
-                    call.lost(self, attempt, &mut lost);
-                    if let Some(kind) = stop {
-                        race.cancel_all(&mut call);
-                        return Err(call.stop(self, kind, ep, &lost));
-                    }
-                    // What is still in flight may now fail over at once.
-                    for f in &mut race.flights {
-                        f.failed_over = true;
-                    }
+            match race.finish(&mut call, i, guard, ended, hops, hedge) {
+                Finished::Racing => {}
+                Finished::Won(won) => return Ok(call.finish(won)),
+                Finished::Stop(kind, index, lost) => {
+                    return Err(call.stop(self, kind, &eps[index], &lost))
                 }
             }
         }
     }
+}
+
+/// How a flight that ended leaves the race.
+enum Finished<O> {
+    /// Lost; the others race on.
+    Racing,
+    Won(Won<O>),
+    /// Lost, and the call stops: why, at which link, with what failure.
+    Stop(ErrorKind, usize, Box<Lost>),
 }
 
 /// The attempts of one hedged call: those in flight, and where the next
@@ -146,6 +122,68 @@ struct Race<'a, C: Consume> {
 }
 
 impl<'a, C: Consume + 'a> Race<'a, C> {
+    /// A flight that ended: settled with its breaker and recorded; a win
+    /// ends the call (the others cancelled), and so does a loss that must
+    /// stop it.
+    fn finish(
+        &mut self,
+        call: &mut Call,
+        i: usize,
+        mut guard: ProbeGuard<'a>,
+        ended: Ended<C::Output>,
+        hops: Vec<Hop>,
+        hedge: &Hedge,
+    ) -> Finished<C::Output> {
+        let chain = self.chain;
+        let flight = self.flights.remove(i);
+        let ep = &self.eps[flight.index];
+        let commits = self.proto.commits_at_head();
+        let ended = chain.settle_or_defer::<C>(
+            &mut guard,
+            ep,
+            flight.index,
+            ended,
+            commits,
+            Instant::now(),
+        );
+        call.note_hops(chain, hops, flight.index, ep, 1);
+        let elapsed = flight.begun.elapsed();
+        let attempt = line(flight.index, ep, 1, Outcome::Ok, elapsed);
+        match ended {
+            Ended::Won(won) => {
+                chain.inner.latencies[flight.index].record(elapsed, hedge.target_percentile());
+                call.record_win(chain, attempt.with_status(won.status));
+                self.cancel_all(call);
+                Finished::Won(won)
+            }
+            Ended::Lost(mut lost) => {
+                mark_insecure(ep, &mut lost);
+                let stop = stop_kind(ep, &lost, call.deadline);
+                call.lost(chain, attempt, &mut lost);
+                if let Some(kind) = stop {
+                    self.cancel_all(call);
+                    return Finished::Stop(kind, flight.index, lost);
+                }
+                // What is still in flight may now fail over at once.
+                for f in &mut self.flights {
+                    f.failed_over = true;
+                }
+                Finished::Racing
+            }
+        }
+    }
+
+    /// A hedge: the next link, drawn from the retry budget. `None` when
+    /// the budget is spent; else whether a link started.
+    fn hedge(&mut self, call: &mut Call) -> Option<bool> {
+        if !self.chain.inner.budget.try_withdraw() {
+            #[cfg(feature = "metrics")]
+            crate::metrics::budget_denied();
+            return None;
+        }
+        Some(matches!(self.launch(call, true), Launch::Started))
+    }
+
     /// Starts the next admissible link, recording the skipped ones.
     fn launch(&mut self, call: &mut Call, hedged: bool) -> Launch {
         let chain = self.chain;

@@ -12,13 +12,15 @@ use crate::link::Endpoint;
 use crate::report::{ErrorText, Outcome};
 use crate::response::Response;
 use crate::retry;
+use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::{worth_retrying, Next};
 use crate::timeout::attempt_deadline;
 
-use super::attempt::{mark_insecure, stop_kind, Ended};
+use super::attempt::{mark_insecure, stop_kind, Ended, Lost};
 use super::call::{line, Call};
 use super::consume::Consume;
 use super::{attempt_span, Chain};
+
 impl Chain {
     /// Links one after another: the original package's behaviour, with
     /// breakers, retries and time limits.
@@ -29,13 +31,7 @@ impl Chain {
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let mut call = Call::start(self, Instant::now());
-        // Only chains that can retry pay for the budget's bookkeeping.
-        let call_no = if inner.retries_possible {
-            inner.budget.deposit();
-            inner.calls.fetch_add(1, Ordering::Relaxed)
-        } else {
-            0
-        };
+        let call_no = self.count_call();
         // Clock reads cost: the first attempt starts when the call does.
         let mut next_begin = Some(call.started);
 
@@ -63,9 +59,7 @@ impl Chain {
                     .attempt(ep, consumer, begun, until, &mut hops)
                     .instrument(span.clone())
                     .await;
-                for hop in hops {
-                    span.in_scope(|| call.note(self, hop.attempt(index, ep, try_number)));
-                }
+                span.in_scope(|| call.note_hops(self, hops, index, ep, try_number));
                 let ended_at = Instant::now();
                 let commits = consumer.commits_at_head();
                 let ended =
@@ -86,15 +80,7 @@ impl Chain {
                 .then(|| {
                     let b = backoff
                         .get_or_insert_with(|| inner.backoff.start(call_no << 16 ^ index as u64));
-                    let remaining = call
-                        .deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()));
-                    retry::next(
-                        lost.retry_after,
-                        b.next().unwrap_or_default(),
-                        inner.retry_after_cap,
-                        remaining,
-                    )
+                    self.next_try(&lost, b, call.deadline)
                 });
                 if let Some(Next::FailOver(why)) = plan {
                     lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
@@ -108,12 +94,7 @@ impl Chain {
                     break;
                 };
                 try_number += 1;
-                if !inner.budget.try_withdraw() {
-                    #[cfg(feature = "metrics")]
-                    crate::metrics::budget_denied();
-                    let why = ErrorText::fixed("retry budget spent; moved on");
-                    let skipped = line(index, ep, try_number, Outcome::Skipped, Duration::ZERO);
-                    call.note(self, skipped.with_error(why));
+                if !self.withdraw_retry(&mut call, index, ep, try_number) {
                     break;
                 }
                 tokio::time::sleep(wait).await;
@@ -121,6 +102,55 @@ impl Chain {
         }
         call.cooperate().await;
         Err(call.fail(self, ErrorKind::Exhausted))
+    }
+
+    /// Deposits the call in the retry budget and numbers it (the number
+    /// seeds its backoff); only chains that can retry pay for this.
+    fn count_call(&self) -> u64 {
+        let inner = &*self.inner;
+        if !inner.retries_possible {
+            return 0;
+        }
+        inner.budget.deposit();
+        inner.calls.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// When the next try on the same link goes: the server's `Retry-After`
+    /// (capped) or the next backoff delay, within the deadline; or why
+    /// the call moves on instead.
+    fn next_try(
+        &self,
+        lost: &Lost,
+        backoff: &mut ExponentialBackoff,
+        deadline: Option<Instant>,
+    ) -> Next {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        retry::next(
+            lost.retry_after,
+            backoff.next().unwrap_or_default(),
+            self.inner.retry_after_cap,
+            remaining,
+        )
+    }
+
+    /// Draws a retry from the budget; when it is spent, the report says
+    /// so and the call moves on to the next link.
+    fn withdraw_retry(
+        &self,
+        call: &mut Call,
+        index: usize,
+        ep: &Endpoint,
+        try_number: u32,
+    ) -> bool {
+        if self.inner.budget.try_withdraw() {
+            return true;
+        }
+        #[cfg(feature = "metrics")]
+        crate::metrics::budget_denied();
+        let why = ErrorText::fixed("retry budget spent; moved on");
+        let skipped = line(index, ep, try_number, Outcome::Skipped, Duration::ZERO);
+        call.note(self, skipped.with_error(why));
+        false
     }
 }
 
