@@ -18,7 +18,6 @@ use crate::timeout::{within, Alarm, Phase};
 use crate::transport::{error_chain, FreshConnection, Handoff, ResponseBody, TransportErrorKind};
 use crate::{breaker, redact, redirect, retry};
 
-use super::call::line;
 use super::consume::{collect, Consume, ConsumeError};
 use super::Chain;
 
@@ -638,6 +637,41 @@ fn consume_lost(e: ConsumeError, parts: &http::response::Parts) -> Lost {
                 format!("sink failed: {e}"),
             )
         },
+    }
+}
+
+/// A line of the report for link `index`; the rest is set by the builders
+/// below.
+pub(super) fn line(
+    index: usize,
+    ep: &Endpoint,
+    try_number: u32,
+    outcome: Outcome,
+    elapsed: Duration,
+) -> Attempt {
+    Attempt {
+        link: index,
+        name: ep.name.clone(),
+        url: ep.url.clone(),
+        try_number,
+        outcome,
+        phase: None,
+        status: None,
+        elapsed,
+        error: None,
+        insecure: ep.insecure,
+    }
+}
+
+impl Attempt {
+    pub(super) fn with_error(mut self, error: ErrorText) -> Attempt {
+        self.error = Some(error);
+        self
+    }
+
+    pub(super) fn with_status(mut self, status: StatusCode) -> Attempt {
+        self.status = Some(status);
+        self
     }
 }
 

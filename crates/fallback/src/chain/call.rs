@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, LastResponse};
@@ -13,7 +12,7 @@ use crate::report::{Attempt, ErrorText, Outcome, Report};
 use crate::response::Response;
 use crate::timeout::later;
 
-use super::attempt::{stop_detail, Hop, Lost, Won};
+use super::attempt::{line, stop_detail, Hop, Lost, Won};
 use super::Chain;
 
 pub(super) struct Call {
@@ -169,40 +168,5 @@ impl Call {
             Some(d) => e.with_detail(d),
             None => e,
         }
-    }
-}
-
-/// A line of the report for link `index`; the rest is set by the builders
-/// below.
-pub(super) fn line(
-    index: usize,
-    ep: &Endpoint,
-    try_number: u32,
-    outcome: Outcome,
-    elapsed: Duration,
-) -> Attempt {
-    Attempt {
-        link: index,
-        name: ep.name.clone(),
-        url: ep.url.clone(),
-        try_number,
-        outcome,
-        phase: None,
-        status: None,
-        elapsed,
-        error: None,
-        insecure: ep.insecure,
-    }
-}
-
-impl Attempt {
-    pub(super) fn with_error(mut self, error: ErrorText) -> Attempt {
-        self.error = Some(error);
-        self
-    }
-
-    pub(super) fn with_status(mut self, status: StatusCode) -> Attempt {
-        self.status = Some(status);
-        self
     }
 }

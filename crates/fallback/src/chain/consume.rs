@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use super::probe::{Pending, Watched};
+use super::deferred::{Pending, Watched};
 use crate::response::BodySink;
 use crate::transport::{BoxError, ResponseBody};
 

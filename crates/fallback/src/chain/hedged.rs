@@ -15,8 +15,8 @@ use crate::report::{ErrorText, Outcome};
 use crate::response::Response;
 use crate::timeout::{attempt_deadline, later};
 
-use super::attempt::{mark_insecure, stop_kind, Ended, Hop, Lost, Won};
-use super::call::{line, Call};
+use super::attempt::{line, mark_insecure, stop_kind, Ended, Hop, Lost, Won};
+use super::call::Call;
 use super::consume::Consume;
 use super::{attempt_span, Chain};
 impl Chain {

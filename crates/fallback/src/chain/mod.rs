@@ -97,6 +97,7 @@ mod attempt;
 mod builder;
 mod call;
 mod consume;
+mod deferred;
 mod hedged;
 mod probe;
 mod sequential;

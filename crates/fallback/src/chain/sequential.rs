@@ -16,8 +16,8 @@ use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::{worth_retrying, Next};
 use crate::timeout::attempt_deadline;
 
-use super::attempt::{mark_insecure, stop_kind, Ended, Lost};
-use super::call::{line, Call};
+use super::attempt::{line, mark_insecure, stop_kind, Ended, Lost};
+use super::call::Call;
 use super::consume::Consume;
 use super::{attempt_span, Chain};
 
