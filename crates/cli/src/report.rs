@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use fallback_chain::Report;
 
-fn ms(d: Duration) -> f64 {
+/// A duration in milliseconds, to the microsecond, as every report and
+/// log line prints time.
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -62,18 +64,11 @@ pub fn json(report: &Report, status: Option<u16>) -> String {
         .attempts()
         .iter()
         .map(|a| {
-            serde_json::json!({
-                "endpoint": a.link(),
-                "name": a.name(),
-                "url": a.url(),
-                "try": a.try_number(),
-                "outcome": a.outcome().as_str(),
-                "phase": a.phase().map(|p| p.as_str()),
-                "status": a.status().map(|s| s.as_u16()),
-                "elapsed_ms": ms(a.elapsed()),
-                "error": a.error(),
-                "insecure": a.insecure(),
-            })
+            let mut line = a.to_json();
+            // The field's name before the shared shape; kept for one
+            // release, so scripts that read it keep working.
+            line["endpoint"] = a.link().into();
+            line
         })
         .collect();
     serde_json::json!({

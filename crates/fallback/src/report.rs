@@ -218,6 +218,39 @@ impl Attempt {
     pub fn is_ok(&self) -> bool {
         self.outcome == Outcome::Ok
     }
+
+    /// The attempt as one JSON object, the shape `fallback send --report
+    /// json` and `fallback serve`'s access log share: `link` (the index),
+    /// `name`, `url` (no userinfo, secrets redacted), `try`, `outcome`,
+    /// `phase`, `status`, `elapsed_ms` (to the microsecond), `error` and
+    /// `insecure`.
+    ///
+    /// ```
+    /// # fn show(report: &fallback_chain::Report) {
+    /// for attempt in report.attempts() {
+    ///     println!("{}", attempt.to_json());
+    /// }
+    /// # }
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "link": self.link,
+            "name": &*self.name,
+            "url": &*self.url,
+            "try": self.try_number,
+            "outcome": self.outcome.as_str(),
+            "phase": self.phase.map(Phase::as_str),
+            "status": self.status.map(|s| s.as_u16()),
+            "elapsed_ms": millis(self.elapsed),
+            "error": self.error(),
+            "insecure": self.insecure,
+        })
+    }
+}
+
+/// A duration in milliseconds, to the microsecond: how reports print time.
+pub(crate) fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 impl fmt::Display for Attempt {

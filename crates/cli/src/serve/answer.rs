@@ -17,13 +17,11 @@ pub(super) fn attempts_json(report: &Report) -> serde_json::Value {
         .attempts()
         .iter()
         .map(|a| {
-            serde_json::json!({
-                "upstream": a.name(),
-                "outcome": a.outcome().as_str(),
-                "status": a.status().map(|s| s.as_u16()),
-                "elapsed_ms": (a.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-                "error": a.error(),
-            })
+            let mut line = a.to_json();
+            // The field's name before the shared shape; kept for one
+            // release, so log pipelines that read it keep working.
+            line["upstream"] = a.name().into();
+            line
         })
         .collect()
 }

@@ -121,13 +121,20 @@ async fn forward(
             e.upstream = upstream;
             e.attempts = tries
                 .iter()
+                // The shape of the chain's attempts (Attempt::to_json).
                 .map(|t| {
                     serde_json::json!({
-                        "upstream": t.upstream,
+                        "link": t.link,
+                        "name": t.upstream,
+                        "url": t.url,
+                        "try": 1,
                         "outcome": t.outcome,
+                        "phase": null,
                         "status": t.status,
-                        "elapsed_ms": (t.elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                        "elapsed_ms": crate::report::ms(t.elapsed),
                         "error": t.error,
+                        "insecure": false,
+                        "upstream": t.upstream,
                     })
                 })
                 .collect();
@@ -291,7 +298,7 @@ impl Logged {
                 "attempts": entry.attempts,
                 "error": entry.error,
                 "replay": entry.request_body.as_ref().and_then(Body::not_replayable_because),
-                "elapsed_ms": (entry.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+                "elapsed_ms": crate::report::ms(entry.started.elapsed()),
                 "bytes_in": entry.bytes_in.load(Ordering::Relaxed),
                 "bytes_out": self.bytes,
                 "complete": complete,

@@ -65,7 +65,11 @@ fn has_body(h: &http::HeaderMap) -> bool {
 
 /// One try of an upgrade, for the access log and the metrics.
 pub(super) struct Try {
+    /// The upstream's index in the route's chain.
+    pub(super) link: usize,
     pub(super) upstream: String,
+    /// Without secrets.
+    pub(super) url: String,
     pub(super) outcome: &'static str,
     pub(super) status: Option<u16>,
     pub(super) elapsed: Duration,
@@ -121,7 +125,9 @@ pub(super) async fn tunnel(
                 .increment(1);
             }
             tries.push(Try {
+                link: i,
                 upstream: up.name.clone(),
+                url: up.shown.clone(),
                 outcome,
                 status,
                 elapsed: begun.elapsed(),
