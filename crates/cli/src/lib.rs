@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 mod build;
 mod config;
+#[cfg(feature = "demo")]
 mod demo;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -77,6 +78,7 @@ Examples:
     Serve(Box<serve::ServeArgs>),
     /// Start misbehaving servers on 127.0.0.1 and show calls failing over
     /// through them (refused, timed out, 503, hedged, won). Takes a few seconds.
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -228,6 +230,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Send(args) => send(*args),
         Command::Check { config } => check(&config),
+        #[cfg(feature = "demo")]
         Command::Demo => demo::run(),
         Command::Serve(args) => serve::run(*args),
     };
