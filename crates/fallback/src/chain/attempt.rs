@@ -277,10 +277,31 @@ impl Chain {
             until,
         };
         let mut route = Route::default();
+        let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
         let resp = loop {
-            let resp = match self.send_hop(ep, &mut route, &time, hops).await {
-                Ok(resp) => resp,
-                Err(l) => return Ended::Lost(Box::new(l)),
+            // The hop's request, with the re-sends that are the same try.
+            let mut fresh = false;
+            let resp = loop {
+                let mut request = match hop_request(ep, route.follow.as_ref()).await {
+                    Ok(r) => r,
+                    Err(e) => return Ended::Lost(Box::new(body_lost(e))),
+                };
+                let handoff = Handoff::new();
+                request.body_mut().set_handoff(handoff.clone());
+                if fresh {
+                    request.extensions_mut().insert(FreshConnection);
+                }
+                self.show_request(ep, &request);
+                let e = match within(transport.send(request), time.alarm).await {
+                    Some(Ok(resp)) => break resp,
+                    Some(Err(e)) => e,
+                    None => return Ended::Lost(Box::new(timer_lost(&handoff, begun, until))),
+                };
+                match resend(e, ep, &mut route, begun) {
+                    Ok(hop) => hops.push(hop),
+                    Err(l) => return Ended::Lost(l),
+                }
+                fresh = true;
             };
             self.show_response(ep, &resp);
             if inner.max_redirects == 0 {
@@ -292,72 +313,30 @@ impl Chain {
                 Step::Lost(l) => return Ended::Lost(l),
             }
         };
-        self.answer(ep, consumer, resp, route.follow.as_ref(), &time)
-            .await
-    }
-
-    /// One hop's request, sent, with the re-sends that are the same try: a
-    /// stream the server refused unprocessed, a stale pooled connection.
-    async fn send_hop(
-        &self,
-        ep: &Endpoint,
-        route: &mut Route,
-        time: &Time<'_>,
-        hops: &mut Vec<Hop>,
-    ) -> Result<http::Response<ResponseBody>, Lost> {
-        let transport = ep.transport.as_ref().unwrap_or(&self.inner.transport);
-        let mut fresh = false;
-        loop {
-            let mut request = hop_request(ep, route.follow.as_ref())
-                .await
-                .map_err(body_lost)?;
-            let handoff = Handoff::new();
-            request.body_mut().set_handoff(handoff.clone());
-            if fresh {
-                request.extensions_mut().insert(FreshConnection);
-            }
-            self.show_request(ep, &request);
-            let e = match within(transport.send(request), time.alarm).await {
-                Some(Ok(resp)) => return Ok(resp),
-                Some(Err(e)) => e,
-                None => return Err(timer_lost(&handoff, time.begun, time.until)),
-            };
-            let (outcome, why) = match e.kind() {
-                // Not processed (RFC 9113, section 8.7): safe to send
-                // again whatever the method, if the body can be.
-                TransportErrorKind::RefusedStream
-                    if route.refused < MAX_REFUSED_RESENDS && !ep.body.is_spent() =>
-                {
-                    route.refused += 1;
-                    (
-                        Outcome::RefusedStream,
-                        "the server refused the request unprocessed (HTTP/2)",
-                    )
-                }
-                // Go's net/http rule: the server closed a pooled
-                // connection under the request; send it once more, on a
-                // new connection, as the same try.
-                TransportErrorKind::StaleConnection if ep.idempotent && !route.stale_resent => {
-                    route.stale_resent = true;
-                    (
-                        Outcome::Stale,
-                        "the pooled connection had been closed by the server",
-                    )
-                }
-                TransportErrorKind::RefusedStream => {
-                    return Err(refused_lost(e, route.refused, ep.body.is_spent()))
-                }
-                _ => return Err(transport_lost(e)),
-            };
-            hops.push(Hop {
-                outcome,
-                status: None,
-                url: hop_url(ep, route.follow.as_ref()),
-                elapsed: time.begun.elapsed(),
-                error: format!("{e}: {why}; {RESENT}").into(),
-            });
-            fresh = true;
+        let judged = self.judge(ep, resp, route.follow.as_ref());
+        if judged.verdict != Verdict::Success {
+            return Box::pin(self.read_failure(ep, judged, &time)).await;
         }
+        let Judged {
+            parts, body, len, ..
+        } = judged;
+        let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
+            Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
+            None => body,
+        };
+        let failed = match within(consumer.consume(body, inner.max_body, len), time.alarm).await {
+            Some(Ok(output)) => {
+                return Ended::Won(Won {
+                    status: parts.status,
+                    version: parts.version,
+                    headers: parts.headers,
+                    output,
+                })
+            }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        Box::pin(Self::not_taken(consumer, parts, failed, &time)).await
     }
 
     /// Shows a response head to the observer, if there is one.
@@ -421,16 +400,13 @@ impl Chain {
     }
 
     /// The last hop's answer: its head made ready (secrets marked, decoded
-    /// if asked), classified, and its body taken as a success's or read as
-    /// a failure's.
-    async fn answer<C: Consume>(
+    /// if asked) and classified.
+    fn judge(
         &self,
         ep: &Endpoint,
-        consumer: &mut C,
         resp: http::Response<ResponseBody>,
         follow: Option<&redirect::Follow>,
-        time: &Time<'_>,
-    ) -> Ended<C::Output> {
+    ) -> Judged {
         let inner = &*self.inner;
         let (mut parts, body) = resp.into_parts();
         let method = hop_method(ep, follow);
@@ -456,14 +432,25 @@ impl Chain {
             .and_then(|v| v.parse::<u64>().ok());
         let answer = Answer::of(status, &parts.headers, method, ep.index, &ep.name);
         let verdict = inner.classifier.classify(&answer);
-        if verdict == Verdict::Success {
-            return self
-                .take_success(ep, consumer, parts, body, len, time)
-                .await;
+        Judged {
+            parts,
+            body,
+            len,
+            verdict,
         }
-        // Read the failure's body: it may be the caller's error body, and a
-        // drained connection goes back to the pool.
-        let body = match within(collect(body, inner.max_body, len), time.alarm).await {
+    }
+
+    /// A failure's answer, its body read: it may be the caller's error
+    /// body, and a drained connection goes back to the pool.
+    async fn read_failure<O>(&self, ep: &Endpoint, judged: Judged, time: &Time<'_>) -> Ended<O> {
+        let Judged {
+            parts,
+            body,
+            len,
+            verdict,
+        } = judged;
+        let status = parts.status;
+        let body = match within(collect(body, self.inner.max_body, len), time.alarm).await {
             Some(Ok(b)) => Some(b),
             _ => None,
         };
@@ -485,34 +472,17 @@ impl Chain {
         }))
     }
 
-    /// A success's body, given to the consumer (bounded between reads by
-    /// the idle timeout when it streams); a body that cannot be taken is a
-    /// failed attempt, and none of its bytes stay with the caller.
-    async fn take_success<C: Consume>(
-        &self,
-        ep: &Endpoint,
+    /// A success whose body the consumer could not take (`None`: not in
+    /// time): a failed attempt, and none of its bytes stay with the
+    /// caller.
+    async fn not_taken<C: Consume>(
         consumer: &mut C,
         parts: http::response::Parts,
-        body: ResponseBody,
-        len: Option<u64>,
+        failed: Option<ConsumeError>,
         time: &Time<'_>,
     ) -> Ended<C::Output> {
         let status = parts.status;
-        let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
-            Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
-            None => body,
-        };
-        let consumed = within(consumer.consume(body, self.inner.max_body, len), time.alarm).await;
-        let failed = match consumed {
-            Some(Ok(output)) => {
-                return Ended::Won(Won {
-                    status,
-                    version: parts.version,
-                    headers: parts.headers,
-                    output,
-                })
-            }
-            Some(Err(e)) => consume_lost(e, &parts),
+        let failed = match failed {
             None => Lost {
                 phase: Some(Phase::Body),
                 ..Lost::new(
@@ -524,6 +494,7 @@ impl Chain {
                     ),
                 )
             },
+            Some(e) => consume_lost(e, &parts),
         };
         // No byte of a failed attempt may stay with the caller.
         if let Err(e) = consumer.reset().await {
@@ -568,12 +539,64 @@ pub(super) struct Route {
     refused: u32,
 }
 
+/// The last hop's answer, made ready and classified.
+pub(super) struct Judged {
+    parts: http::response::Parts,
+    body: ResponseBody,
+    len: Option<u64>,
+    verdict: Verdict,
+}
+
 /// What an answer does to the hops: it is the last, it led on, or it
 /// ended the attempt.
 pub(super) enum Step {
     Final(http::Response<ResponseBody>),
     Followed,
     Lost(Box<Lost>),
+}
+
+/// A send that failed: re-sent at once, as the same try, when the server
+/// refused the stream unprocessed or closed a pooled connection under an
+/// idempotent request (the line for the report); else the attempt's loss.
+fn resend(
+    e: crate::transport::TransportError,
+    ep: &Endpoint,
+    route: &mut Route,
+    begun: Instant,
+) -> Result<Hop, Box<Lost>> {
+    let (outcome, why) = match e.kind() {
+        // Not processed (RFC 9113, section 8.7): safe to send again
+        // whatever the method, if the body can be.
+        TransportErrorKind::RefusedStream
+            if route.refused < MAX_REFUSED_RESENDS && !ep.body.is_spent() =>
+        {
+            route.refused += 1;
+            (
+                Outcome::RefusedStream,
+                "the server refused the request unprocessed (HTTP/2)",
+            )
+        }
+        // Go's net/http rule: the server closed a pooled connection under
+        // the request; send it once more, on a new connection.
+        TransportErrorKind::StaleConnection if ep.idempotent && !route.stale_resent => {
+            route.stale_resent = true;
+            (
+                Outcome::Stale,
+                "the pooled connection had been closed by the server",
+            )
+        }
+        TransportErrorKind::RefusedStream => {
+            return Err(Box::new(refused_lost(e, route.refused, ep.body.is_spent())))
+        }
+        _ => return Err(Box::new(transport_lost(e))),
+    };
+    Ok(Hop {
+        outcome,
+        status: None,
+        url: hop_url(ep, route.follow.as_ref()),
+        elapsed: begun.elapsed(),
+        error: format!("{e}: {why}; {RESENT}").into(),
+    })
 }
 
 /// A redirect that is not followed ends the attempt with its answer.
