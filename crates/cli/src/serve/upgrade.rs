@@ -40,14 +40,7 @@ pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
 
 fn tunnels(version: http::Version, h: &http::HeaderMap) -> bool {
     version == http::Version::HTTP_11
-        && h.get_all(UPGRADE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|p| {
-                let p = p.trim();
-                !p.is_empty() && !p.eq_ignore_ascii_case("h2c")
-            })
+        && offered(h).next().is_some()
         && h.get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -251,17 +244,21 @@ fn join(base: &str, target: &str) -> String {
     format!("{base}{target}")
 }
 
-/// Every protocol offered, in every `Upgrade` field, less `h2c`; `None`
-/// when nothing is left.
-fn without_h2c(headers: &http::HeaderMap) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
+/// The protocols offered in every `Upgrade` field, but `h2c`.
+fn offered(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
-        .collect();
+}
+
+/// Every protocol offered, in every `Upgrade` field, less `h2c`; `None`
+/// when nothing is left.
+fn without_h2c(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let kept: Vec<&str> = offered(headers).collect();
     if kept.is_empty() {
         return None;
     }

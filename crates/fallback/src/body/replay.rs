@@ -340,10 +340,7 @@ impl Tee {
 impl Drop for Tee {
     fn drop(&mut self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let n = std::mem::take(&mut s.reserved);
-        if n > 0 {
-            self.buffer.on_disk.fetch_sub(n, Ordering::Relaxed);
-        }
+        self.release(&mut s);
     }
 }
 
