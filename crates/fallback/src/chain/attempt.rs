@@ -304,7 +304,7 @@ impl Chain {
                 fresh = true;
             };
             self.show_response(ep, &resp);
-            if inner.max_redirects == 0 {
+            if inner.settings.follow_redirects == 0 {
                 break resp;
             }
             match Box::pin(self.redirect_step(ep, resp, &mut route, &time, hops, converted)).await {
@@ -324,7 +324,12 @@ impl Chain {
             Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
             None => body,
         };
-        let failed = match within(consumer.consume(body, inner.max_body, len), time.alarm).await {
+        let failed = match within(
+            consumer.consume(body, inner.settings.max_body, len),
+            time.alarm,
+        )
+        .await
+        {
             Some(Ok(output)) => {
                 return Ended::Won(Won {
                     status: parts.status,
@@ -341,7 +346,7 @@ impl Chain {
 
     /// Shows a response head to the observer, if there is one.
     fn show_response(&self, ep: &Endpoint, resp: &http::Response<ResponseBody>) {
-        if let Some(o) = &self.inner.observer {
+        if let Some(o) = &self.inner.settings.observer {
             o.on_response(&ResponseHead {
                 link: ep.index,
                 name: &ep.name,
@@ -364,7 +369,7 @@ impl Chain {
         converted: &mut bool,
     ) -> Step {
         let inner = &*self.inner;
-        let limit = inner.max_body;
+        let limit = inner.settings.max_body;
         let current = route.follow.as_ref().map_or(&ep.uri, |f| &f.uri);
         let method = hop_method(ep, route.follow.as_ref());
         let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
@@ -372,10 +377,10 @@ impl Chain {
             Some(Ok(next)) => next,
             Some(Err(why)) => return redirect_refused(resp, why, time, limit).await,
         };
-        if route.visited.len() as u32 >= inner.max_redirects {
+        if route.visited.len() as u32 >= inner.settings.follow_redirects {
             let why = format!(
                 "too many redirects: more than {} (the next to {})",
-                inner.max_redirects,
+                inner.settings.follow_redirects,
                 redirect::shown(&next.uri)
             );
             return redirect_refused(resp, why, time, limit).await;
@@ -419,7 +424,7 @@ impl Chain {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         #[cfg(feature = "compression")]
-        let body = if inner.decompress && !bodiless {
+        let body = if inner.settings.decompress && !bodiless {
             crate::decompress::decode(&mut parts.headers, body)
         } else {
             body
@@ -431,7 +436,7 @@ impl Chain {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let answer = Answer::of(status, &parts.headers, method, ep.index, &ep.name);
-        let verdict = inner.classifier.classify(&answer);
+        let verdict = inner.settings.classifier.classify(&answer);
         Judged {
             parts,
             body,
@@ -450,7 +455,8 @@ impl Chain {
             verdict,
         } = judged;
         let status = parts.status;
-        let body = match within(collect(body, self.inner.max_body, len), time.alarm).await {
+        let body = match within(collect(body, self.inner.settings.max_body, len), time.alarm).await
+        {
             Some(Ok(b)) => Some(b),
             _ => None,
         };

@@ -17,11 +17,10 @@ use crate::observer::Observer;
 use crate::redact;
 use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::budget::RetryBudget;
-use crate::retry::DEFAULT_RETRY_AFTER_CAP;
-use crate::timeout::{Alarms, DEFAULT_ATTEMPT_TIMEOUT};
+use crate::timeout::Alarms;
 use crate::transport::{HyperTransportBuilder, Transport};
 
-use super::{Chain, Inner, DEFAULT_MAX_BODY};
+use super::{Chain, Inner, Settings};
 /// Builds a [`Chain`]. Setters never fail; [`build`](Self::build) checks
 /// everything.
 ///
@@ -45,32 +44,23 @@ use super::{Chain, Inner, DEFAULT_MAX_BODY};
 /// | [`all_open`](Self::all_open) | [`AllOpen::fail_fast`](crate::AllOpen::fail_fast), a probe per link per second |
 /// | [`sticky`](Self::sticky) | off |
 /// | [`hedge`](Self::hedge) | off |
+/// | [`idempotent`](Self::idempotent) (links without a mark of their own) | unset: the method and headers decide |
+/// | [`policy`](Self::policy) | sets any of the above that a [`Policy`](crate::Policy) sets |
 /// | [`transport`](Self::transport) | [`HyperTransport`](crate::transport::HyperTransport) |
 #[must_use]
 pub struct ChainBuilder {
+    /// What the chain keeps.
+    settings: Settings,
+    // What is spent on building it.
     links: Vec<Link>,
     headers: Vec<(Given<HeaderName>, Given<HeaderValue>)>,
-    classifier: Classifier,
-    max_body: u64,
-    timeout: Duration,
     connect_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     transport_options: Option<HyperTransportBuilder>,
     http2_prior_knowledge: bool,
-    follow_redirects: u32,
-    decompress: bool,
-    deadline: Option<Duration>,
-    observer: Option<Arc<dyn Observer>>,
     transport: Option<Arc<dyn Transport>>,
-    retries: u32,
-    backoff: ExponentialBackoff,
-    retry_after_cap: Duration,
-    budget: RetryBudget,
-    breaker: Option<BreakerConfig>,
-    all_open: AllOpen,
-    sticky: bool,
-    hedge: Option<Hedge>,
     secret_headers: Vec<String>,
+    idempotent: Option<bool>,
 }
 
 impl fmt::Debug for ChainBuilder {
@@ -106,11 +96,11 @@ impl fmt::Debug for ChainBuilder {
         f.debug_struct("ChainBuilder")
             .field("links", &Links(&self.links, &self.secret_headers))
             .field("headers", &headers)
-            .field("classifier", &self.classifier)
-            .field("max_body", &self.max_body)
-            .field("timeout", &self.timeout)
+            .field("classifier", &self.settings.classifier)
+            .field("max_body", &self.settings.max_body)
+            .field("timeout", &self.settings.timeout)
             .field("idle_timeout", &self.idle_timeout)
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.settings.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -118,29 +108,16 @@ impl fmt::Debug for ChainBuilder {
 impl Default for ChainBuilder {
     fn default() -> Self {
         ChainBuilder {
+            settings: Settings::default(),
             links: Vec::new(),
             headers: Vec::new(),
-            classifier: Classifier::default(),
-            max_body: DEFAULT_MAX_BODY,
-            timeout: DEFAULT_ATTEMPT_TIMEOUT,
             connect_timeout: None,
             idle_timeout: Some(crate::timeout::DEFAULT_IDLE_TIMEOUT),
             transport_options: None,
             http2_prior_knowledge: false,
-            follow_redirects: 0,
-            decompress: false,
-            deadline: None,
-            observer: None,
             transport: None,
-            retries: 0,
-            backoff: ExponentialBackoff::default(),
-            retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
-            budget: RetryBudget::default(),
-            breaker: Some(BreakerConfig::default()),
-            all_open: AllOpen::default(),
-            sticky: false,
-            hedge: None,
             secret_headers: Vec::new(),
+            idempotent: None,
         }
     }
 }
@@ -192,21 +169,21 @@ impl ChainBuilder {
 
     /// Which statuses succeed, fall back, or are final.
     pub fn classifier(mut self, classifier: Classifier) -> Self {
-        self.classifier = classifier;
+        self.settings.classifier = classifier;
         self
     }
 
     /// The largest response body accepted, in bytes. A larger success body
     /// is a failed attempt (`too_large`) that falls back.
     pub fn max_body(mut self, bytes: u64) -> Self {
-        self.max_body = bytes;
+        self.settings.max_body = bytes;
         self
     }
 
     /// The per-attempt timeout: connect, send, response head and the whole
     /// body. A link's own [`Link::timeout`] overrides it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.settings.timeout = timeout;
         self
     }
 
@@ -284,7 +261,7 @@ impl ChainBuilder {
     /// default, follows none: a 3xx falls back like any non-2xx status).
     /// See [`ChainBuilder::follow_redirects`](crate::ChainBuilder::follow_redirects).
     pub fn follow_redirects(mut self, max_hops: u32) -> Self {
-        self.follow_redirects = max_hops;
+        self.settings.follow_redirects = max_hops;
         self
     }
 
@@ -308,7 +285,7 @@ impl ChainBuilder {
     /// Default: off. See the crate docs.
     #[cfg(feature = "compression")]
     pub fn decompress(mut self, on: bool) -> Self {
-        self.decompress = on;
+        self.settings.decompress = on;
         self
     }
 
@@ -324,13 +301,13 @@ impl ChainBuilder {
     /// A bound on the whole call (`None`: no bound). When it expires the
     /// call fails at once, with the trail so far.
     pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
-        self.deadline = deadline.into();
+        self.settings.deadline = deadline.into();
         self
     }
 
     /// Called for each failed attempt and for the success.
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observer = Some(Arc::new(observer));
+        self.settings.observer = Some(Arc::new(observer));
         self
     }
 
@@ -366,20 +343,20 @@ impl ChainBuilder {
     /// Extra tries on each link before moving to the next (a link's own
     /// [`Link::retries`] overrides it). See [`ChainBuilder::retries`](crate::ChainBuilder::retries).
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.settings.retries = retries;
         self
     }
 
     /// The delays between tries on the same link.
     pub fn backoff(mut self, backoff: ExponentialBackoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
     /// The longest `Retry-After` the chain waits for; a longer one moves
     /// the call to the next link at once.
     pub fn retry_after_cap(mut self, cap: Duration) -> Self {
-        self.retry_after_cap = cap;
+        self.settings.retry_after_cap = cap;
         self
     }
 
@@ -387,14 +364,14 @@ impl ChainBuilder {
     /// through the chain and its clones, and by any chain given a clone of
     /// the same budget.
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = budget;
+        self.settings.budget = budget;
         self
     }
 
     /// The per-link circuit breakers (`None` turns them off). See
     /// [`BreakerConfig`](crate::BreakerConfig).
     pub fn breaker(mut self, config: impl Into<Option<BreakerConfig>>) -> Self {
-        self.breaker = config.into();
+        self.settings.breaker = config.into();
         self
     }
 
@@ -402,7 +379,7 @@ impl ChainBuilder {
     /// one probe per link per second (the default), or try the link whose
     /// break ends first. See [`AllOpen`](crate::AllOpen).
     pub fn all_open(mut self, all_open: AllOpen) -> Self {
-        self.all_open = all_open;
+        self.settings.all_open = all_open;
         self
     }
 
@@ -412,14 +389,23 @@ impl ChainBuilder {
     /// Once a probe succeeds, calls return to the link: the order of the
     /// links stays the priority order.
     pub fn sticky(mut self, sticky: bool) -> Self {
-        self.sticky = sticky;
+        self.settings.sticky = sticky;
         self
     }
 
     /// Hedged requests: start the next link when the current one has not
     /// answered within the hedge delay. See [`Hedge`](crate::Hedge).
     pub fn hedge(mut self, hedge: impl Into<Option<Hedge>>) -> Self {
-        self.hedge = hedge.into();
+        self.settings.hedge = hedge.into();
+        self
+    }
+
+    /// Marks every link that has no mark of its own ([`Link::idempotent`])
+    /// as idempotent (`true`) or not (`false`), so that a request whose
+    /// outcome is unknown may, or may not, be re-sent. Default: unset, so
+    /// each link's method and headers decide.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
         self
     }
 
@@ -432,7 +418,10 @@ impl ChainBuilder {
             let (name, value) = checked_header(n, v).map_err(BuildError::DefaultHeader)?;
             defaults.append(name, value);
         }
-        let links = std::mem::take(&mut self.links);
+        let mut links = std::mem::take(&mut self.links);
+        for l in links.iter_mut() {
+            l.idempotent = l.idempotent.or(self.idempotent);
+        }
         let mut shared = Vec::with_capacity(links.len());
         let mut probes = Vec::with_capacity(links.len());
         for (i, l) in links.iter().enumerate() {
@@ -453,32 +442,18 @@ impl ChainBuilder {
         }
         let retries_possible = endpoints
             .iter()
-            .any(|e| e.retries.unwrap_or(self.retries) > 0);
+            .any(|e| e.retries.unwrap_or(self.settings.retries) > 0);
         Ok(Chain::assemble(Inner {
-            latencies: Box::default(),
-            hedge: self.hedge,
-            breakers: None,
-            breaker_cfg: self.breaker,
-            all_open: self.all_open,
-            shared: shared.into(),
-            probes: probes.into(),
-            sticky: self.sticky,
-            retries: self.retries,
-            retries_possible,
-            max_redirects: self.follow_redirects,
-            decompress: self.decompress,
-            backoff: self.backoff,
-            retry_after_cap: self.retry_after_cap,
-            budget: self.budget,
-            calls: AtomicU64::new(0),
-            alarms: Alarms::new(),
+            settings: self.settings,
             endpoints,
             transport,
-            classifier: self.classifier,
-            max_body: self.max_body,
-            timeout: self.timeout,
-            deadline: self.deadline,
-            observer: self.observer,
+            retries_possible,
+            calls: AtomicU64::new(0),
+            alarms: Alarms::new(),
+            breakers: None,
+            shared: shared.into(),
+            probes: probes.into(),
+            latencies: Box::default(),
         }))
     }
 
@@ -495,7 +470,7 @@ impl ChainBuilder {
                 reason: format!("{} links; the limit is {MAX_LINKS}", self.links.len()),
             });
         }
-        if let Some(r) = std::iter::once(self.retries)
+        if let Some(r) = std::iter::once(self.settings.retries)
             .chain(self.links.iter().filter_map(|l| l.retries))
             .find(|&r| r > MAX_RETRIES)
         {
@@ -505,9 +480,9 @@ impl ChainBuilder {
             });
         }
         let durations = [
-            ("timeout", Some(self.timeout)),
+            ("timeout", Some(self.settings.timeout)),
             ("connect_timeout", self.connect_timeout),
-            ("deadline", self.deadline),
+            ("deadline", self.settings.deadline),
             ("idle_timeout", self.idle_timeout),
         ];
         let links = self.links.iter().flat_map(|l| {
@@ -524,13 +499,13 @@ impl ChainBuilder {
                 });
             }
         }
-        self.backoff.validate()?;
-        self.budget.validate()?;
-        if let Some(b) = &self.breaker {
+        self.settings.backoff.validate()?;
+        self.settings.budget.validate()?;
+        if let Some(b) = &self.settings.breaker {
             b.validate()?;
         }
-        self.all_open.validate()?;
-        if let Some(h) = &self.hedge {
+        self.settings.all_open.validate()?;
+        if let Some(h) = &self.settings.hedge {
             h.validate()?;
         }
         Ok(())
@@ -567,7 +542,7 @@ impl ChainBuilder {
     fn settle_endpoint(&self, ep: &mut Endpoint, transport: &Arc<dyn Transport>) {
         ep.idle_timeout = ep.idle_timeout.or(self.idle_timeout);
         #[cfg(feature = "compression")]
-        if self.decompress {
+        if self.settings.decompress {
             ep.headers
                 .entry(http::header::ACCEPT_ENCODING)
                 .or_insert(crate::decompress::ACCEPT);

@@ -34,7 +34,7 @@ impl Call {
         };
         Call {
             started,
-            deadline: chain.inner.deadline.map(|d| later(started, d)),
+            deadline: chain.inner.settings.deadline.map(|d| later(started, d)),
             forced,
             all_open,
             report: Report {
@@ -148,13 +148,13 @@ impl Call {
                 .all(|a| a.outcome == Outcome::Skipped)
         };
         if self.all_open && kind == ErrorKind::Exhausted && skipped_all() {
-            let every = chain.inner.all_open.probe_interval;
+            let every = chain.inner.settings.all_open.probe_interval;
             return Error::new(ErrorKind::AllOpen, self.report, self.last).with_detail(format!(
                 "each link is probed at most once every {every:?} until one answers"
             ));
         }
         let e = Error::new(kind, self.report, self.last);
-        match chain.inner.deadline {
+        match chain.inner.settings.deadline {
             Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
             _ => e,
         }

@@ -61,16 +61,9 @@ pub(crate) trait Consume: Send {
         output
     }
 
-    /// Takes a whole body already read (a hedged call's winner), for a
-    /// consumer that does not fork.
-    fn take(&mut self, bytes: Bytes) -> impl Future<Output = io::Result<Self::Output>> + Send {
-        let _ = bytes;
-        async {
-            Err(io::Error::other(
-                "this consumer forks: it never takes a buffered body",
-            ))
-        }
-    }
+    /// Takes a whole body already read: a hedged call's winner, raced by
+    /// buffering because this consumer does not fork.
+    fn take(&mut self, bytes: Bytes) -> impl Future<Output = io::Result<Self::Output>> + Send;
 
     /// A fresh consumer for a concurrent attempt, when this one keeps no
     /// state (buffering does; a caller's sink does not fork).
@@ -100,6 +93,10 @@ impl Consume for Buffered {
     ) -> Result<Bytes, ConsumeError> {
         collect(body, limit, len).await
     }
+
+    async fn take(&mut self, bytes: Bytes) -> io::Result<Bytes> {
+        Ok(bytes)
+    }
 }
 
 /// Commits at the head: the body is handed on unread, to stream.
@@ -123,6 +120,10 @@ impl Consume for Commit {
         _len: Option<u64>,
     ) -> Result<ResponseBody, ConsumeError> {
         Ok(body)
+    }
+
+    async fn take(&mut self, bytes: Bytes) -> io::Result<ResponseBody> {
+        Ok(ResponseBody::full(bytes))
     }
 
     fn attach(output: ResponseBody, pending: Pending) -> ResponseBody {
@@ -157,6 +158,10 @@ impl<T: DeserializeOwned + Send> Consume for Typed<T> {
     ) -> Result<T, ConsumeError> {
         let bytes = collect(body, limit, len).await?;
         serde_json::from_slice(&bytes).map_err(|e| ConsumeError::Decode(e, bytes))
+    }
+
+    async fn take(&mut self, bytes: Bytes) -> io::Result<T> {
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 

@@ -30,7 +30,7 @@ impl Chain {
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let mut call = Call::start(self, Instant::now());
-        inner.budget.deposit();
+        inner.settings.budget.deposit();
         let mut race = Race {
             chain: self,
             eps,
@@ -176,7 +176,7 @@ impl<'a, C: Consume + 'a> Race<'a, C> {
     /// A hedge: the next link, drawn from the retry budget. `None` when
     /// the budget is spent; else whether a link started.
     fn hedge(&mut self, call: &mut Call) -> Option<bool> {
-        if !self.chain.inner.budget.try_withdraw() {
+        if !self.chain.inner.settings.budget.try_withdraw() {
             #[cfg(feature = "metrics")]
             crate::metrics::budget_denied();
             return None;
@@ -200,9 +200,11 @@ impl<'a, C: Consume + 'a> Race<'a, C> {
                     continue;
                 }
             };
-            let Some(until) =
-                attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), call.deadline)
-            else {
+            let Some(until) = attempt_deadline(
+                begun,
+                ep.timeout.unwrap_or(inner.settings.timeout),
+                call.deadline,
+            ) else {
                 return Launch::Deadline;
             };
             let Some(mut consumer) = self.proto.fork() else {

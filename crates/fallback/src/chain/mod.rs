@@ -21,7 +21,8 @@ use crate::report::{Attempt, Outcome};
 use crate::response::{BodySink, Response};
 use crate::retry::backoff::ExponentialBackoff;
 use crate::retry::budget::RetryBudget;
-use crate::timeout::Alarms;
+use crate::retry::DEFAULT_RETRY_AFTER_CAP;
+use crate::timeout::{Alarms, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::{ResponseBody, Transport};
 use attempt::RESENT;
 use consume::{Buffered, Commit, Consume, ToSink, Typed};
@@ -39,35 +40,66 @@ pub struct Chain {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    endpoints: Box<[Endpoint]>,
-    transport: Arc<dyn Transport>,
-    classifier: Classifier,
-    max_body: u64,
-    timeout: Duration,
-    deadline: Option<Duration>,
-    observer: Option<Arc<dyn Observer>>,
-    retries: u32,
-    retries_possible: bool,
-    max_redirects: u32,
+/// The chain-wide settings, as the builder was given them: held once, here,
+/// by the builder while it is built and by the chain after.
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) classifier: Classifier,
+    pub(super) max_body: u64,
+    pub(super) timeout: Duration,
+    pub(super) deadline: Option<Duration>,
+    pub(super) observer: Option<Arc<dyn Observer>>,
+    pub(super) retries: u32,
+    pub(super) follow_redirects: u32,
     /// Decode compressed answers (feature `compression`).
     #[cfg_attr(not(feature = "compression"), allow(dead_code))]
-    decompress: bool,
-    backoff: ExponentialBackoff,
-    retry_after_cap: Duration,
-    budget: RetryBudget,
+    pub(super) decompress: bool,
+    pub(super) backoff: ExponentialBackoff,
+    pub(super) retry_after_cap: Duration,
+    pub(super) budget: RetryBudget,
+    /// Each link's own breaker, when on.
+    pub(super) breaker: Option<BreakerConfig>,
+    pub(super) all_open: AllOpen,
+    pub(super) sticky: bool,
+    pub(super) hedge: Option<Hedge>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            classifier: Classifier::default(),
+            max_body: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            deadline: None,
+            observer: None,
+            retries: 0,
+            follow_redirects: 0,
+            decompress: false,
+            backoff: ExponentialBackoff::default(),
+            retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
+            budget: RetryBudget::default(),
+            breaker: Some(BreakerConfig::default()),
+            all_open: AllOpen::default(),
+            sticky: false,
+            hedge: None,
+        }
+    }
+}
+
+/// A built chain: its settings, its links, and their state.
+struct Inner {
+    settings: Settings,
+    endpoints: Box<[Endpoint]>,
+    transport: Arc<dyn Transport>,
+    retries_possible: bool,
     calls: AtomicU64,
     alarms: Alarms,
     /// One per link, when breakers are on.
     breakers: Option<Box<[Arc<Breaker>]>>,
-    breaker_cfg: Option<BreakerConfig>,
-    all_open: AllOpen,
     /// The links' shared breakers, which outlive a re-assembly.
     shared: Box<[Option<SharedBreaker>]>,
     /// The links' probe URLs (sticky failover's background GETs).
     probes: Box<[Option<Uri>]>,
-    sticky: bool,
-    hedge: Option<Hedge>,
     latencies: Box<[Latencies]>,
 }
 
@@ -81,14 +113,14 @@ impl fmt::Debug for Chain {
             .collect();
         f.debug_struct("Chain")
             .field("links", &links)
-            .field("classifier", &self.inner.classifier)
-            .field("max_body", &self.inner.max_body)
-            .field("timeout", &self.inner.timeout)
-            .field("deadline", &self.inner.deadline)
-            .field("retries", &self.inner.retries)
-            .field("backoff", &self.inner.backoff)
-            .field("retry_after_cap", &self.inner.retry_after_cap)
-            .field("budget", &self.inner.budget)
+            .field("classifier", &self.inner.settings.classifier)
+            .field("max_body", &self.inner.settings.max_body)
+            .field("timeout", &self.inner.settings.timeout)
+            .field("deadline", &self.inner.settings.deadline)
+            .field("retries", &self.inner.settings.retries)
+            .field("backoff", &self.inner.settings.backoff)
+            .field("retry_after_cap", &self.inner.settings.retry_after_cap)
+            .field("budget", &self.inner.settings.budget)
             .finish()
     }
 }
@@ -99,20 +131,22 @@ mod call;
 mod consume;
 mod deferred;
 mod hedged;
+mod policy;
 mod probe;
 mod sequential;
 #[cfg(test)]
 mod testing;
 
 pub use builder::ChainBuilder;
+pub use policy::Policy;
 
 impl Chain {
     /// Gives `inner` fresh per-link state (breakers, latencies).
     fn assemble(mut inner: Inner) -> Chain {
         let epoch = Instant::now();
         let any_shared = inner.shared.iter().any(Option::is_some);
-        if inner.breaker_cfg.is_some() || any_shared {
-            let cfg = inner.breaker_cfg.clone().unwrap_or_default();
+        if inner.settings.breaker.is_some() || any_shared {
+            let cfg = inner.settings.breaker.clone().unwrap_or_default();
             inner.breakers = Some(
                 (0..inner.endpoints.len())
                     .map(|i| match inner.shared.get(i) {
@@ -139,29 +173,15 @@ impl Chain {
     pub fn with_transport(&self, transport: impl Transport) -> Chain {
         let i = &*self.inner;
         Chain::assemble(Inner {
+            settings: i.settings.clone(),
             endpoints: i.endpoints.clone(),
             transport: Arc::new(transport),
-            classifier: i.classifier.clone(),
-            max_body: i.max_body,
-            timeout: i.timeout,
-            deadline: i.deadline,
-            observer: i.observer.clone(),
-            retries: i.retries,
             retries_possible: i.retries_possible,
-            max_redirects: i.max_redirects,
-            decompress: i.decompress,
-            backoff: i.backoff.clone(),
-            retry_after_cap: i.retry_after_cap,
-            budget: i.budget.clone(),
             calls: AtomicU64::new(0),
             alarms: Alarms::new(),
             breakers: None,
-            breaker_cfg: i.breaker_cfg.clone(),
-            all_open: i.all_open.clone(),
             shared: i.shared.clone(),
             probes: i.probes.clone(),
-            sticky: i.sticky,
-            hedge: i.hedge.clone(),
             latencies: Box::default(),
         })
     }
@@ -260,7 +280,7 @@ impl Chain {
 
     /// The largest response body accepted, in bytes.
     pub fn max_body(&self) -> u64 {
-        self.inner.max_body
+        self.inner.settings.max_body
     }
 
     /// The links, in order, as built (secrets redacted).
@@ -340,7 +360,7 @@ impl Chain {
         let span = tracing::debug_span!("fallback.call", links = eps.len());
         // A one-shot body can go to one attempt at a time: no hedging.
         let once = eps.first().is_some_and(|e| e.body.is_once());
-        if let Some(hedge) = self.inner.hedge.as_ref().filter(|_| !once) {
+        if let Some(hedge) = self.inner.settings.hedge.as_ref().filter(|_| !once) {
             // Boxed, so calls that do not hedge do not carry its state.
             return match consumer.fork() {
                 Some(proto) => {
@@ -392,7 +412,7 @@ impl Chain {
 
     /// Shows a request to the observer, if there is one.
     fn show_request(&self, ep: &Endpoint, request: &http::Request<crate::transport::RequestBody>) {
-        if let Some(o) = &self.inner.observer {
+        if let Some(o) = &self.inner.settings.observer {
             o.on_request(&RequestHead {
                 link: ep.index,
                 name: &ep.name,
@@ -438,7 +458,7 @@ impl Chain {
                 "link failed"
             );
         }
-        if let Some(o) = &self.inner.observer {
+        if let Some(o) = &self.inner.settings.observer {
             o.on_attempt(attempt);
         }
     }

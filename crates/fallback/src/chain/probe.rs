@@ -23,7 +23,7 @@ impl Chain {
         let Some(soonest) = breaker::panic_link(breakers, now) else {
             return Ok(None);
         };
-        let all_open = &self.inner.all_open;
+        let all_open = &self.inner.settings.all_open;
         if all_open.try_soonest {
             return Ok(Some(soonest));
         }
@@ -108,7 +108,9 @@ impl Chain {
             // The background probe sends the link's own request (or its
             // probe URL), not this call's: that one must be safe to send.
             Admit::Probe
-                if self.inner.sticky && self.probes_safely(index) && self.spawn_probe(index) =>
+                if self.inner.settings.sticky
+                    && self.probes_safely(index)
+                    && self.spawn_probe(index) =>
             {
                 Err(now)
             }
@@ -145,7 +147,7 @@ impl Chain {
             };
             let begun = Instant::now();
             let mut guard = ProbeGuard::new(&breakers[index], true);
-            let until = later(begun, ep.timeout.unwrap_or(inner.timeout));
+            let until = later(begun, ep.timeout.unwrap_or(inner.settings.timeout));
             let ended = match inner.probes.get(index) {
                 Some(Some(uri)) => {
                     let probe = ep.probe(uri);

@@ -36,7 +36,7 @@ impl Chain {
         let mut next_begin = Some(call.started);
 
         'links: for (index, ep) in eps.iter().enumerate() {
-            let tries = 1 + ep.retries.unwrap_or(inner.retries);
+            let tries = 1 + ep.retries.unwrap_or(inner.settings.retries);
             let mut backoff = None;
             let mut try_number = 1;
             loop {
@@ -48,9 +48,11 @@ impl Chain {
                         continue 'links;
                     }
                 };
-                let Some(until) =
-                    attempt_deadline(begun, ep.timeout.unwrap_or(inner.timeout), call.deadline)
-                else {
+                let Some(until) = attempt_deadline(
+                    begun,
+                    ep.timeout.unwrap_or(inner.settings.timeout),
+                    call.deadline,
+                ) else {
                     return Err(call.fail(self, ErrorKind::Deadline));
                 };
                 let span = attempt_span(ep, try_number);
@@ -78,8 +80,9 @@ impl Chain {
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
-                    let b = backoff
-                        .get_or_insert_with(|| inner.backoff.start(call_no << 16 ^ index as u64));
+                    let b = backoff.get_or_insert_with(|| {
+                        inner.settings.backoff.start(call_no << 16 ^ index as u64)
+                    });
                     self.next_try(&lost, b, call.deadline)
                 });
                 if let Some(Next::FailOver(why)) = plan {
@@ -111,7 +114,7 @@ impl Chain {
         if !inner.retries_possible {
             return 0;
         }
-        inner.budget.deposit();
+        inner.settings.budget.deposit();
         inner.calls.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -128,7 +131,7 @@ impl Chain {
         retry::next(
             lost.retry_after,
             backoff.next().unwrap_or_default(),
-            self.inner.retry_after_cap,
+            self.inner.settings.retry_after_cap,
             remaining,
         )
     }
@@ -142,7 +145,7 @@ impl Chain {
         ep: &Endpoint,
         try_number: u32,
     ) -> bool {
-        if self.inner.budget.try_withdraw() {
+        if self.inner.settings.budget.try_withdraw() {
             return true;
         }
         #[cfg(feature = "metrics")]
