@@ -421,7 +421,7 @@ pub mod limits {
 }
 
 pub use breaker::{AllOpen, BreakerConfig, BreakerState, LinkHealth, SharedBreaker};
-pub use chain::{Chain, ChainBuilder, Policy};
+pub use chain::{Chain, ChainBuilder, ExternalAttempt, Policy};
 pub use classify::{Answer, Classifier, ClassifierParseError, Verdict};
 pub use conv::{IntoHeaderName, IntoHeaderValue, IntoMethod, IntoUrl};
 pub use error::{BuildError, Error, ErrorKind, LinkProblem};

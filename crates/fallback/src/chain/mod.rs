@@ -130,6 +130,7 @@ mod builder;
 mod call;
 mod consume;
 mod deferred;
+mod external;
 mod hedged;
 mod policy;
 mod probe;
@@ -138,6 +139,7 @@ mod sequential;
 mod testing;
 
 pub use builder::ChainBuilder;
+pub use external::ExternalAttempt;
 pub use policy::Policy;
 
 impl Chain {
