@@ -4,10 +4,10 @@
 
 use std::io::Read;
 
-use fallback_chain::transport::{HyperTransport, HyperTransportBuilder};
-use fallback_chain::{Body, Chain, ChainBuilder, Classifier, Hedge, Link};
+use fallback_chain::{Body, Chain, ChainBuilder, Link};
+use fallback_chain_proxy::Net;
 
-use crate::config::{self, Net};
+use crate::config;
 use crate::{NetArgs, SendArgs, Usage};
 
 /// Reads `@path` / `@-` arguments; a plain value is itself.
@@ -169,65 +169,19 @@ pub fn split_header(h: &str) -> Result<(String, String), Usage> {
     }
 }
 
-/// The largest certificate or key file read: CA bundles are a few hundred
-/// KiB. A bound, so that a path such as `/dev/zero` is an error, not a hang.
-const MAX_PEM: u64 = 4 * 1024 * 1024;
-
-fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, Usage> {
-    config::read_limited(path, MAX_PEM)
-        .map_err(|e| Usage(format!("{what} {}: {e}", path.display())))
-}
-
-/// The transport options a `Net` asks for.
-pub(crate) fn transport(net: &Net, where_: &str) -> Result<HyperTransportBuilder, Usage> {
-    let mut t = HyperTransport::builder();
-    if let Some(p) = &net.ca_cert {
-        t = t.add_root_certificate_pem(read_file("ca_cert", p)?);
-    }
-    match (&net.client_cert, &net.client_key) {
-        (Some(c), Some(k)) => {
-            t = t.identity_pem(read_file("client_cert", c)?, read_file("client_key", k)?)
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(Usage(format!(
-                "{where_}: a client certificate needs both the certificate and its key \
-                 (--cert and --key, or client_cert and client_key)"
-            )))
-        }
-        (None, None) => {}
-    }
-    if net.insecure == Some(true) {
-        t = t.danger_accept_invalid_certs(true);
-    }
-    if let Some(p) = &net.proxy {
-        t = t.proxy(p.clone());
-    }
-    if let Some(n) = &net.no_proxy {
-        t = t.no_proxy(n.clone());
-    }
-    if let Some(c) = net.connect_timeout {
-        t = t.connect_timeout(Some(c));
-    }
-    Ok(t)
+/// The transport options a `Net` asks for; the error is a usage error.
+fn transport(
+    net: &Net,
+    where_: &str,
+) -> Result<fallback_chain::transport::HyperTransportBuilder, Usage> {
+    net.transport(where_).map_err(|e| Usage(e.to_string()))
 }
 
 /// The command line's network flags, over the config's chain-wide keys.
-pub(crate) fn command_line_net(
-    args: &NetArgs,
-    user_agent: Option<&String>,
-    cfg: &config::Config,
-) -> Net {
-    cfg.net().overlaid(&Net {
-        ca_cert: args.cacert.clone(),
-        client_cert: args.cert.clone(),
-        client_key: args.key.clone(),
-        insecure: args.insecure.then_some(true),
-        proxy: args.proxy.clone(),
-        no_proxy: args.noproxy.clone(),
-        http2_prior_knowledge: args.http2_prior_knowledge.then_some(true),
-        connect_timeout: args.connect_timeout,
-        user_agent: user_agent.cloned(),
-    })
+fn command_line_net(args: &NetArgs, user_agent: Option<&String>, cfg: &config::Config) -> Net {
+    let mut net = args.net();
+    net.user_agent = user_agent.cloned();
+    cfg.net().overlaid(&net)
 }
 
 /// Builds the chain: config links first, then the command line's URLs.
@@ -236,25 +190,8 @@ pub fn chain(
     cfg: &config::Config,
     observer: Option<crate::verbose::Verbose>,
 ) -> Result<Chain, Usage> {
-    let mut b: ChainBuilder = Chain::builder().breaker(None);
-    if let Some(t) = args.timeout.or(cfg.timeout) {
-        b = b.timeout(t);
-    }
-    if let Some(d) = args.deadline.or(cfg.deadline) {
-        b = b.deadline(d);
-    }
-    if let Some(d) = args.idle_timeout.or(cfg.idle_timeout) {
-        b = b.idle_timeout(d);
-    }
-    if let Some(r) = args.retries.or(cfg.retries) {
-        b = b.retries(r);
-    }
-    if let Some(h) = args.hedge.or(cfg.hedge) {
-        b = b.hedge(Hedge::fixed(h));
-    }
-    if let Some(spec) = args.fail_on.as_deref().or(cfg.fail_on.as_deref()) {
-        b = b.classifier(Classifier::parse(spec).map_err(|e| Usage(format!("--fail-on: {e}")))?);
-    }
+    let policy = cfg.policy().overlaid(&args.policy.policy());
+    let mut b: ChainBuilder = Chain::builder().breaker(None).policy(&policy);
     if let Some(m) = args.max_body.or(cfg.max_body) {
         b = b.max_body(m);
     }
@@ -300,7 +237,6 @@ pub fn chain(
     if let Some(o) = observer {
         b = b.observer(o);
     }
-    let idempotent = args.idempotent || cfg.idempotent.unwrap_or(false);
 
     for (i, ep) in cfg.endpoint.iter().enumerate() {
         let has_body = ep.json.is_some() || ep.body.is_some();
@@ -328,9 +264,6 @@ pub fn chain(
         }
         if let Some(r) = ep.retries {
             link = link.retries(r);
-        }
-        if idempotent {
-            link = link.idempotent(true);
         }
         let own = ep.net();
         if own.transport_keys() {
@@ -378,9 +311,6 @@ pub fn chain(
                 link = link
                     .header("Content-Type", "application/json")
                     .header("Accept", "application/json");
-            }
-            if idempotent {
-                link = link.idempotent(true);
             }
             b = b.link(link);
         }

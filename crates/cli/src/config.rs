@@ -16,8 +16,10 @@
 //! retries = 1
 //! ```
 //!
-//! `fallback serve` reads the same file, with `[serve]`, `[[upstream]]` and
-//! `[[route]]` instead of `[[endpoint]]` (see `fallback serve --help`).
+//! `fallback serve` reads a file of the same chain-wide keys, with
+//! `[serve]`, `[[upstream]]` and `[[route]]` instead of `[[endpoint]]`
+//! (see `fallback serve --help`); each command refuses the other's keys
+//! when the file is read.
 //!
 //! Unknown keys are errors that name the key and its line.
 
@@ -25,10 +27,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fallback_chain::{Classifier, Policy};
+use fallback_chain_proxy::config::{opt_duration, opt_fail_on, opt_size, parse_toml, read_limited};
+use fallback_chain_proxy::config::{Net, MAX_CONFIG};
 use serde::{Deserialize, Deserializer};
 
-use crate::units;
-
+/// The file of `send` and `check`, as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -43,7 +47,7 @@ pub struct Config {
     #[serde(default, deserialize_with = "opt_duration")]
     pub hedge: Option<Duration>,
     #[serde(default, deserialize_with = "opt_fail_on")]
-    pub fail_on: Option<String>,
+    pub fail_on: Option<Classifier>,
     pub idempotent: Option<bool>,
     #[serde(default, deserialize_with = "opt_size")]
     pub max_body: Option<u64>,
@@ -67,78 +71,22 @@ pub struct Config {
     pub user_agent: Option<String>,
     #[serde(default)]
     pub endpoint: Vec<Endpoint>,
-    /// `fallback serve` only: the proxy's own settings.
-    pub serve: Option<Serve>,
-    /// `fallback serve` only: the servers requests go to.
-    #[serde(default)]
-    pub upstream: Vec<Upstream>,
-    /// `fallback serve` only: which upstreams a path goes to.
-    #[serde(default)]
-    pub route: Vec<Route>,
 }
 
-/// `[serve]`: the proxy's listener and manners.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Serve {
-    pub listen: Option<std::net::SocketAddr>,
-    pub admin: Option<std::net::SocketAddr>,
-    #[serde(default, deserialize_with = "opt_size")]
-    pub replay_buffer: Option<u64>,
-    #[serde(default, deserialize_with = "opt_size")]
-    pub replay_disk: Option<u64>,
-    #[serde(default, deserialize_with = "opt_size")]
-    pub replay_disk_total: Option<u64>,
-    pub temp_dir: Option<PathBuf>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub drain: Option<Duration>,
-    pub access_log: Option<String>,
-    pub report_headers: Option<bool>,
-    /// Add `X-Forwarded-For` and `Forwarded` to requests sent upstream.
-    pub forwarded: Option<bool>,
-    /// Add `Via` to requests sent upstream.
-    pub via: Option<bool>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub header_timeout: Option<Duration>,
-}
-
-/// `[[upstream]]`: one server, by name.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Upstream {
-    pub name: Option<String>,
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub idle_timeout: Option<Duration>,
-    pub retries: Option<u32>,
-    /// Path of the background health probe (a GET).
-    pub probe: Option<String>,
-}
-
-/// `[[route]]`: a path prefix and the upstreams it tries, in order.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    pub prefix: String,
-    pub upstreams: Vec<String>,
-    #[serde(default)]
-    pub strip_prefix: bool,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub deadline: Option<Duration>,
-    pub retries: Option<u32>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub hedge: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_fail_on")]
-    pub fail_on: Option<String>,
-    pub idempotent: Option<bool>,
+impl Config {
+    /// The chain-wide settings, as a layer for the command line to go
+    /// over.
+    pub fn policy(&self) -> Policy {
+        let mut p = Policy::new();
+        p.timeout = self.timeout;
+        p.deadline = self.deadline;
+        p.idle_timeout = self.idle_timeout;
+        p.retries = self.retries;
+        p.hedge = self.hedge;
+        p.fail_on = self.fail_on.clone();
+        p.idempotent = self.idempotent;
+        p
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,19 +117,19 @@ pub struct Endpoint {
 }
 
 macro_rules! net_of {
-    ($s:expr) => {
-        Net {
-            ca_cert: $s.ca_cert.clone(),
-            client_cert: $s.client_cert.clone(),
-            client_key: $s.client_key.clone(),
-            insecure: $s.insecure,
-            proxy: $s.proxy.clone(),
-            no_proxy: $s.no_proxy.clone(),
-            http2_prior_knowledge: $s.http2_prior_knowledge,
-            connect_timeout: $s.connect_timeout,
-            user_agent: $s.user_agent.clone(),
-        }
-    };
+    ($s:expr) => {{
+        let mut net = Net::default();
+        net.ca_cert = $s.ca_cert.clone();
+        net.client_cert = $s.client_cert.clone();
+        net.client_key = $s.client_key.clone();
+        net.insecure = $s.insecure;
+        net.proxy = $s.proxy.clone();
+        net.no_proxy = $s.no_proxy.clone();
+        net.http2_prior_knowledge = $s.http2_prior_knowledge;
+        net.connect_timeout = $s.connect_timeout;
+        net.user_agent = $s.user_agent.clone();
+        net
+    }};
 }
 
 impl Config {
@@ -198,155 +146,24 @@ impl Endpoint {
     }
 }
 
-/// How to reach servers: keys allowed chain-wide and per link.
-#[derive(Clone, Debug, Default)]
-pub struct Net {
-    pub ca_cert: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub insecure: Option<bool>,
-    pub proxy: Option<String>,
-    pub no_proxy: Option<String>,
-    pub http2_prior_knowledge: Option<bool>,
-    pub connect_timeout: Option<Duration>,
-    pub user_agent: Option<String>,
-}
-
-impl Net {
-    /// Whether the link needs a transport of its own.
-    pub fn transport_keys(&self) -> bool {
-        self.ca_cert.is_some()
-            || self.client_cert.is_some()
-            || self.client_key.is_some()
-            || self.insecure.is_some()
-            || self.proxy.is_some()
-            || self.no_proxy.is_some()
-            || self.connect_timeout.is_some()
-    }
-
-    /// `self`, with `over`'s keys where it sets them.
-    pub fn overlaid(&self, over: &Net) -> Net {
-        Net {
-            ca_cert: over.ca_cert.clone().or_else(|| self.ca_cert.clone()),
-            client_cert: over
-                .client_cert
-                .clone()
-                .or_else(|| self.client_cert.clone()),
-            client_key: over.client_key.clone().or_else(|| self.client_key.clone()),
-            insecure: over.insecure.or(self.insecure),
-            proxy: over.proxy.clone().or_else(|| self.proxy.clone()),
-            no_proxy: over.no_proxy.clone().or_else(|| self.no_proxy.clone()),
-            http2_prior_knowledge: over.http2_prior_knowledge.or(self.http2_prior_knowledge),
-            connect_timeout: over.connect_timeout.or(self.connect_timeout),
-            user_agent: over.user_agent.clone().or_else(|| self.user_agent.clone()),
-        }
-    }
-}
-
-/// Reads a config file for `send` and `check`, which have no use for the
-/// proxy's keys.
+/// Reads and checks a config file for `send` and `check`; the error names
+/// the file, and the key and line when the TOML is at fault.
 pub fn load(path: &Path) -> Result<Config, String> {
-    for_send(load_any(path)?, path)
-}
-
-/// Refuses the proxy's keys in a config for `send` and `check`.
-pub fn for_send(cfg: Config, path: &Path) -> Result<Config, String> {
-    let serve_only = [
-        ("[serve]", cfg.serve.is_some()),
-        ("[[upstream]]", !cfg.upstream.is_empty()),
-        ("[[route]]", !cfg.route.is_empty()),
-    ];
-    if let Some((key, _)) = serve_only.iter().find(|(_, set)| *set) {
-        return Err(format!(
-            "config {}: {key} is for `fallback serve`; this command takes [[endpoint]] links",
-            path.display()
-        ));
-    }
-    Ok(cfg)
-}
-
-/// Reads and checks a config file; the error names the file, and the key
-/// and line when the TOML is at fault.
-pub fn load_any(path: &Path) -> Result<Config, String> {
     let fail = |e: String| format!("config {}: {e}", path.display());
     let bytes = read_limited(path, MAX_CONFIG).map_err(fail)?;
     let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))?;
     parse(&text, path)
 }
 
-/// A file's bytes, up to `limit`: a larger file, or a device that never
-/// ends, is refused with the limit named.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut buf))
-        .map_err(|e| e.to_string())?;
-    if buf.len() as u64 > limit {
-        return Err(format!("larger than the limit of {limit} bytes"));
-    }
-    Ok(buf)
-}
-
-/// The largest config file read: 16 MiB, far above the 1,000 links a
-/// chain may have. A bound, so that `-c /dev/zero` is an error, not a
-/// process that grows until it is killed.
-const MAX_CONFIG: u64 = 16 * 1024 * 1024;
-
-/// A TOML or serde message with the string values it quotes blanked:
-/// `invalid type: string "Bearer …", expected a map` is about a value that
-/// may be a secret typed in the wrong place, and the key and line are named
-/// anyway. The checks of this crate's own keys (`invalid duration "soon"`)
-/// keep their quotes: a duration or a status is no secret.
-pub fn unquoted(msg: &str) -> String {
-    const STRING: &str = "string \"";
-    let mut out = String::with_capacity(msg.len());
-    let mut rest = msg;
-    while let Some(i) = rest.find(STRING) {
-        out.push_str(&rest[..i + STRING.len()]);
-        rest = &rest[i + STRING.len()..];
-        // Up to the closing quote; a backslash escapes the next character.
-        let mut end = None;
-        let mut escaped = false;
-        for (j, c) in rest.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    end = Some(j);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        out.push('…');
-        match end {
-            Some(j) => rest = &rest[j..],
-            None => rest = "",
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Reads and checks a config file's text; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
-    let cfg: Config = toml::from_str(text).map_err(|e| {
-        // toml's own message quotes the offending line, which may hold a
-        // secret; say where, and what, without it.
-        let at = e.span().map(|span| {
-            let before = text.get(..span.start.min(text.len())).unwrap_or(text);
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: ")
-        });
-        format!(
-            "config {}: {}{}",
-            path.display(),
-            at.unwrap_or_default(),
-            unquoted(e.message().trim_end())
-        )
-    })?;
+    const FOR_SERVE: &str = "is for `fallback serve`; this command takes [[endpoint]] links";
+    let hints = [
+        ("serve", format!("[serve] {FOR_SERVE}")),
+        ("upstream", format!("[[upstream]] {FOR_SERVE}")),
+        ("route", format!("[[route]] {FOR_SERVE}")),
+    ];
+    let cfg: Config = parse_toml(text, path, &hints).map_err(|e| e.to_string())?;
     for (i, ep) in cfg.endpoint.iter().enumerate() {
         if ep.json.is_some() && ep.body.is_some() {
             let name = ep.name.as_deref().unwrap_or(&ep.url);
@@ -357,13 +174,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
         }
     }
     Ok(cfg)
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    units::duration(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 /// `true` (10 hops), `false` (none) or a bound on hops.
@@ -381,45 +191,9 @@ fn opt_redirects<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Erro
     }))
 }
 
-fn opt_fail_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    fallback_chain::Classifier::parse(&s).map_err(serde::de::Error::custom)?;
-    Ok(Some(s))
-}
-
-fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(u64),
-        Text(String),
-    }
-    match Size::deserialize(d)? {
-        Size::Bytes(n) => Ok(Some(n)),
-        Size::Text(s) => units::size(&s).map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn string_values_in_messages_are_blanked() {
-        assert_eq!(
-            unquoted(r#"invalid type: string "Bearer sk-1", expected a map"#),
-            r#"invalid type: string "…", expected a map"#
-        );
-        assert_eq!(
-            unquoted(r#"invalid value: string "a\"b", x; string "c"#),
-            r#"invalid value: string "…", x; string "…"#
-        );
-        assert_eq!(
-            unquoted(r#"invalid duration "soon""#),
-            r#"invalid duration "soon""#
-        );
-        assert_eq!(unquoted("unknown field `colour`"), "unknown field `colour`");
-    }
 
     #[test]
     fn a_secret_given_where_a_table_goes_is_not_shown() {

@@ -9,9 +9,11 @@ use std::path::Path;
 
 use clap::Parser;
 
-use crate::{build, config, units, SendArgs};
+use fallback_chain_proxy::units;
 
-pub use crate::serve::fuzz::Harness as ServeHarness;
+use crate::{build, config, SendArgs};
+
+pub use fallback_chain_proxy::fuzz::Harness as ServeHarness;
 
 /// `--timeout`, `--deadline` and every other duration.
 pub fn duration(data: &[u8]) {
@@ -57,9 +59,7 @@ pub fn send_config(data: &[u8]) {
     let Some(cfg) = config_text(data) else {
         return;
     };
-    let Ok(mut cfg) = config::for_send(cfg, Path::new("fuzz.toml")) else {
-        return;
-    };
+    let mut cfg = cfg;
     no_files(&mut cfg);
     let args = SendArgs::try_parse_from(["send"]).expect("no arguments");
     let _ = build::chain(&args, &cfg, None);
@@ -67,13 +67,10 @@ pub fn send_config(data: &[u8]) {
 
 /// A config file for `serve`, read and built into the proxy's routes.
 pub fn serve_config(data: &[u8]) {
-    if let Some(mut cfg) = config_text(data) {
-        no_files(&mut cfg);
-        crate::serve::fuzz::config(cfg);
-    }
+    fallback_chain_proxy::fuzz::config(data);
 }
 
-/// A config's text, read; `None` when it is refused. A refusal must not
+/// A config's text for `send`, read; `None` when it is refused. A refusal must not
 /// show a string value the text gave where something else belongs: it may
 /// be a secret typed in the wrong place.
 fn config_text(data: &[u8]) -> Option<config::Config> {

@@ -16,8 +16,7 @@ pub mod fuzz;
 mod output;
 mod print;
 mod report;
-pub(crate) mod serve;
-mod units;
+mod serve;
 mod verbose;
 
 use std::io::{IsTerminal, Write};
@@ -26,7 +25,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fallback_chain::Classifier;
+use fallback_chain::{Classifier, Policy};
+use fallback_chain_proxy::{units, Net};
 use indicatif::{ProgressBar, ProgressStyle};
 use print::{err, errln, outln};
 
@@ -110,32 +110,8 @@ struct SendArgs {
     /// Links from a TOML file (see `fallback check --help`); they come first.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Per-attempt timeout, e.g. 300ms, 2s, 1m [default: 10s].
-    #[arg(long, value_name = "DUR", value_parser = units::duration)]
-    timeout: Option<Duration>,
-    /// Bound on the whole call [default: none].
-    #[arg(long, value_name = "DUR", value_parser = units::duration)]
-    deadline: Option<Duration>,
-    /// Bound between two reads of the winner's body once it streams to
-    /// the output [default: 60s].
-    #[arg(long, value_name = "DUR", value_parser = units::duration)]
-    idle_timeout: Option<Duration>,
-    /// Extra tries on the same link before moving on [default: 0].
-    #[arg(long, value_name = "N")]
-    retries: Option<u32>,
-    /// Start the next link when the current one has not answered within DUR.
-    /// The body is then buffered in memory (up to --max-body).
-    #[arg(long, value_name = "DUR", value_parser = units::duration)]
-    hedge: Option<Duration>,
-    /// Statuses that fall back: non-2xx (the default) or a comma list of
-    /// codes and classes, e.g. 5xx,429,408. Any other non-2xx status is the
-    /// final answer.
-    #[arg(long, value_name = "SPEC", value_parser = parse_fail_on)]
-    fail_on: Option<String>,
-    /// Allow re-sending a non-idempotent request (POST, PATCH) whose outcome
-    /// is unknown.
-    #[arg(long)]
-    idempotent: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Largest response body accepted, e.g. 64KiB, 10MiB, 1GiB [default:
     /// 16MiB]. A larger one is a failed attempt (too_large) and falls back.
     #[arg(long, value_name = "SIZE", value_parser = units::size)]
@@ -174,6 +150,55 @@ struct SendArgs {
     /// stderr (secrets redacted).
     #[arg(short = 'v', long)]
     verbose: bool,
+}
+
+/// The chain settings of the command line, shared by `send` and `serve`:
+/// a layer laid over the config file's, and under a route's.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct PolicyArgs {
+    /// Per-attempt timeout, e.g. 300ms, 2s, 1m [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    timeout: Option<Duration>,
+    /// Bound on the whole call, every failover included [default: none].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    deadline: Option<Duration>,
+    /// Bound between two reads of the winner's body once it streams (to
+    /// the output, or to the proxy's client; `serve` also aborts a client
+    /// that stops reading for this long) [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    idle_timeout: Option<Duration>,
+    /// Extra tries on the same link before moving on [default: 0].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// Start the next link when the current one has not answered within
+    /// DUR (`send` then buffers the body in memory, up to --max-body).
+    #[arg(long, value_name = "DUR", value_parser = units::duration)]
+    hedge: Option<Duration>,
+    /// Statuses that fall back, a comma list of codes and classes, e.g.
+    /// 5xx,429,408, or non-2xx; any other status is the final answer
+    /// [default: send: non-2xx; serve: 5xx,408,429, as a proxy passes
+    /// redirects, 304 and client errors through].
+    #[arg(long, value_name = "SPEC", value_parser = parse_fail_on)]
+    fail_on: Option<Classifier>,
+    /// Allow re-sending a non-idempotent request (POST, PATCH) whose
+    /// outcome is unknown.
+    #[arg(long)]
+    idempotent: bool,
+}
+
+impl PolicyArgs {
+    /// The flags given, as a policy layer.
+    pub(crate) fn policy(&self) -> Policy {
+        let mut p = Policy::new();
+        p.timeout = self.timeout;
+        p.deadline = self.deadline;
+        p.idle_timeout = self.idle_timeout;
+        p.retries = self.retries;
+        p.hedge = self.hedge;
+        p.fail_on = self.fail_on.clone();
+        p.idempotent = self.idempotent.then_some(true);
+        p
+    }
 }
 
 /// How to reach servers: TLS, proxies, h2c, connect timeout. Shared by
@@ -215,10 +240,24 @@ enum ReportFormat {
     None,
 }
 
-pub(crate) fn parse_fail_on(s: &str) -> Result<String, String> {
-    Classifier::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
+fn parse_fail_on(s: &str) -> Result<Classifier, String> {
+    Classifier::parse(s).map_err(|e| e.to_string())
+}
+
+impl NetArgs {
+    /// The flags given, as network keys.
+    pub(crate) fn net(&self) -> Net {
+        let mut net = Net::default();
+        net.ca_cert = self.cacert.clone();
+        net.client_cert = self.cert.clone();
+        net.client_key = self.key.clone();
+        net.insecure = self.insecure.then_some(true);
+        net.proxy = self.proxy.clone();
+        net.no_proxy = self.noproxy.clone();
+        net.http2_prior_knowledge = self.http2_prior_knowledge.then_some(true);
+        net.connect_timeout = self.connect_timeout;
+        net
+    }
 }
 
 /// Invalid input: exit 2, nothing sent.
@@ -454,7 +493,7 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     show("idle_timeout", cfg.idle_timeout.map(|d| format!("{d:?}")));
     show("retries", cfg.retries.map(|r| r.to_string()));
     show("hedge", cfg.hedge.map(|d| format!("{d:?}")));
-    show("fail_on", cfg.fail_on.clone());
+    show("fail_on", cfg.fail_on.as_ref().map(ToString::to_string));
     show("idempotent", cfg.idempotent.map(|b| b.to_string()));
     show("max_body", cfg.max_body.map(|b| format!("{b} bytes")));
     if !cfg.secret_headers.is_empty() {

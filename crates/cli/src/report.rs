@@ -1,14 +1,8 @@
 //! The attempt report on stderr: readable text, or one JSON object.
 
-use std::time::Duration;
-
 use fallback_chain::Report;
 
-/// A duration in milliseconds, to the microsecond, as every report and
-/// log line prints time.
-pub(crate) fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
+use fallback_chain::report::millis as ms;
 
 /// One line per attempt, then a summary.
 pub fn text(report: &Report, status: Option<u16>) -> String {

@@ -155,6 +155,18 @@ impl fmt::Debug for Classifier {
     }
 }
 
+/// The spec [`Classifier::parse`] reads: `non-2xx`, `5xx,429`, or
+/// `custom` for a function.
+impl fmt::Display for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Non2xx => f.write_str("non-2xx"),
+            Inner::Listed(m) => f.write_str(&spec(m)),
+            Inner::Custom(_) => f.write_str("custom"),
+        }
+    }
+}
+
 fn spec(m: &[Match]) -> String {
     m.iter()
         .map(|m| match m {

@@ -386,7 +386,7 @@ mod observer;
 mod rand;
 pub mod redact;
 mod redirect;
-mod report;
+pub mod report;
 mod response;
 mod retry;
 mod safety;

@@ -248,8 +248,14 @@ impl Attempt {
     }
 }
 
-/// A duration in milliseconds, to the microsecond: how reports print time.
-pub(crate) fn millis(d: Duration) -> f64 {
+/// A duration in milliseconds, to the microsecond: how reports, the
+/// command line and the proxy's access log print time.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(fallback_chain::report::millis(Duration::from_micros(1_234_567)), 1234.567);
+/// ```
+pub fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 

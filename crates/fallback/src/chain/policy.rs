@@ -54,7 +54,10 @@ pub struct Policy {
     pub hedge: Option<Duration>,
     /// [`ChainBuilder::classifier`].
     pub fail_on: Option<Classifier>,
-    /// [`ChainBuilder::idempotent`].
+    /// `Some(true)`: [`ChainBuilder::idempotent`], every link without a
+    /// mark of its own may be re-sent when its outcome is unknown.
+    /// `Some(false)` (a layer that takes an earlier `true` back) and `None`
+    /// leave that to each link's method and headers.
     pub idempotent: Option<bool>,
 }
 
@@ -102,8 +105,8 @@ impl Policy {
         self
     }
 
-    /// [`ChainBuilder::idempotent`]: whether every link may be re-sent
-    /// when its outcome is unknown.
+    /// Whether every link may be re-sent when its outcome is unknown; see
+    /// the field [`idempotent`](Self#structfield.idempotent).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
         self
@@ -148,8 +151,8 @@ impl ChainBuilder {
         if let Some(c) = &policy.fail_on {
             self = self.classifier(c.clone());
         }
-        if let Some(i) = policy.idempotent {
-            self = self.idempotent(i);
+        if policy.idempotent == Some(true) {
+            self = self.idempotent(true);
         }
         self
     }

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use fallback_chain::transport::ResponseBody;
 use fallback_chain::BreakerState;
@@ -14,9 +13,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-use super::Proxy;
+use crate::Proxy;
 
-pub(super) async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, proxy: Proxy) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -49,12 +48,12 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<ResponseBody> {
 fn answer(proxy: &Proxy, path: &str) -> Response<ResponseBody> {
     match path {
         "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-        "/readyz" if proxy.draining.load(Ordering::Relaxed) => json(
+        "/readyz" if proxy.shared.draining.load(Ordering::Relaxed) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "draining"}),
         ),
         "/readyz" => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
-        "/metrics" => match &proxy.metrics {
+        "/metrics" => match proxy.metrics() {
             Some(m) => {
                 // Every upstream's state, changed lately or not.
                 for up in &proxy.live().upstreams {
@@ -79,25 +78,27 @@ fn answer(proxy: &Proxy, path: &str) -> Response<ResponseBody> {
         },
         "/upstreams" => {
             let live = proxy.live();
-            let list: Vec<_> =
-                live.upstreams
-                    .iter()
-                    .map(|up| {
-                        // The counts, through any route that uses the upstream:
-                        // they all share its breaker.
-                        let health = live.routes.iter().find_map(|r| {
-                            r.chain.health().into_iter().find(|h| h.name() == up.name)
-                        });
-                        serde_json::json!({
-                            "name": up.name,
-                            "url": up.shown,
-                            "state": up.breaker.state().as_str(),
-                            "successes": health.as_ref().map(|h| h.successes()),
-                            "failures": health.as_ref().map(|h| h.failures()),
-                            "times_opened": health.as_ref().map(|h| h.times_opened()),
-                        })
+            let list: Vec<_> = live
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, up)| {
+                    // The counts, through any route that uses the upstream:
+                    // they all share its breaker.
+                    let health = live.routes.iter().find_map(|r| {
+                        let link = r.upstreams.iter().position(|&u| u == i)?;
+                        r.chain.health().into_iter().nth(link)
+                    });
+                    serde_json::json!({
+                        "name": up.name,
+                        "url": up.shown,
+                        "state": up.breaker.state().as_str(),
+                        "successes": health.as_ref().map(|h| h.successes()),
+                        "failures": health.as_ref().map(|h| h.failures()),
+                        "times_opened": health.as_ref().map(|h| h.times_opened()),
                     })
-                    .collect();
+                })
+                .collect();
             json(StatusCode::OK, serde_json::Value::Array(list))
         }
         _ => json(

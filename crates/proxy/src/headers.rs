@@ -30,7 +30,7 @@ static HOP_BY_HOP: [HeaderName; 10] = [
 /// Removes hop-by-hop headers, and those `Connection` names. A `TE:
 /// trailers` survives: it is the one value that means the same on every
 /// hop.
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(conn) = headers.get(http::header::CONNECTION) {
         let named: Vec<HeaderName> = std::iter::once(conn)
             .chain(headers.get_all(http::header::CONNECTION).iter().skip(1))
@@ -57,19 +57,19 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The header that marks each hop through a `fallback` proxy.
-pub(super) static X_FALLBACK_HOP: HeaderName = HeaderName::from_static("x-fallback-hop");
+pub(crate) static X_FALLBACK_HOP: HeaderName = HeaderName::from_static("x-fallback-hop");
 
 /// This process among the hops: a per-process pseudonym, `fallback-XXXXXX`,
 /// in `X-Fallback-Hop` always and in `Via` (`1.1 fallback-XXXXXX`) when
 /// asked for.
 #[derive(Clone, Debug)]
-pub(super) struct Hop {
+pub(crate) struct Hop {
     id: HeaderValue,
     via: HeaderValue,
 }
 
 impl Hop {
-    pub(super) fn new() -> Hop {
+    pub(crate) fn new() -> Hop {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
@@ -83,7 +83,7 @@ impl Hop {
 
     /// Whether a request has already passed through this proxy: its
     /// pseudonym among the hops of `X-Fallback-Hop` or `Via`.
-    pub(super) fn looped(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn looped(&self, headers: &HeaderMap) -> bool {
         let mine = |name: &HeaderName, me: &HeaderValue| {
             headers
                 .get_all(name)
@@ -99,7 +99,7 @@ impl Hop {
 /// A request's headers as they go upstream: hop-by-hop headers gone, no
 /// `Host` (the upstream's authority goes there), this hop in
 /// `X-Fallback-Hop`, and in `Via` too when `via` is on.
-pub(super) fn outbound(headers: &mut HeaderMap, hop: &Hop, via: bool) {
+pub(crate) fn outbound(headers: &mut HeaderMap, hop: &Hop, via: bool) {
     strip_hop_by_hop(headers);
     headers.remove(http::header::HOST);
     headers.append(&X_FALLBACK_HOP, hop.id.clone());
@@ -109,7 +109,7 @@ pub(super) fn outbound(headers: &mut HeaderMap, hop: &Hop, via: bool) {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
-pub(super) fn forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+pub(crate) fn forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     let ip = client.ip();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {ip}"),

@@ -9,28 +9,46 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::Parser;
 use fallback_chain::transport::{HyperTransport, RequestBody, ResponseBody, SendFuture, Transport};
+use fallback_chain::Policy;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{forward, headers, settings, Proxy, ServeArgs};
+use crate::config::Config;
+use crate::live::{Listeners, Live};
+use crate::{headers, path, server, Proxy};
 
-/// A config for `serve`, already read, built into the proxy's routes.
-pub fn config(cfg: crate::config::Config) {
-    let path = std::path::Path::new("fuzz.toml");
-    let Ok(cfg) = settings::for_serve(cfg, path) else {
+/// A config file for `serve`, read and built into the proxy's routes. A
+/// refusal must not show a string value the text gave where something
+/// else belongs: it may be a secret typed in the wrong place.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let args = ServeArgs::try_parse_from(["serve"]).expect("no arguments");
-    let _ = settings::from_config(&args, cfg, None);
+    let mut cfg = match Config::parse(text, Path::new("fuzz.toml")) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let e = e.to_string();
+            let shown = e
+                .match_indices("string \"")
+                .any(|(i, m)| !e[i + m.len()..].starts_with('…'));
+            assert!(!shown, "a string value showed: {e}");
+            return;
+        }
+    };
+    // A fuzzer that names `/dev/stdin` or a FIFO would wait on it for
+    // good, as the command would.
+    cfg.net.ca_cert = None;
+    cfg.net.client_cert = None;
+    cfg.net.client_key = None;
+    let _ = Proxy::new(cfg);
 }
 
 /// Bound on one input's whole exchange: longer is a hang.
@@ -45,7 +63,7 @@ const UPSTREAMS: &str = "[[upstream]]\nurl = \"http://127.0.0.1:1/a\"\nprobe = \
 /// The proxy's settings, and a transport built once (building one reads
 /// the system's trust store); each input gets a proxy of its own.
 pub struct Harness {
-    args: ServeArgs,
+    config: Config,
     transport: HyperTransport,
     rt: tokio::runtime::Runtime,
 }
@@ -54,16 +72,11 @@ impl Harness {
     /// Two upstreams, a 4 KiB replay buffer (so that request bodies are
     /// both buffered and streamed), 1 s timeouts.
     pub fn new() -> Harness {
-        let args = ServeArgs::try_parse_from([
-            "serve",
-            "--timeout",
-            "1s",
-            "--replay-buffer",
-            "4KiB",
-            "--header-timeout",
-            "1s",
-        ])
-        .expect("the harness's arguments");
+        let mut config =
+            Config::parse(UPSTREAMS, Path::new("harness.toml")).expect("the harness's config");
+        config.policy = Policy::new().timeout(Duration::from_secs(1));
+        config.replay_buffer = Some(4 * 1024);
+        config.header_timeout = Some(Duration::from_secs(1));
         let transport = HyperTransport::builder()
             .build()
             .expect("the default transport");
@@ -72,7 +85,7 @@ impl Harness {
             .build()
             .expect("a runtime");
         Harness {
-            args,
+            config,
             transport,
             rt,
         }
@@ -87,29 +100,22 @@ impl Harness {
     /// on a hang, on a panic in the proxy's connection task, and on
     /// anything sent upstream that a proxy must not send.
     pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
-        let cfg = crate::config::parse(UPSTREAMS, std::path::Path::new("harness.toml"))
-            .expect("the harness's config");
-        let (mut live, _) =
-            settings::from_config_with(&self.args, cfg, None, Some(self.transport.clone()))
-                .expect("the harness's proxy");
+        let mut live = Live::build(&self.config, None, Some(self.transport.clone()))
+            .expect("the harness's proxy");
         let upstreams = Upstreams::default();
         for r in &mut live.routes {
             r.chain = r.chain.with_transport(upstreams.clone());
         }
-        let proxy = Arc::new(Proxy {
-            live: RwLock::new(Arc::new(live)),
-            hop: headers::Hop::new(),
-            draining: AtomicBool::new(false),
-            metrics: None,
-        });
+        let listeners = Listeners::of(&self.config).expect("the harness's listeners");
+        let proxy = Proxy::assemble(listeners, live);
         let out = self.rt.block_on(async move {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(forward::handle(&proxy, req, peer).await) }
+                async move { Ok::<_, Infallible>(path::handle(&proxy, req, peer).await) }
             });
-            let mut builder = super::connections(Duration::from_secs(1));
+            let mut builder = server::connections(Duration::from_secs(1));
             // The input ends with the client's writing side shut: answer
             // it anyway, which the proxy itself does not (a client that
             // goes away cancels its request).

@@ -21,7 +21,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-pub(super) struct SendTimeout<T> {
+pub(crate) struct SendTimeout<T> {
     io: T,
     idle: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -31,7 +31,7 @@ pub(super) struct SendTimeout<T> {
 
 impl<T> SendTimeout<T> {
     /// `idle: None` leaves writes unbounded.
-    pub(super) fn new(io: T, idle: Option<Duration>) -> SendTimeout<T> {
+    pub(crate) fn new(io: T, idle: Option<Duration>) -> SendTimeout<T> {
         SendTimeout {
             io,
             idle,
@@ -143,7 +143,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
 /// Frames go out in pieces of at most 16 KiB, so that a client reading
 /// slowly asks again well within the bound: only one that reads nothing is
 /// cut (nginx's rule: the time between two writes).
-pub(super) struct StreamSendTimeout {
+pub(crate) struct StreamSendTimeout {
     shared: Arc<Mutex<Paced>>,
     idle: Duration,
     /// The rest of a frame larger than a piece.
@@ -165,7 +165,7 @@ struct Paced {
 const PIECE: usize = 16 * 1024;
 
 impl StreamSendTimeout {
-    pub(super) fn new(body: ResponseBody, idle: Duration) -> StreamSendTimeout {
+    pub(crate) fn new(body: ResponseBody, idle: Duration) -> StreamSendTimeout {
         StreamSendTimeout {
             shared: Arc::new(Mutex::new(Paced {
                 body: Some(body),

@@ -8,11 +8,11 @@ use fallback_chain::{ErrorKind, Outcome, Report};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::headers::strip_hop_by_hop;
+use crate::headers::strip_hop_by_hop;
 
 /// The attempts of a request, for the access log and the proxy's own
 /// error answers.
-pub(super) fn attempts_json(report: &Report) -> serde_json::Value {
+pub(crate) fn attempts_json(report: &Report) -> serde_json::Value {
     report
         .attempts()
         .iter()
@@ -29,7 +29,7 @@ pub(super) fn attempts_json(report: &Report) -> serde_json::Value {
 static X_FALLBACK_UPSTREAM: HeaderName = HeaderName::from_static("x-fallback-upstream");
 static X_FALLBACK_ATTEMPTS: HeaderName = HeaderName::from_static("x-fallback-attempts");
 
-pub(super) fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
+pub(crate) fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, attempts: usize) {
     if let Some(v) = upstream.and_then(|u| HeaderValue::from_str(u).ok()) {
         headers.insert(&X_FALLBACK_UPSTREAM, v);
     }
@@ -38,7 +38,7 @@ pub(super) fn report_headers(headers: &mut HeaderMap, upstream: Option<&str>, at
 
 /// Every upstream failed: the last answer if there was one, else the
 /// proxy's own 502, 503 or 504.
-pub(super) fn failed(e: &fallback_chain::Error, report: bool) -> Response<ResponseBody> {
+pub(crate) fn failed(e: &fallback_chain::Error, report: bool) -> Response<ResponseBody> {
     let attempts = e.report().attempts();
     if let (Some(status), Some(headers)) = (e.status(), e.headers()) {
         let mut headers = headers.clone();
@@ -75,7 +75,7 @@ pub(super) fn failed(e: &fallback_chain::Error, report: bool) -> Response<Respon
     out
 }
 
-pub(super) fn own_error(status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
+pub(crate) fn own_error(status: StatusCode, kind: &str, message: &str) -> Response<ResponseBody> {
     own(
         status,
         kind,
