@@ -324,24 +324,20 @@ impl Chain {
             Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
             None => body,
         };
-        let failed = match within(
-            consumer.consume(body, inner.settings.max_body, len),
-            time.alarm,
-        )
-        .await
-        {
-            Some(Ok(output)) => {
-                return Ended::Won(Won {
-                    status: parts.status,
-                    version: parts.version,
-                    headers: parts.headers,
-                    output,
-                })
+        let consume = consumer.consume(body, inner.settings.max_body, len);
+        match within(consume, time.alarm).await {
+            Some(Ok(output)) => Ended::Won(Won {
+                status: parts.status,
+                version: parts.version,
+                headers: parts.headers,
+                output,
+            }),
+            // A consumer's error, or the deadline (`None`).
+            failed => {
+                let failed = failed.and_then(Result::err);
+                Box::pin(Self::not_taken(consumer, parts, failed, &time)).await
             }
-            Some(Err(e)) => Some(e),
-            None => None,
-        };
-        Box::pin(Self::not_taken(consumer, parts, failed, &time)).await
+        }
     }
 
     /// Shows a response head to the observer, if there is one.

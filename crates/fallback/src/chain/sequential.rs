@@ -80,10 +80,8 @@ impl Chain {
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
-                    let b = backoff.get_or_insert_with(|| {
-                        inner.settings.backoff.start(call_no << 16 ^ index as u64)
-                    });
-                    self.next_try(&lost, b, call.deadline)
+                    let seed = call_no << 16 ^ index as u64;
+                    self.next_try(&lost, &mut backoff, seed, call.deadline)
                 });
                 if let Some(Next::FailOver(why)) = plan {
                     lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
@@ -120,13 +118,16 @@ impl Chain {
 
     /// When the next try on the same link goes: the server's `Retry-After`
     /// (capped) or the next backoff delay, within the deadline; or why
-    /// the call moves on instead.
+    /// the call moves on instead. The link's backoff starts, from `seed`,
+    /// at its first retry.
     fn next_try(
         &self,
         lost: &Lost,
-        backoff: &mut ExponentialBackoff,
+        backoff: &mut Option<ExponentialBackoff>,
+        seed: u64,
         deadline: Option<Instant>,
     ) -> Next {
+        let backoff = backoff.get_or_insert_with(|| self.inner.settings.backoff.start(seed));
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         retry::next(
             lost.retry_after,
