@@ -271,11 +271,7 @@ impl Chain {
         let inner = &*self.inner;
         // One (shared) alarm for every phase and hop.
         let alarm = inner.alarms.alarm(begun, until);
-        let time = Time {
-            alarm: &alarm,
-            begun,
-            until,
-        };
+        let time = Time::new(&alarm, begun, until);
         let mut route = Route::default();
         let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
         let resp = loop {
@@ -317,27 +313,29 @@ impl Chain {
         if judged.verdict != Verdict::Success {
             return Box::pin(self.read_failure(ep, judged, &time)).await;
         }
-        let Judged {
-            parts, body, len, ..
-        } = judged;
+        let (parts, body, len) = (judged.parts, judged.body, judged.len);
         let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
             Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
             None => body,
         };
-        let consume = consumer.consume(body, inner.settings.max_body, len);
-        match within(consume, time.alarm).await {
-            Some(Ok(output)) => Ended::Won(Won {
-                status: parts.status,
-                version: parts.version,
-                headers: parts.headers,
-                output,
-            }),
-            // A consumer's error, or the deadline (`None`).
-            failed => {
-                let failed = failed.and_then(Result::err);
-                Box::pin(Self::not_taken(consumer, parts, failed, &time)).await
+        let failed = match within(
+            consumer.consume(body, inner.settings.max_body, len),
+            time.alarm,
+        )
+        .await
+        {
+            Some(Ok(output)) => {
+                return Ended::Won(Won {
+                    status: parts.status,
+                    version: parts.version,
+                    headers: parts.headers,
+                    output,
+                })
             }
-        }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        Box::pin(Self::not_taken(consumer, parts, failed, &time)).await
     }
 
     /// Shows a response head to the observer, if there is one.
@@ -529,6 +527,16 @@ pub(super) struct Time<'a> {
     alarm: &'a Alarm,
     begun: Instant,
     until: Instant,
+}
+
+impl<'a> Time<'a> {
+    fn new(alarm: &'a Alarm, begun: Instant, until: Instant) -> Time<'a> {
+        Time {
+            alarm,
+            begun,
+            until,
+        }
+    }
 }
 
 /// Where an attempt's hops have been: the redirect being followed, the

@@ -37,6 +37,7 @@ impl Chain {
 
         'links: for (index, ep) in eps.iter().enumerate() {
             let tries = 1 + ep.retries.unwrap_or(inner.settings.retries);
+            let timeout = ep.timeout.unwrap_or(inner.settings.timeout);
             let mut backoff = None;
             let mut try_number = 1;
             loop {
@@ -48,11 +49,7 @@ impl Chain {
                         continue 'links;
                     }
                 };
-                let Some(until) = attempt_deadline(
-                    begun,
-                    ep.timeout.unwrap_or(inner.settings.timeout),
-                    call.deadline,
-                ) else {
+                let Some(until) = attempt_deadline(begun, timeout, call.deadline) else {
                     return Err(call.fail(self, ErrorKind::Deadline));
                 };
                 let span = attempt_span(ep, try_number);
@@ -80,8 +77,10 @@ impl Chain {
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
-                    let seed = call_no << 16 ^ index as u64;
-                    self.next_try(&lost, &mut backoff, seed, call.deadline)
+                    let b = backoff.get_or_insert_with(|| {
+                        inner.settings.backoff.start(call_no << 16 ^ index as u64)
+                    });
+                    self.next_try(&lost, b, call.deadline)
                 });
                 if let Some(Next::FailOver(why)) = plan {
                     lost.error = format!("{}; {}", lost.error.as_str(), why.describe()).into();
@@ -118,16 +117,13 @@ impl Chain {
 
     /// When the next try on the same link goes: the server's `Retry-After`
     /// (capped) or the next backoff delay, within the deadline; or why
-    /// the call moves on instead. The link's backoff starts, from `seed`,
-    /// at its first retry.
+    /// the call moves on instead.
     fn next_try(
         &self,
         lost: &Lost,
-        backoff: &mut Option<ExponentialBackoff>,
-        seed: u64,
+        backoff: &mut ExponentialBackoff,
         deadline: Option<Instant>,
     ) -> Next {
-        let backoff = backoff.get_or_insert_with(|| self.inner.settings.backoff.start(seed));
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         retry::next(
             lost.retry_after,
