@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::grpc::{Code, CodeSet};
+
 /// What an answer means for the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -28,6 +30,7 @@ pub struct Answer<'a> {
     method: &'a Method,
     link: usize,
     name: &'a str,
+    grpc: Option<Code>,
 }
 
 static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
@@ -42,6 +45,16 @@ impl<'a> Answer<'a> {
             method: &Method::GET,
             link: 0,
             name: "",
+            grpc: None,
+        }
+    }
+
+    /// This answer, as the head of a trailers-only gRPC answer with `code`
+    /// in its `grpc-status`: for trying a classifier out.
+    pub fn with_grpc_status(self, code: Code) -> Answer<'a> {
+        Answer {
+            grpc: Some(code),
+            ..self
         }
     }
 
@@ -51,6 +64,7 @@ impl<'a> Answer<'a> {
         method: &'a Method,
         link: usize,
         name: &'a str,
+        grpc: bool,
     ) -> Answer<'a> {
         Answer {
             status,
@@ -58,6 +72,11 @@ impl<'a> Answer<'a> {
             method,
             link,
             name,
+            grpc: if grpc {
+                crate::grpc::code_of(headers)
+            } else {
+                None
+            },
         }
     }
 
@@ -86,6 +105,14 @@ impl<'a> Answer<'a> {
     pub fn link_name(&self) -> &str {
         self.name
     }
+
+    /// For a gRPC request, the `grpc-status` in the answer's head: a
+    /// trailers-only answer, which gRPC servers send for a failure before
+    /// any message. `None` for other requests, and for answers whose
+    /// status comes in trailers.
+    pub fn grpc_status(&self) -> Option<Code> {
+        self.grpc
+    }
 }
 
 /// Classification: which statuses are a success, which fall back to the
@@ -107,6 +134,13 @@ impl<'a> Answer<'a> {
 /// | [`Classifier::parse`]`("5xx,429")` | 2xx | the listed codes and classes | every other status |
 /// | [`Classifier::custom`] | your predicate decides | | |
 ///
+/// A gRPC request is answered HTTP 200 even when it fails: its status is
+/// in `grpc-status`. When the head of a gRPC answer carries one (a
+/// trailers-only answer), every preset reads it: `OK` is a success, a code
+/// in the gRPC set ([`grpc`](Classifier::grpc), default `UNAVAILABLE`)
+/// falls back, any other code is final. A [`custom`](Classifier::custom)
+/// predicate sees it as [`Answer::grpc_status`].
+///
 /// ```
 /// use fallback_chain::{Answer, Classifier, Verdict};
 /// use http::StatusCode;
@@ -124,6 +158,7 @@ impl<'a> Answer<'a> {
 #[derive(Clone)]
 pub struct Classifier {
     inner: Inner,
+    grpc: CodeSet,
 }
 
 #[derive(Clone)]
@@ -148,10 +183,14 @@ impl Default for Classifier {
 impl fmt::Debug for Classifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
-            Inner::Non2xx => f.write_str("Classifier(non-2xx)"),
-            Inner::Listed(m) => write!(f, "Classifier({})", spec(m)),
-            Inner::Custom(_) => f.write_str("Classifier(custom)"),
+            Inner::Non2xx => f.write_str("Classifier(non-2xx")?,
+            Inner::Listed(m) => write!(f, "Classifier({}", spec(m))?,
+            Inner::Custom(_) => f.write_str("Classifier(custom")?,
         }
+        if self.grpc != CodeSet::DEFAULT {
+            write!(f, "; grpc {}", self.grpc)?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -182,6 +221,7 @@ impl Classifier {
     pub fn non_2xx() -> Classifier {
         Classifier {
             inner: Inner::Non2xx,
+            grpc: CodeSet::DEFAULT,
         }
     }
 
@@ -212,6 +252,7 @@ impl Classifier {
                 Match::Code(408),
                 Match::Code(429),
             ])),
+            grpc: CodeSet::DEFAULT,
         }
     }
 
@@ -244,6 +285,7 @@ impl Classifier {
         }
         Ok(Classifier {
             inner: Inner::Listed(list.into()),
+            grpc: CodeSet::DEFAULT,
         })
     }
 
@@ -263,7 +305,42 @@ impl Classifier {
     pub fn custom(f: impl Fn(&Answer<'_>) -> Verdict + Send + Sync + 'static) -> Classifier {
         Classifier {
             inner: Inner::Custom(Arc::new(f)),
+            grpc: CodeSet::DEFAULT,
         }
+    }
+
+    /// The gRPC codes that fall back when a trailers-only answer carries
+    /// them; any other code but `OK` is final. Default: `UNAVAILABLE`.
+    /// Codes above 63 are never in the set. A custom predicate decides
+    /// for itself.
+    ///
+    /// ```
+    /// use fallback_chain::grpc::Code;
+    /// use fallback_chain::{Answer, Classifier, Verdict};
+    /// use http::StatusCode;
+    ///
+    /// let c = Classifier::default().grpc([Code::UNAVAILABLE, Code::RESOURCE_EXHAUSTED]);
+    /// let answer = |code| Answer::new(StatusCode::OK).with_grpc_status(code);
+    /// assert_eq!(c.classify(&answer(Code::RESOURCE_EXHAUSTED)), Verdict::Fallback);
+    /// assert_eq!(c.classify(&answer(Code::NOT_FOUND)), Verdict::Final);
+    /// assert_eq!(c.classify(&answer(Code::OK)), Verdict::Success);
+    /// ```
+    #[must_use]
+    pub fn grpc(self, codes: impl IntoIterator<Item = Code>) -> Classifier {
+        Classifier {
+            grpc: CodeSet::of(codes),
+            ..self
+        }
+    }
+
+    /// The gRPC codes that fall back, in order.
+    pub fn grpc_codes(&self) -> Vec<Code> {
+        self.grpc.codes().collect()
+    }
+
+    /// Whether a gRPC failure with `code` falls back.
+    pub(crate) fn grpc_falls_back(&self, code: Code) -> bool {
+        self.grpc.contains(code)
     }
 
     /// The verdict for an answer.
@@ -272,7 +349,11 @@ impl Classifier {
         let code = status.as_u16();
         match &self.inner {
             Inner::Custom(f) => f(answer),
-            _ if status.is_success() => Verdict::Success,
+            _ if status.is_success() => match answer.grpc {
+                None | Some(Code::OK) => Verdict::Success,
+                Some(code) if self.grpc.contains(code) => Verdict::Fallback,
+                Some(_) => Verdict::Final,
+            },
             Inner::Non2xx => Verdict::Fallback,
             Inner::Listed(list) => {
                 let hit = list.iter().any(|m| match *m {

@@ -238,6 +238,13 @@ impl Error {
         self.inner.last.as_ref().map(|l| &l.headers)
     }
 
+    /// The gRPC status of the last response received, when its head
+    /// carried one (a trailers-only answer): for a gRPC call that every
+    /// link failed, the last link's own failure.
+    pub fn grpc_status(&self) -> Option<crate::grpc::Status> {
+        self.headers().and_then(crate::grpc::Status::from_headers)
+    }
+
     /// The body of the last response received, if it could be read whole.
     pub fn body(&self) -> Option<&Bytes> {
         self.inner.last.as_ref().and_then(|l| l.body.as_ref())
@@ -317,6 +324,15 @@ impl fmt::Display for Error {
                 Ok(())
             }
             ErrorKind::FinalStatus => match last {
+                Some(a) if a.grpc.is_some() => write!(
+                    f,
+                    "link {} ({}) answered {}, a final status that does not fall back",
+                    a.link,
+                    a.name,
+                    a.grpc
+                        .as_deref()
+                        .map_or_else(String::new, ToString::to_string)
+                ),
                 Some(a) => write!(
                     f,
                     "link {} ({}) answered {}, a final status that does not fall back",

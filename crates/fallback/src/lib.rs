@@ -378,6 +378,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod grpc;
 mod hedge;
 mod link;
 #[cfg(feature = "metrics")]

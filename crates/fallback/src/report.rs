@@ -52,12 +52,16 @@ pub enum Outcome {
     /// refused does the attempt end so, as a failure that falls over like
     /// a refused connection.
     RefusedStream,
+    /// A gRPC answer whose head carried a failure status in the
+    /// classifier's gRPC set (`UNAVAILABLE` by default): HTTP 200, but the
+    /// link failed, as with a 503. [`Attempt::grpc_status`] has the code.
+    Grpc,
 }
 
 impl Outcome {
     /// The outcome's stable name: `ok`, `status`, `connect`, `timeout`,
     /// `io`, `too_large`, `decode`, `skipped`, `cancelled`, `stale`,
-    /// `redirect` or `refused_stream`.
+    /// `redirect`, `refused_stream` or `grpc`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -72,6 +76,7 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::RefusedStream => "refused_stream",
             Outcome::Redirect => "redirect",
+            Outcome::Grpc => "grpc",
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Attempt {
     pub(crate) elapsed: Duration,
     pub(crate) error: Option<ErrorText>,
     pub(crate) insecure: bool,
+    /// A gRPC answer's status, when its head carried one.
+    pub(crate) grpc: Option<Box<crate::grpc::Status>>,
 }
 
 /// An attempt's error text, rendered only when someone reads it: failed
@@ -223,7 +230,8 @@ impl Attempt {
     /// json` and `fallback serve`'s access log share: `link` (the index),
     /// `name`, `url` (no userinfo, secrets redacted), `try`, `outcome`,
     /// `phase`, `status`, `elapsed_ms` (to the microsecond), `error` and
-    /// `insecure`.
+    /// `insecure`; and, for a gRPC answer whose head carried a status,
+    /// `grpc_status` (the number) and `grpc_message`.
     ///
     /// ```
     /// # fn show(report: &fallback_chain::Report) {
@@ -233,7 +241,7 @@ impl Attempt {
     /// # }
     /// ```
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "link": self.link,
             "name": &*self.name,
             "url": &*self.url,
@@ -244,7 +252,18 @@ impl Attempt {
             "elapsed_ms": millis(self.elapsed),
             "error": self.error(),
             "insecure": self.insecure,
-        })
+        });
+        if let Some(g) = &self.grpc {
+            line["grpc_status"] = g.code().value().into();
+            line["grpc_message"] = g.message().into();
+        }
+        line
+    }
+
+    /// The gRPC status the answer's head carried (a trailers-only
+    /// answer), for a gRPC request.
+    pub fn grpc_status(&self) -> Option<&crate::grpc::Status> {
+        self.grpc.as_deref()
     }
 }
 

@@ -57,6 +57,14 @@ impl<T> Response<T> {
         &self.headers
     }
 
+    /// The gRPC status in the head, when the answer is trailers-only
+    /// (`OK`: a failure code comes back as an [`Error`](crate::Error)
+    /// instead). A streamed answer's status comes in its trailers, at the
+    /// end of the body.
+    pub fn grpc_status(&self) -> Option<crate::grpc::Status> {
+        crate::grpc::Status::from_headers(&self.headers)
+    }
+
     /// The body.
     pub fn body(&self) -> &T {
         &self.body

@@ -35,6 +35,8 @@ pub(crate) async fn handle(
     // Only a logged request pays for its log line.
     let mut entry = live.access_log.then(|| Entry::new(&req));
     let h2 = req.version() == http::Version::HTTP_2;
+    // A gRPC client reads failures only in gRPC's terms.
+    let grpc = fallback_chain::grpc::is_grpc(req.headers());
     let mut resp = match route(&live, &req) {
         None => {
             count(proxy, "none", StatusCode::NOT_FOUND);
@@ -42,6 +44,7 @@ pub(crate) async fn handle(
                 StatusCode::NOT_FOUND,
                 "no-route",
                 "no route matches this path",
+                grpc,
             )
         }
         Some(route) => {
@@ -53,6 +56,7 @@ pub(crate) async fn handle(
                     StatusCode::LOOP_DETECTED,
                     "loop",
                     "this request came back through this proxy",
+                    grpc,
                 )
             } else if upgrade::is_upgrade(&req) {
                 upgrade::tunnel(proxy, &live, route, req, entry.as_mut()).await
@@ -60,10 +64,11 @@ pub(crate) async fn handle(
                 match body(proxy, &live, route, req, client, entry.as_mut()) {
                     Ok(request) => {
                         let result = chain(route, request, entry.as_mut()).await;
-                        answer(&live, result)
+                        answer(&live, result, grpc)
                     }
                     Err(BadPath) => {
-                        own_error(StatusCode::BAD_REQUEST, "path", "the path is not valid")
+                        let why = "the path is not valid";
+                        own_error(StatusCode::BAD_REQUEST, "path", why, grpc)
                     }
                 }
             };
@@ -156,7 +161,7 @@ async fn chain(route: &Route, request: Request<Body>, entry: Option<&mut Entry>)
 
 /// Step 4: the winner's head, for the client: its own version, no
 /// hop-by-hop headers, the report headers; or the failure's answer.
-fn answer(live: &Live, result: Sent) -> Response<ResponseBody> {
+fn answer(live: &Live, result: Sent, grpc: bool) -> Response<ResponseBody> {
     match result {
         Ok(resp) => {
             let (mut out, report) = resp.into_http();
@@ -172,7 +177,7 @@ fn answer(live: &Live, result: Sent) -> Response<ResponseBody> {
             }
             out
         }
-        Err(e) => failed(&e, live.report_headers),
+        Err(e) => failed(&e, live.report_headers, grpc),
     }
 }
 

@@ -195,6 +195,7 @@ impl Offer<'_> {
                     StatusCode::BAD_GATEWAY,
                     "upgrade",
                     "no upstream accepted the protocol upgrade",
+                    false,
                 )
             }
         }

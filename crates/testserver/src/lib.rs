@@ -30,6 +30,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod proxy;
 #[cfg(feature = "tls")]
 pub mod tls;

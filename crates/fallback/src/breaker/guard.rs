@@ -15,6 +15,7 @@ use super::state::{Breaker, BreakerState};
 pub(crate) fn counts_as_failure(outcome: Outcome, status: Option<StatusCode>) -> bool {
     match outcome {
         Outcome::Status => status.is_none_or(crate::Classifier::is_server_failure),
+        Outcome::Grpc => true,
         Outcome::Skipped
         | Outcome::Cancelled
         | Outcome::Ok

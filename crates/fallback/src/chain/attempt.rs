@@ -215,6 +215,8 @@ pub(super) struct Lost {
     pub(super) retry_after: Option<Duration>,
     /// Ends the call at once (the sink or the request body failed).
     pub(super) stop: Option<ErrorKind>,
+    /// A gRPC answer's status, from its head.
+    pub(super) grpc: Option<Box<crate::grpc::Status>>,
 }
 
 impl Lost {
@@ -229,6 +231,7 @@ impl Lost {
             response: None,
             retry_after: None,
             stop: None,
+            grpc: None,
         }
     }
 }
@@ -429,7 +432,7 @@ impl Chain {
             .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let answer = Answer::of(status, &parts.headers, method, ep.index, &ep.name);
+        let answer = Answer::of(status, &parts.headers, method, ep.index, &ep.name, ep.grpc);
         let verdict = inner.settings.classifier.classify(&answer);
         Judged {
             parts,
@@ -449,14 +452,38 @@ impl Chain {
             verdict,
         } = judged;
         let status = parts.status;
+        let grpc = ep
+            .grpc
+            .then(|| crate::grpc::Status::from_headers(&parts.headers))
+            .flatten()
+            .filter(|g| g.code() != crate::grpc::Code::OK);
         let body = match within(collect(body, self.inner.settings.max_body, len), time.alarm).await
         {
             Some(Ok(b)) => Some(b),
             _ => None,
         };
+        let (outcome, error) = match &grpc {
+            Some(g) => (
+                // Only a code in the gRPC set is the link's failure; any
+                // other is the caller's answer, like a 4xx.
+                if verdict == Verdict::Fallback
+                    && self.inner.settings.classifier.grpc_falls_back(g.code())
+                {
+                    Outcome::Grpc
+                } else {
+                    Outcome::Status
+                },
+                format!("{} answered {g}", ep.name),
+            ),
+            None => (
+                Outcome::Status,
+                format!("{} returned HTTP Error: {}", ep.name, status.as_u16()),
+            ),
+        };
         Ended::Lost(Box::new(Lost {
             status: Some(status),
             verdict,
+            grpc: grpc.map(Box::new),
             retry_after: retry::retry_after(status, &parts.headers, SystemTime::now()),
             response: Some(LastResponse {
                 version: parts.version,
@@ -464,11 +491,7 @@ impl Chain {
                 headers: parts.headers,
                 body,
             }),
-            ..Lost::new(
-                Outcome::Status,
-                Delivery::Rejected,
-                format!("{} returned HTTP Error: {}", ep.name, status.as_u16()),
-            )
+            ..Lost::new(outcome, Delivery::Rejected, error)
         }))
     }
 
@@ -693,6 +716,7 @@ pub(super) fn line(
         elapsed,
         error: None,
         insecure: ep.insecure,
+        grpc: None,
     }
 }
 
@@ -773,10 +797,11 @@ pub(super) fn stop_kind(
         Some(ErrorKind::FinalStatus)
     } else if ep.body.is_spent() {
         Some(ErrorKind::NotReplayable)
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
+        // Out of time, whether or not the request could have been re-sent.
+        Some(ErrorKind::Deadline)
     } else if !may_resend(ep.idempotent, lost.delivery) {
         Some(not_resent_kind(lost.delivery))
-    } else if deadline.is_some_and(|d| Instant::now() >= d) {
-        Some(ErrorKind::Deadline)
     } else {
         None
     }

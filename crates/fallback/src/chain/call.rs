@@ -27,14 +27,18 @@ pub(super) struct Call {
 }
 
 impl Call {
-    pub(super) fn start(chain: &Chain, started: Instant) -> Call {
+    pub(super) fn start(chain: &Chain, started: Instant, eps: &[Endpoint]) -> Call {
         let (forced, all_open) = match chain.all_open_link(started) {
             Ok(forced) => (forced, false),
             Err(()) => (None, true),
         };
         Call {
             started,
-            deadline: chain.inner.settings.deadline.map(|d| later(started, d)),
+            deadline: match eps.first().and_then(|e| e.deadline) {
+                // A gRPC call's own, which takes the chain's into account.
+                Some(grpc) => Some(grpc),
+                None => chain.inner.settings.deadline.map(|d| later(started, d)),
+            },
             forced,
             all_open,
             report: Report {
@@ -95,6 +99,7 @@ impl Call {
             phase: lost.phase,
             status: lost.status,
             error: Some(lost.error.clone()),
+            grpc: lost.grpc.take(),
             ..attempt
         };
         self.note(chain, attempt);

@@ -1,6 +1,7 @@
 //! A streamed winner's breaker verdict, deferred to the end of its body:
-//! a body that ends cleanly is a success, one that breaks is a failure,
-//! one dropped unread says nothing.
+//! a body that ends cleanly is a success, one that breaks (or whose gRPC
+//! trailers carry a code of the classifier's gRPC set) is a failure, one
+//! dropped unread says nothing.
 
 use std::pin::Pin;
 
@@ -61,6 +62,20 @@ pub(crate) struct Watched {
     pub(crate) pending: Option<Pending>,
 }
 
+impl Watched {
+    /// Trailers without a gRPC status in the classifier's gRPC set end
+    /// the stream well.
+    fn trailers_ok(&self, trailers: Option<&http::HeaderMap>) -> bool {
+        let Some(p) = &self.pending else {
+            return true;
+        };
+        let classifier = &p.chain.inner.settings.classifier;
+        !trailers
+            .and_then(crate::grpc::code_of)
+            .is_some_and(|code| classifier.grpc_falls_back(code))
+    }
+}
+
 impl http_body::Body for Watched {
     type Data = Bytes;
     type Error = crate::transport::BoxError;
@@ -73,6 +88,10 @@ impl http_body::Body for Watched {
         let ended = match &polled {
             std::task::Poll::Ready(None) => Some(true),
             std::task::Poll::Ready(Some(Err(_))) => Some(false),
+            // A gRPC status in the trailers: the stream's own verdict.
+            std::task::Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                Some(self.trailers_ok(frame.trailers_ref()))
+            }
             // A reader that stops at the end it knows (Content-Length)
             // never polls for the final `None`.
             std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => Some(true),

@@ -79,7 +79,8 @@ impl ExternalAttempt<'_> {
     /// What the chain's classifier makes of this link's answer.
     pub fn classify(&self, method: &Method, status: StatusCode, headers: &HeaderMap) -> Verdict {
         let name = &self.chain.inner.endpoints[self.index].name;
-        let answer = Answer::of(status, headers, method, self.index, name);
+        let grpc = crate::grpc::is_grpc(headers);
+        let answer = Answer::of(status, headers, method, self.index, name, grpc);
         self.chain.inner.settings.classifier.classify(&answer)
     }
 

@@ -29,7 +29,7 @@ impl Chain {
         eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
-        let mut call = Call::start(self, Instant::now());
+        let mut call = Call::start(self, Instant::now(), eps);
         inner.settings.budget.deposit();
         let mut race = Race {
             chain: self,

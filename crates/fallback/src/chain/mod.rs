@@ -227,11 +227,33 @@ impl Chain {
     fn for_request<B: Into<crate::Body>>(&self, request: http::Request<B>) -> Vec<Endpoint> {
         let (parts, body) = request.into_parts();
         let body = body.into();
-        self.inner
+        let mut eps: Vec<Endpoint> = self
+            .inner
             .endpoints
             .iter()
             .map(|e| e.with_request(&parts, &body))
-            .collect()
+            .collect();
+        if eps.first().is_some_and(|e| e.grpc) {
+            let deadline = self.grpc_deadline(&parts.headers);
+            for ep in &mut eps {
+                ep.deadline = deadline;
+            }
+        }
+        eps
+    }
+
+    /// A gRPC call's deadline: its `grpc-timeout`, or the chain's
+    /// deadline when that is shorter.
+    fn grpc_deadline(&self, headers: &http::HeaderMap) -> Option<Instant> {
+        let asked = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::grpc::parse_timeout);
+        let limit = match (asked, self.inner.settings.deadline) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        };
+        limit.map(|d| crate::timeout::later(Instant::now(), d))
     }
 
     /// Sends `request` along the chain as [`send`](Self::send) does, but

@@ -30,7 +30,7 @@ impl Chain {
         eps: &[Endpoint],
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
-        let mut call = Call::start(self, Instant::now());
+        let mut call = Call::start(self, Instant::now(), eps);
         let call_no = self.count_call();
         // Clock reads cost: the first attempt starts when the call does.
         let mut next_begin = Some(call.started);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, CONTENT_TYPE};
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use tokio::time::Instant;
 
 use super::parse::join_uri;
 use super::LinkInfo;
@@ -14,6 +15,8 @@ use crate::body::Body;
 use crate::redact;
 use crate::safety;
 use crate::transport::{RequestBody, Transport};
+
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// A validated link, ready to send.
 #[derive(Clone)]
@@ -40,6 +43,12 @@ pub(crate) struct Endpoint {
     pub(crate) version: http::Version,
     /// TLS without certificate verification.
     pub(crate) insecure: bool,
+    /// The request is gRPC (its `content-type`): its answers are read in
+    /// gRPC's terms.
+    pub(crate) grpc: bool,
+    /// A gRPC call's deadline, sent to each attempt as the `grpc-timeout`
+    /// left.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -62,6 +71,8 @@ impl Endpoint {
             uri: uri.clone(),
             body: Body::empty(),
             idempotent: true,
+            grpc: false,
+            deadline: None,
             ..self.clone()
         };
         probe.headers.remove(CONTENT_TYPE);
@@ -84,6 +95,7 @@ impl Endpoint {
         redact::mark(&mut headers, &self.secrets);
         let uri = join_uri(&self.uri, &req.uri);
         let method = req.method.clone();
+        let grpc = crate::grpc::is_grpc(&headers);
         Endpoint {
             index: self.index,
             name: self.name.clone(),
@@ -101,8 +113,11 @@ impl Endpoint {
             secrets: self.secrets.clone(),
             version: self.version,
             insecure: self.insecure,
+            grpc,
+            deadline: None,
         }
     }
+
     pub(crate) fn info(&self, index: usize) -> LinkInfo {
         let body = format!("{:?}", self.body);
         LinkInfo {
@@ -146,6 +161,13 @@ impl Endpoint {
         *req.version_mut() = self.version;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
+        if let (true, Some(deadline)) = (self.grpc, self.deadline) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = crate::grpc::format_timeout(left);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                req.headers_mut().insert(&GRPC_TIMEOUT, v);
+            }
+        }
         Ok(req)
     }
 }

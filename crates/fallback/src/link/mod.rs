@@ -366,6 +366,8 @@ impl Link {
                 http::Version::HTTP_11
             },
             insecure: false,
+            grpc: crate::grpc::is_grpc(&headers),
+            deadline: None,
             name: name.into(),
             url: redact::uri(&uri).into(),
             method,

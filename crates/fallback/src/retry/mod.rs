@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 /// Whether a failure is worth another try on the same link.
 pub(crate) fn worth_retrying(outcome: Outcome, status: Option<StatusCode>) -> bool {
     match outcome {
-        Outcome::Connect | Outcome::Timeout | Outcome::Io => true,
+        Outcome::Connect | Outcome::Timeout | Outcome::Io | Outcome::Grpc => true,
         Outcome::Status => status.is_some_and(crate::Classifier::is_server_failure),
         _ => false,
     }
