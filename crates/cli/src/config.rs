@@ -1,7 +1,7 @@
 //! The TOML config file: chain-wide defaults and `[[endpoint]]` links.
 //!
 //! ```toml
-//! timeout = "2s"          # chain-wide: timeout, deadline, idle_timeout, retries, hedge, fail_on, idempotent, max_body
+//! timeout = "2s"          # chain-wide: timeout, deadline, idle_timeout, retries, hedge, fail_on, grpc_fail_on, idempotent, max_body
 //! secret_headers = ["X-Tenant"]  # values never printed, beyond the built-in rule (X-Api-Key, ...)
 //! follow_redirects = true # or a bound on hops (true: 10); compressed = true
 //! ca_cert = "ca.pem"      # chain-wide and per link: ca_cert, client_cert, client_key, insecure,
@@ -27,8 +27,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fallback_chain::grpc::Code;
 use fallback_chain::{Classifier, Policy};
-use fallback_chain_proxy::config::{opt_duration, opt_fail_on, opt_size, parse_toml, read_limited};
+use fallback_chain_proxy::config::{
+    opt_duration, opt_fail_on, opt_grpc_codes, opt_size, parse_toml, read_limited,
+};
 use fallback_chain_proxy::config::{Net, MAX_CONFIG};
 use serde::{Deserialize, Deserializer};
 
@@ -48,6 +51,8 @@ pub struct Config {
     pub hedge: Option<Duration>,
     #[serde(default, deserialize_with = "opt_fail_on")]
     pub fail_on: Option<Classifier>,
+    #[serde(default, deserialize_with = "opt_grpc_codes")]
+    pub grpc_fail_on: Option<Vec<Code>>,
     pub idempotent: Option<bool>,
     #[serde(default, deserialize_with = "opt_size")]
     pub max_body: Option<u64>,
@@ -84,6 +89,7 @@ impl Config {
         p.retries = self.retries;
         p.hedge = self.hedge;
         p.fail_on = self.fail_on.clone();
+        p.grpc_fail_on = self.grpc_fail_on.clone();
         p.idempotent = self.idempotent;
         p
     }

@@ -180,6 +180,11 @@ pub(crate) struct PolicyArgs {
     /// redirects, 304 and client errors through].
     #[arg(long, value_name = "SPEC", value_parser = parse_fail_on)]
     fail_on: Option<Classifier>,
+    /// gRPC codes that fall back when a gRPC answer's head carries them
+    /// (a trailers-only answer), by name or number, comma-separated; any
+    /// other code but OK is the final answer [default: UNAVAILABLE].
+    #[arg(long, value_name = "CODES", value_parser = parse_grpc_codes)]
+    grpc_fail_on: Option<GrpcCodes>,
     /// Allow re-sending a non-idempotent request (POST, PATCH) whose
     /// outcome is unknown.
     #[arg(long)]
@@ -196,6 +201,7 @@ impl PolicyArgs {
         p.retries = self.retries;
         p.hedge = self.hedge;
         p.fail_on = self.fail_on.clone();
+        p.grpc_fail_on = self.grpc_fail_on.clone().map(|c| c.0);
         p.idempotent = self.idempotent.then_some(true);
         p
     }
@@ -238,6 +244,14 @@ enum ReportFormat {
     Text,
     Json,
     None,
+}
+
+/// `--grpc-fail-on`'s list, as one value.
+#[derive(Clone, Debug)]
+struct GrpcCodes(Vec<fallback_chain::grpc::Code>);
+
+fn parse_grpc_codes(s: &str) -> Result<GrpcCodes, String> {
+    fallback_chain_proxy::config::grpc_codes(s).map(GrpcCodes)
 }
 
 fn parse_fail_on(s: &str) -> Result<Classifier, String> {

@@ -3,7 +3,8 @@
 //! line over the file ([`Config::overlaid`]).
 //!
 //! ```toml
-//! timeout = "2s"            # chain-wide: timeout, deadline, idle_timeout, retries, hedge, fail_on, idempotent
+//! timeout = "2s"            # chain-wide: timeout, deadline, idle_timeout, retries, hedge, fail_on,
+//!                           # grpc_fail_on, idempotent
 //! secret_headers = ["X-Tenant"]
 //! ca_cert = "ca.pem"        # network: ca_cert, client_cert, client_key, insecure, proxy, no_proxy,
 //!                           # http2_prior_knowledge, connect_timeout, user_agent
@@ -14,7 +15,7 @@
 //! name = "primary"          # optional: host:port by default
 //! url = "http://10.0.0.5:8080"
 //! headers = { "X-Api-Key" = "..." }
-//! timeout = "500ms"         # per upstream: timeout, idle_timeout, retries, probe
+//! timeout = "500ms"         # per upstream: timeout, idle_timeout, retries, probe, h2c
 //! [[route]]
 //! prefix = "/orders"
 //! upstreams = ["primary"]
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fallback_chain::grpc::Code;
 use fallback_chain::transport::{HyperTransport, HyperTransportBuilder};
 use fallback_chain::{Classifier, Policy};
 use serde::de::DeserializeOwned;
@@ -118,6 +120,10 @@ pub struct Upstream {
     pub retries: Option<u32>,
     /// Path of the background health probe (a GET).
     pub probe: Option<String>,
+    /// HTTP/2 without upgrade (h2c) to this `http://` upstream, as gRPC
+    /// servers expect, over the file's and the command line's
+    /// `http2_prior_knowledge`.
+    pub h2c: Option<bool>,
 }
 
 impl Upstream {
@@ -131,6 +137,7 @@ impl Upstream {
             idle_timeout: None,
             retries: None,
             probe: None,
+            h2c: None,
         }
     }
 }
@@ -456,6 +463,8 @@ macro_rules! with_policy_keys {
             hedge: Option<Duration>,
             #[serde(default, deserialize_with = "opt_fail_on")]
             fail_on: Option<Classifier>,
+            #[serde(default, deserialize_with = "opt_grpc_codes")]
+            grpc_fail_on: Option<Vec<Code>>,
             idempotent: Option<bool>,
         }
 
@@ -468,6 +477,7 @@ macro_rules! with_policy_keys {
                 p.retries = self.retries;
                 p.hedge = self.hedge;
                 p.fail_on = self.fail_on.clone();
+                p.grpc_fail_on = self.grpc_fail_on.clone();
                 p.idempotent = self.idempotent;
                 p
             }
@@ -547,6 +557,7 @@ struct UpstreamTable {
     idle_timeout: Option<Duration>,
     retries: Option<u32>,
     probe: Option<String>,
+    h2c: Option<bool>,
 }
 
 impl File {
@@ -590,6 +601,7 @@ impl File {
                     idle_timeout: u.idle_timeout,
                     retries: u.retries,
                     probe: u.probe,
+                    h2c: u.h2c,
                 })
                 .collect(),
             routes: self
@@ -620,6 +632,44 @@ pub fn opt_fail_on<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Classifier>
     Classifier::parse(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// A `grpc_fail_on` key: a list of gRPC codes by name or number,
+/// `["UNAVAILABLE", "RESOURCE_EXHAUSTED"]`, or one string `"UNAVAILABLE,8"`.
+pub fn opt_grpc_codes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Code>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Number(u32),
+        Name(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Codes {
+        List(Vec<Item>),
+        Text(String),
+    }
+    let items = match Codes::deserialize(d)? {
+        Codes::List(items) => items,
+        Codes::Text(s) => s.split(',').map(|i| Item::Name(i.to_owned())).collect(),
+    };
+    items
+        .into_iter()
+        .map(|i| match i {
+            Item::Number(n) => n.to_string().parse::<Code>(),
+            Item::Name(s) => s.parse::<Code>(),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("grpc_fail_on: {e}")))
+}
+
+/// Parses a command line's `--grpc-fail-on`: `UNAVAILABLE,RESOURCE_EXHAUSTED`
+/// or numbers.
+pub fn grpc_codes(s: &str) -> Result<Vec<Code>, String> {
+    s.split(',')
+        .map(|c| c.parse::<Code>().map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// A size key: a number of bytes, or `64KiB`, `10MiB`, `1GiB`.

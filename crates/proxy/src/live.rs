@@ -365,6 +365,9 @@ impl Context<'_> {
         if let Some(r) = c.retries {
             link = link.retries(r);
         }
+        if let Some(h2c) = c.h2c {
+            link = link.http2_prior_knowledge(h2c);
+        }
         if let Some(path) = &c.probe {
             let url = probe_url(&up.url, path).map_err(|e| {
                 ConfigError::new(format!("upstream {} ({}): probe: {e}", i + 1, up.name))

@@ -50,7 +50,7 @@ use super::{Chain, Inner, Settings};
 #[must_use]
 pub struct ChainBuilder {
     /// What the chain keeps.
-    settings: Settings,
+    pub(super) settings: Settings,
     // What is spent on building it.
     links: Vec<Link>,
     headers: Vec<(Given<HeaderName>, Given<HeaderValue>)>,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::classify::Classifier;
+use crate::grpc::Code;
 use crate::hedge::Hedge;
 
 use super::ChainBuilder;
@@ -54,6 +55,9 @@ pub struct Policy {
     pub hedge: Option<Duration>,
     /// [`ChainBuilder::classifier`].
     pub fail_on: Option<Classifier>,
+    /// [`Classifier::grpc`] of the classifier: the gRPC codes that fall
+    /// back.
+    pub grpc_fail_on: Option<Vec<Code>>,
     /// `Some(true)`: [`ChainBuilder::idempotent`], every link without a
     /// mark of its own may be re-sent when its outcome is unknown.
     /// `Some(false)` (a layer that takes an earlier `true` back) and `None`
@@ -105,6 +109,13 @@ impl Policy {
         self
     }
 
+    /// [`Classifier::grpc`]: the gRPC codes that fall back (default
+    /// `UNAVAILABLE`).
+    pub fn grpc_fail_on(mut self, codes: impl IntoIterator<Item = Code>) -> Self {
+        self.grpc_fail_on = Some(codes.into_iter().collect());
+        self
+    }
+
     /// Whether every link may be re-sent when its outcome is unknown; see
     /// the field [`idempotent`](Self#structfield.idempotent).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
@@ -123,6 +134,10 @@ impl Policy {
             retries: over.retries.or(self.retries),
             hedge: over.hedge.or(self.hedge),
             fail_on: over.fail_on.clone().or_else(|| self.fail_on.clone()),
+            grpc_fail_on: over
+                .grpc_fail_on
+                .clone()
+                .or_else(|| self.grpc_fail_on.clone()),
             idempotent: over.idempotent.or(self.idempotent),
         }
     }
@@ -150,6 +165,10 @@ impl ChainBuilder {
         }
         if let Some(c) = &policy.fail_on {
             self = self.classifier(c.clone());
+        }
+        if let Some(codes) = &policy.grpc_fail_on {
+            let c = self.settings.classifier.clone().grpc(codes.iter().copied());
+            self = self.classifier(c);
         }
         if policy.idempotent == Some(true) {
             self = self.idempotent(true);

@@ -404,6 +404,7 @@ impl Transport for HyperTransport {
         if let Some(h) = Handoff::of(&request) {
             h.connecting();
         }
+        let h2 = request.version() == http::Version::HTTP_2;
         let fut = client.request(request);
         Box::pin(async move {
             match fut.await {
@@ -417,7 +418,7 @@ impl Transport for HyperTransport {
                         } else {
                             TransportErrorKind::Connect
                         }
-                    } else if is_stale(&e) {
+                    } else if is_stale(&e, h2) {
                         TransportErrorKind::StaleConnection
                     } else {
                         TransportErrorKind::Other
@@ -506,10 +507,32 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An HTTP/2 connection that closed under the request, as when a server
+/// closes it after a `GOAWAY` (tonic's and nginx's connection age) while
+/// the request was going out: h2 reports the end of the socket as a
+/// broken pipe of the stream. The stream's fate is unknown, as for a
+/// stale HTTP/1 connection, so the same rule applies: an idempotent
+/// request goes once more, on a new connection.
+fn h2_connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted);
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Whether a failed send went out on a pooled HTTP/1 connection that had
 /// already served a request, and failed the way a connection closed by the
 /// server fails, before any byte of the answer arrived.
-fn is_stale(e: &hyper_util::client::legacy::Error) -> bool {
+fn is_stale(e: &hyper_util::client::legacy::Error, h2: bool) -> bool {
+    let negotiated = e.connect_info().is_some_and(|c| c.is_negotiated_h2());
+    if (h2 || negotiated) && h2_connection_lost(e) {
+        return true;
+    }
     let Some(connected) = e.connect_info() else {
         return false;
     };
