@@ -346,3 +346,57 @@ async fn a_primary_that_closes_connections_with_goaway_costs_idempotent_calls_no
         }
     }
 }
+
+#[tokio::test]
+async fn a_grpc_health_probe_readmits_a_recovered_primary() {
+    let primary = GrpcServer::start("primary", Mode::Fail(14, "down".into()));
+    let backup = GrpcServer::start("backup", Mode::Serve);
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write(
+        dir.path(),
+        "probe.toml",
+        format!(
+            "http2_prior_knowledge = true\n\
+             [[upstream]]\nname = \"primary\"\nurl = \"{}\"\nprobe = \"grpc:test.Echo\"\n\
+             [[upstream]]\nname = \"backup\"\nurl = \"{}\"\n",
+            primary.url(),
+            backup.url()
+        )
+        .as_bytes(),
+    );
+    let p = Proxy::start(&["--config", &config]);
+    // Five failures in a row open the primary's breaker (the default).
+    for _ in 0..5 {
+        assert_eq!(say(&p.addr, "hi", None).await.unwrap(), "backup: hi");
+    }
+    primary.set_mode(Mode::Serve);
+    // After the break (5 s by default) the health check, not a client's
+    // call, finds the primary serving again.
+    let back = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if say(&p.addr, "hi", None).await.unwrap() == "primary: hi" {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the primary came back");
+    let calls = primary.calls();
+    let check = calls
+        .iter()
+        .position(|c| c.path == "/grpc.health.v1.Health/Check")
+        .expect("a health check");
+    assert!(
+        calls[check..].iter().any(|c| c.path == "/test.Echo/Say"),
+        "calls resumed after the check: {calls:?}"
+    );
+    assert_eq!(
+        calls[..check]
+            .iter()
+            .filter(|c| c.path == "/test.Echo/Say")
+            .count(),
+        5,
+        "no client call was spent finding out: {calls:?}"
+    );
+}

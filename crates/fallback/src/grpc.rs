@@ -317,6 +317,90 @@ pub fn decode_message(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The path of the standard health check, `grpc.health.v1.Health/Check`.
+pub(crate) const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A `HealthCheckRequest` for `service` (empty: the server as a whole),
+/// framed as one gRPC message.
+pub(crate) fn health_request(service: &str) -> bytes::Bytes {
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a); // field 1, length-delimited
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut out = Vec::with_capacity(5 + msg.len());
+    out.push(0);
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    out.into()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn varint(b: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Whether a health check's answer body (one framed, uncompressed
+/// `HealthCheckResponse`) says `SERVING` (1). Anything else, malformed
+/// included, is not.
+pub(crate) fn health_serving(body: &[u8]) -> bool {
+    let Some((&0, rest)) = body.split_first() else {
+        return false;
+    };
+    let Some((len, mut msg)) = rest.split_first_chunk::<4>() else {
+        return false;
+    };
+    if msg.len() != u32::from_be_bytes(*len) as usize {
+        return false;
+    }
+    let mut status = 0; // proto3: an absent field is its zero, UNKNOWN
+    while !msg.is_empty() {
+        let Some(key) = varint(&mut msg) else {
+            return false;
+        };
+        let skip = match key & 7 {
+            0 => {
+                let Some(v) = varint(&mut msg) else {
+                    return false;
+                };
+                if key >> 3 == 1 {
+                    status = v;
+                }
+                0
+            }
+            1 => 8,
+            2 => match varint(&mut msg).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) => l,
+                None => return false,
+            },
+            5 => 4,
+            _ => return false,
+        };
+        let Some(rest) = msg.get(skip..) else {
+            return false;
+        };
+        msg = rest;
+    }
+    status == 1
+}
+
 /// A set of codes, as a bit set: codes above 63 are never in it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct CodeSet(u64);
@@ -460,6 +544,29 @@ mod tests {
     }
 
     #[test]
+    fn health_messages() {
+        assert_eq!(&health_request("")[..], [0, 0, 0, 0, 0]);
+        assert_eq!(
+            &health_request("a.B")[..],
+            [0, 0, 0, 0, 5, 0x0a, 3, b'a', b'.', b'B']
+        );
+        assert!(health_serving(&[0, 0, 0, 0, 2, 0x08, 1]));
+        assert!(!health_serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
+        assert!(!health_serving(&[0, 0, 0, 0, 0]), "UNKNOWN, by default");
+        // An unknown field before the status is skipped.
+        assert!(health_serving(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 1]));
+        for bad in [
+            &[][..],
+            &[1, 0, 0, 0, 2, 8, 1],
+            &[0, 0, 0, 0, 3, 8, 1],
+            &[0, 0, 0, 0, 2, 0x12, 9],
+            &[0, 0, 0, 0, 1, 0x80],
+        ] {
+            assert!(!health_serving(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn code_sets() {
         let s = CodeSet::of([Code::UNAVAILABLE, Code::new(8), Code::new(70)]);
         assert!(s.contains(Code::UNAVAILABLE));
@@ -487,6 +594,11 @@ mod tests {
             let enc = encode_message(&m);
             prop_assert!(enc.bytes().all(|b| (0x20..=0x7e).contains(&b)));
             prop_assert_eq!(decode_message(enc.as_bytes()), m);
+        }
+
+        #[test]
+        fn a_health_answer_never_panics(b in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let _ = health_serving(&b);
         }
 
         #[test]

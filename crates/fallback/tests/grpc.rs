@@ -258,3 +258,69 @@ async fn a_stream_that_ends_ok_counts_as_a_success() {
         (BreakerState::Closed, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn the_grpc_health_check_readmits_only_a_serving_link() {
+    let primary = GrpcServer::start("primary", Mode::Fail(14, "down".into()));
+    primary.set_serving(false);
+    let backup = GrpcServer::start("backup", Mode::Serve);
+    let chain = Chain::builder()
+        .link(
+            Link::post(primary.url())
+                .http2_prior_knowledge(true)
+                .grpc_health_probe("test.Echo"),
+        )
+        .link(Link::post(backup.url()).http2_prior_knowledge(true))
+        .breaker(
+            BreakerConfig::new()
+                .consecutive_failures(1)
+                .break_duration(Duration::from_millis(100))
+                .max_break_duration(Duration::from_millis(200)),
+        )
+        .sticky(true)
+        .build()
+        .unwrap();
+    let winner = |chain: Chain| async move {
+        chain
+            .send_streaming(call("/test.Echo/Say", "hi"))
+            .await
+            .unwrap()
+            .winner()
+    };
+    assert_eq!(winner(chain.clone()).await, 1);
+    // The primary would answer calls now, but its health check says
+    // NOT_SERVING: it stays out.
+    primary.set_mode(Mode::Serve);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(winner(chain.clone()).await, 1);
+    }
+    let checks = |s: &GrpcServer| {
+        s.calls()
+            .iter()
+            .filter(|c| c.path == "/grpc.health.v1.Health/Check")
+            .count()
+    };
+    assert!(checks(&primary) >= 1, "{:?}", primary.calls());
+    let says = primary
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/test.Echo/Say")
+        .count();
+    assert_eq!(says, 1, "only the first call reached the primary");
+
+    primary.set_serving(true);
+    let readmitted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if winner(chain.clone()).await == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        readmitted.is_ok(),
+        "a SERVING health check re-admits the primary"
+    );
+}

@@ -118,7 +118,9 @@ pub struct Upstream {
     pub idle_timeout: Option<Duration>,
     /// This upstream's extra tries, over the route's.
     pub retries: Option<u32>,
-    /// Path of the background health probe (a GET).
+    /// The background health probe: a path to `GET`, or `grpc` (the
+    /// standard gRPC health check of the server) or `grpc:package.Service`
+    /// (of one service), which only `SERVING` passes.
     pub probe: Option<String>,
     /// HTTP/2 without upgrade (h2c) to this `http://` upstream, as gRPC
     /// servers expect, over the file's and the command line's

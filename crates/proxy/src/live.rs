@@ -297,6 +297,16 @@ fn default_name(url: &str, i: usize, taken: &[Upstream]) -> Result<String, Confi
     Ok(name)
 }
 
+/// `probe = "grpc"` (the server as a whole) or `"grpc:package.Service"`:
+/// the service the gRPC health check asks about.
+fn grpc_probe(probe: &str) -> Option<&str> {
+    match probe.strip_prefix("grpc") {
+        Some("") => Some(""),
+        Some(rest) => rest.strip_prefix(':'),
+        None => None,
+    }
+}
+
 struct Context<'a> {
     cfg: &'a Config,
     upstreams: &'a [Upstream],
@@ -368,7 +378,9 @@ impl Context<'_> {
         if let Some(h2c) = c.h2c {
             link = link.http2_prior_knowledge(h2c);
         }
-        if let Some(path) = &c.probe {
+        if let Some(service) = c.probe.as_deref().and_then(grpc_probe) {
+            link = link.grpc_health_probe(service);
+        } else if let Some(path) = &c.probe {
             let url = probe_url(&up.url, path).map_err(|e| {
                 ConfigError::new(format!("upstream {} ({}): probe: {e}", i + 1, up.name))
             })?;

@@ -220,7 +220,7 @@ pub(super) struct Lost {
 }
 
 impl Lost {
-    fn new(outcome: Outcome, delivery: Delivery, error: impl Into<ErrorText>) -> Lost {
+    pub(super) fn new(outcome: Outcome, delivery: Delivery, error: impl Into<ErrorText>) -> Lost {
         Lost {
             outcome,
             phase: None,

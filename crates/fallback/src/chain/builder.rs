@@ -429,7 +429,7 @@ impl ChainBuilder {
                 b.config.validate()?;
             }
             shared.push(l.breaker.clone());
-            probes.push(l.probe_uri(i)?);
+            probes.push(l.probe_target(i)?);
         }
         let mut endpoints = links
             .into_iter()

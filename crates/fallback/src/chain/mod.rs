@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -15,7 +14,7 @@ use crate::breaker::{AllOpen, Breaker, BreakerConfig, LinkHealth, SharedBreaker}
 use crate::classify::Classifier;
 use crate::error::{Error, ErrorKind};
 use crate::hedge::{Hedge, Latencies};
-use crate::link::{Endpoint, LinkInfo};
+use crate::link::{Endpoint, LinkInfo, Probe};
 use crate::observer::{Observer, RequestHead};
 use crate::report::{Attempt, Outcome};
 use crate::response::{BodySink, Response};
@@ -99,7 +98,7 @@ struct Inner {
     /// The links' shared breakers, which outlive a re-assembly.
     shared: Box<[Option<SharedBreaker>]>,
     /// The links' probe URLs (sticky failover's background GETs).
-    probes: Box<[Option<Uri>]>,
+    probes: Box<[Option<Probe>]>,
     latencies: Box<[Latencies]>,
 }
 

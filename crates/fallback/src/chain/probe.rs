@@ -4,10 +4,12 @@ use tokio::time::Instant;
 
 use crate::breaker;
 use crate::breaker::{Admit, ProbeGuard};
-use crate::link::Endpoint;
+use crate::link::{Endpoint, Probe};
+use crate::report::{ErrorText, Outcome};
+use crate::safety::Delivery;
 use crate::timeout::later;
 
-use super::attempt::{Ended, Won};
+use super::attempt::{Ended, Lost, Won};
 use super::consume::{Buffered, Consume};
 use super::deferred::Pending;
 use super::Chain;
@@ -149,11 +151,27 @@ impl Chain {
             let mut guard = ProbeGuard::new(&breakers[index], true);
             let until = later(begun, ep.timeout.unwrap_or(inner.settings.timeout));
             let ended = match inner.probes.get(index) {
-                Some(Some(uri)) => {
+                Some(Some(Probe::Get(uri))) => {
                     let probe = ep.probe(uri);
                     chain
                         .attempt(&probe, &mut Buffered, begun, until, &mut Vec::new())
                         .await
+                }
+                Some(Some(Probe::GrpcHealth(service))) => {
+                    let probe = ep.grpc_health_probe(service);
+                    let ended = chain
+                        .attempt(&probe, &mut Buffered, begun, until, &mut Vec::new())
+                        .await;
+                    match ended {
+                        Ended::Won(won) if !crate::grpc::health_serving(&won.output) => {
+                            Ended::Lost(Box::new(Lost::new(
+                                Outcome::Grpc,
+                                Delivery::Processed,
+                                ErrorText::fixed("the health check did not answer SERVING"),
+                            )))
+                        }
+                        ended => ended,
+                    }
                 }
                 _ => {
                     chain

@@ -80,6 +80,27 @@ impl Endpoint {
         probe
     }
 
+    /// The link's gRPC health probe: a `grpc.health.v1.Health/Check` of
+    /// `service`, at the link's URL, with the link's headers.
+    pub(crate) fn grpc_health_probe(&self, service: &str) -> Endpoint {
+        let uri = join_uri(&self.uri, &Uri::from_static(crate::grpc::HEALTH_CHECK));
+        let mut headers = self.headers.clone();
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        Endpoint {
+            url: redact::uri(&uri).into(),
+            method: Method::POST,
+            uri,
+            headers,
+            body: Body::from(crate::grpc::health_request(service)),
+            idempotent: true,
+            grpc: true,
+            deadline: None,
+            ..self.clone()
+        }
+    }
+
     /// This link, sending `req`'s method, headers, body, path and query
     /// instead of its own; its URL gives the scheme, host and path prefix.
     pub(crate) fn with_request(&self, req: &http::request::Parts, body: &Body) -> Endpoint {

@@ -55,6 +55,8 @@ pub struct Link {
     pub(crate) http2_prior_knowledge: Option<bool>,
     pub(crate) breaker: Option<crate::breaker::SharedBreaker>,
     pub(crate) probe: Option<String>,
+    /// The gRPC service whose health the background probe asks.
+    pub(crate) grpc_health: Option<String>,
 }
 
 impl fmt::Debug for Link {
@@ -121,6 +123,7 @@ impl Link {
             http2_prior_knowledge: None,
             breaker: None,
             probe: None,
+            grpc_health: None,
         }
     }
 
@@ -277,8 +280,36 @@ impl Link {
         self
     }
 
+    /// With sticky failover on ([`ChainBuilder::sticky`]), an open link's
+    /// recovery is checked with the standard gRPC health-checking protocol
+    /// instead of the link's own request: a `grpc.health.v1.Health/Check`
+    /// of `service` (empty: the server as a whole) at the link's URL, and
+    /// only `SERVING` re-admits it. Over [`probe`](Self::probe).
+    ///
+    /// ```
+    /// use fallback_chain::Link;
+    /// let primary = Link::post("http://127.0.0.1:50051")
+    ///     .http2_prior_knowledge(true)
+    ///     .grpc_health_probe("orders.v1.Orders");
+    /// # let _ = primary;
+    /// ```
+    ///
+    /// [`ChainBuilder::sticky`]: crate::ChainBuilder::sticky
+    pub fn grpc_health_probe(mut self, service: impl Into<String>) -> Link {
+        self.grpc_health = Some(service.into());
+        self
+    }
+
+    /// The link's probe, checked; `None` when the link has none.
+    pub(crate) fn probe_target(&self, index: usize) -> Result<Option<Probe>, BuildError> {
+        if let Some(service) = &self.grpc_health {
+            return Ok(Some(Probe::GrpcHealth(service.clone())));
+        }
+        Ok(self.probe_uri(index)?.map(Probe::Get))
+    }
+
     /// The probe URL, checked; `None` when the link has none.
-    pub(crate) fn probe_uri(&self, index: usize) -> Result<Option<Uri>, BuildError> {
+    fn probe_uri(&self, index: usize) -> Result<Option<Uri>, BuildError> {
         let Some(url) = &self.probe else {
             return Ok(None);
         };
@@ -383,6 +414,15 @@ impl Link {
             secrets: secrets.into(),
         })
     }
+}
+
+/// What a link's background probe sends.
+#[derive(Clone, Debug)]
+pub(crate) enum Probe {
+    /// A `GET` of this URL.
+    Get(Uri),
+    /// A gRPC health check of this service.
+    GrpcHealth(String),
 }
 
 /// A read-only view of a built chain's link, from [`Chain::links`].
