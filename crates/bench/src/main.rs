@@ -4,6 +4,7 @@
 //! (A B A B …), and reports medians and their ratio. Servers run on
 //! 127.0.0.1 on threads (or processes) of their own.
 
+mod grpc;
 mod icount;
 mod serve;
 mod server;
@@ -142,6 +143,12 @@ fn main() {
         if want("serve") {
             rows.extend(serve::serve_group(cfg).await);
         }
+        if want("grpc") {
+            rows.extend(grpc::grpc_group(cfg).await);
+        }
+        if want("soak_grpc") {
+            rows.extend(grpc::soak_grpc(cfg).await);
+        }
         if want("all_down") {
             rows.extend(all_down(cfg).await);
         }
@@ -219,6 +226,7 @@ fn print_table(rows: &[Row]) {
 
 // ---------- load generation ----------
 
+#[derive(Default)]
 struct Run {
     ok: u64,
     failed: u64,

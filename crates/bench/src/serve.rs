@@ -92,7 +92,7 @@ impl Drop for Running {
     }
 }
 
-mod tempdir {
+pub(super) mod tempdir {
     use std::path::{Path, PathBuf};
 
     /// A scratch directory, removed when dropped.
@@ -124,7 +124,7 @@ mod tempdir {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -143,7 +143,7 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
-fn installed(cmd: &str) -> Option<PathBuf> {
+pub(super) fn installed(cmd: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(cmd))
@@ -319,7 +319,7 @@ http {{
 }
 
 /// Starts a peer proxy (`exe FLAG ARGS...`) and waits until it listens.
-fn spawn_peer(
+pub(super) fn spawn_peer(
     exe: PathBuf,
     args: &[&std::ffi::OsStr],
     flag: &str,

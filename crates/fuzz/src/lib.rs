@@ -7,7 +7,7 @@
 
 use fallback_chain::{Chain, Classifier, Link};
 
-pub use fallback_chain::fuzz::retry_after;
+pub use fallback_chain::fuzz::{grpc_status, grpc_timeout, retry_after};
 pub use fallback_chain_cli::fuzz::{
     duration, header, json_body, send_config, serve_config, size, ServeHarness,
 };
@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("send_config", send_config),
     ("serve_config", serve_config),
     ("testserver_request", testserver_request),
+    ("grpc_timeout", grpc_timeout),
+    ("grpc_status", grpc_status),
 ];
 
 /// A `--fail-on` spec: accepted, or refused with a reason.
