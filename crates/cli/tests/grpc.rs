@@ -400,3 +400,45 @@ async fn a_grpc_health_probe_readmits_a_recovered_primary() {
         "no client call was spent finding out: {calls:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_calls_share_an_upstream_connection_without_breaking_it() {
+    // A client ends its request with an empty DATA frame; passed on as
+    // one, an HTTP/2 server (h2, and so tonic) counts it as abuse and
+    // closes the connection after 100, failing every call in flight.
+    let primary = GrpcServer::start("primary", Mode::Serve);
+    let p = serve(&[&primary], &[], Stdio::null());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", p.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let callers: Vec<_> = (0..8)
+        .map(|c| {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for i in 0..60 {
+                    let mut g = tonic::client::Grpc::new(channel.clone());
+                    g.ready().await.unwrap();
+                    let path = PathAndQuery::from_static("/test.Echo/Say");
+                    let req = tonic::Request::new(Msg::new(format!("{c}.{i}")));
+                    if let Err(e) = g.unary(req, path, codec()).await {
+                        failed.push(e);
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    for c in callers {
+        let failed = c.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} failed, first: {:?}",
+            failed.len(),
+            failed.first()
+        );
+    }
+    assert_eq!(primary.calls().len(), 480);
+}

@@ -453,8 +453,21 @@ impl HttpBody for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.touched();
         match &mut self.inner {
-            ReqInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqInner::Stream(s) => Pin::new(s).poll_frame(cx),
+            ReqInner::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            // An empty chunk (as a client's final, empty DATA frame reads)
+            // is not passed on: on HTTP/2 it would go out as an empty
+            // DATA frame of its own, which servers count as abuse (h2
+            // closes a connection after 100 of them).
+            ReqInner::Stream(s) => loop {
+                match Pin::new(&mut *s).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| d.is_empty()) => {}
+                    polled => return polled,
+                }
+            },
         }
     }
 
