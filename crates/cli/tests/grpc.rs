@@ -70,6 +70,8 @@ async fn a_primary_answering_unavailable_falls_over_and_the_log_says_why() {
     assert_eq!(first["grpc_status"], 14, "{entry}");
     assert_eq!(first["grpc_message"], "draining", "{entry}");
     assert_eq!(entry["attempts"][1]["outcome"], "ok", "{entry}");
+    // The winner's status came in its trailers.
+    assert_eq!(entry["attempts"][1]["grpc_status"], 0, "{entry}");
 }
 
 #[tokio::test]

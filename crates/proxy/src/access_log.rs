@@ -79,6 +79,26 @@ struct Logged {
 }
 
 impl Logged {
+    /// A gRPC status in the winner's trailers goes on its attempt, in the
+    /// shape a status in a head takes.
+    fn grpc_trailers(&mut self, trailers: &http::HeaderMap) {
+        let (Some(status), Some(line)) = (
+            fallback_chain::grpc::Status::from_headers(trailers),
+            self.line.as_mut(),
+        ) else {
+            return;
+        };
+        if let Some(last) = line
+            .entry
+            .attempts
+            .as_array_mut()
+            .and_then(|a| a.last_mut())
+        {
+            last["grpc_status"] = status.code().value().into();
+            last["grpc_message"] = status.message().into();
+        }
+    }
+
     fn write(&mut self, complete: bool) {
         let Some(Line { entry, status }) = self.line.take() else {
             return;
@@ -117,6 +137,9 @@ impl http_body::Body for Logged {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     self.bytes += d.len() as u64;
+                }
+                if let Some(t) = frame.trailers_ref() {
+                    self.grpc_trailers(t);
                 }
                 if self.body.is_end_stream() {
                     self.write(true);
