@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
-use super::serve::{free_port, installed, spawn_peer, start_ours_with, tempdir, Running};
+use super::serve::{start_nginx_with, start_ours_with, Running};
 use super::{closed_loop, median, Cfg, Row};
 
 /// The primary's state, the backup serving.
@@ -34,54 +34,15 @@ impl Primary {
 }
 
 fn start_nginx_grpc(primary: &str, backup: &str) -> Option<Running> {
-    let exe = installed("nginx")?;
-    let dir = tempdir::Dir::new("nginx-grpc").ok()?;
-    let port = free_port();
-    let hostport = |u: &str| u.trim_start_matches("http://").to_owned();
-    let conf = format!(
-        r#"master_process off;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  upstream chain {{
-    server {primary};
-    server {backup} backup;
-    keepalive 64;
-  }}
-  server {{
-    listen 127.0.0.1:{port} http2;
-    http2_max_concurrent_streams 1024;
-    location / {{
-      grpc_pass grpc://chain;
+    start_nginx_with(
+        primary,
+        backup,
+        " http2",
+        "grpc_pass grpc://chain;
       grpc_next_upstream error timeout;
       grpc_connect_timeout 1s;
       grpc_send_timeout 1s;
-      grpc_read_timeout 1s;
-    }}
-  }}
-}}
-"#,
-        dir = dir.path().display(),
-        primary = hostport(primary),
-        backup = hostport(backup),
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).ok()?;
-    let prefix = dir.path().to_path_buf();
-    spawn_peer(
-        exe,
-        &[prefix.as_os_str(), "-c".as_ref(), path.as_os_str()],
-        "-p",
-        dir,
-        port,
+      grpc_read_timeout 1s;",
     )
 }
 

@@ -92,7 +92,7 @@ impl Drop for Running {
     }
 }
 
-pub(super) mod tempdir {
+mod tempdir {
     use std::path::{Path, PathBuf};
 
     /// A scratch directory, removed when dropped.
@@ -124,7 +124,7 @@ pub(super) mod tempdir {
     }
 }
 
-pub(super) fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -143,7 +143,7 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
-pub(super) fn installed(cmd: &str) -> Option<PathBuf> {
+fn installed(cmd: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(cmd))
@@ -264,6 +264,29 @@ pub(super) fn raw_proxy(upstream: &str) {
 }
 
 fn start_nginx(primary: &str, backup: &str) -> Option<Running> {
+    start_nginx_with(
+        primary,
+        backup,
+        "",
+        r#"proxy_pass http://chain;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_next_upstream error timeout http_503;
+      proxy_connect_timeout 1s;
+      proxy_send_timeout 1s;
+      proxy_read_timeout 1s;"#,
+    )
+}
+
+/// One nginx process (its own worker) listening on a free port, with the
+/// upstream block `chain` (the primary, then the backup marked `backup`)
+/// and `location /` as given; `listen` follows the port (` http2`).
+pub(super) fn start_nginx_with(
+    primary: &str,
+    backup: &str,
+    listen: &str,
+    location: &str,
+) -> Option<Running> {
     let exe = installed("nginx")?;
     let dir = tempdir::Dir::new("nginx").ok()?;
     let port = free_port();
@@ -289,15 +312,9 @@ http {{
     keepalive 64;
   }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen};
     location / {{
-      proxy_pass http://chain;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_next_upstream error timeout http_503;
-      proxy_connect_timeout 1s;
-      proxy_send_timeout 1s;
-      proxy_read_timeout 1s;
+      {location}
     }}
   }}
 }}
@@ -319,7 +336,7 @@ http {{
 }
 
 /// Starts a peer proxy (`exe FLAG ARGS...`) and waits until it listens.
-pub(super) fn spawn_peer(
+fn spawn_peer(
     exe: PathBuf,
     args: &[&std::ffi::OsStr],
     flag: &str,
