@@ -323,25 +323,17 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            ErrorKind::FinalStatus => match last {
-                Some(a) if a.grpc.is_some() => write!(
-                    f,
-                    "link {} ({}) answered {}, a final status that does not fall back",
-                    a.link,
-                    a.name,
-                    a.grpc
-                        .as_deref()
-                        .map_or_else(String::new, ToString::to_string)
-                ),
-                Some(a) => write!(
-                    f,
-                    "link {} ({}) answered {}, a final status that does not fall back",
-                    a.link,
-                    a.name,
-                    a.status.map_or(0, |s| s.as_u16())
-                ),
-                None => f.write_str("a final status that does not fall back"),
-            },
+            ErrorKind::FinalStatus => {
+                if let Some(a) = last {
+                    write!(f, "link {} ({}) answered ", a.link, a.name)?;
+                    // A gRPC answer's own status says more than its 200.
+                    match &a.grpc {
+                        Some(g) => write!(f, "{g}, ")?,
+                        None => write!(f, "{}, ", a.status.map_or(0, |s| s.as_u16()))?,
+                    }
+                }
+                f.write_str("a final status that does not fall back")
+            }
             ErrorKind::MaybeProcessed | ErrorKind::Processed => {
                 if let Some(a) = last {
                     write!(f, "link {} ({}): ", a.link, a.name)?;

@@ -477,14 +477,19 @@ fn tls_refused(e: &hyper_util::client::legacy::Error) -> bool {
     if usage(e).is_some_and(|u| u.0.refused()) {
         return true;
     }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    first_io(e).is_some_and(super::connector::refusal_alert)
+}
+
+/// The first I/O error in `e`'s chain of sources.
+fn first_io<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return super::connector::refusal_alert(io);
+            return Some(io);
         }
         cur = err.source();
     }
-    false
+    None
 }
 
 /// The usage record of the connection an error happened on.
@@ -514,29 +519,21 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// stale HTTP/1 connection, so the same rule applies: an idempotent
 /// request goes once more, on a new connection.
 fn h2_connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted);
-        }
-        cur = err.source();
-    }
-    false
+    use std::io::ErrorKind::*;
+    first_io(e)
+        .is_some_and(|io| matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted))
 }
 
 /// Whether a failed send went out on a pooled HTTP/1 connection that had
 /// already served a request, and failed the way a connection closed by the
 /// server fails, before any byte of the answer arrived.
 fn is_stale(e: &hyper_util::client::legacy::Error, h2: bool) -> bool {
-    let negotiated = e.connect_info().is_some_and(|c| c.is_negotiated_h2());
+    let connected = e.connect_info();
+    let negotiated = connected.is_some_and(|c| c.is_negotiated_h2());
     if (h2 || negotiated) && h2_connection_lost(e) {
         return true;
     }
-    let Some(connected) = e.connect_info() else {
-        return false;
-    };
-    if connected.is_negotiated_h2() {
+    if connected.is_none() || negotiated {
         return false;
     }
     let Some(usage) = usage(e) else {
