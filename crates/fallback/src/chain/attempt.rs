@@ -786,6 +786,10 @@ impl Hop {
 }
 
 /// Whether a lost attempt ends the call, and why.
+/// The granularity of tokio's timers: a server's timer and the call's may
+/// fire this far apart for the same instant.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 pub(super) fn stop_kind(
     ep: &Endpoint,
     lost: &Lost,
@@ -794,7 +798,20 @@ pub(super) fn stop_kind(
     if lost.stop.is_some() {
         lost.stop
     } else if lost.verdict == Verdict::Final {
-        Some(ErrorKind::FinalStatus)
+        // A server that gave up on the deadline the call sent it, as the
+        // call's own timer fires: the call ran out of time.
+        let out_of_time = deadline.is_some_and(|d| Instant::now() + TIMER_TICK >= d);
+        let gave_up = lost.grpc.as_ref().is_some_and(|g| {
+            matches!(
+                g.code(),
+                crate::grpc::Code::CANCELLED | crate::grpc::Code::DEADLINE_EXCEEDED
+            )
+        });
+        Some(if out_of_time && gave_up {
+            ErrorKind::Deadline
+        } else {
+            ErrorKind::FinalStatus
+        })
     } else if ep.body.is_spent() {
         Some(ErrorKind::NotReplayable)
     } else if deadline.is_some_and(|d| Instant::now() >= d) {

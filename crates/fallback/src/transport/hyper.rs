@@ -1,29 +1,27 @@
-//! The default transport: hyper-util's pooled client over rustls.
+//! The default transport: hyper's connections in a pool of our own, over
+//! rustls; its options and their defaults.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::PROXY_AUTHORIZATION;
-use http::Version;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::connector::{Connector, Usage};
-use super::proxy::{self, Proxies};
+use super::client::Client;
+use super::connector::Connector;
+use super::pool::Pool;
+use super::proxy::Proxies;
 #[cfg(feature = "rustls")]
 use super::tls::Tls;
-use super::{
-    FreshConnection, Handoff, RequestBody, ResponseBody, SendFuture, Transport, TransportError,
-    TransportErrorKind,
-};
+#[cfg(doc)]
+use super::{FreshConnection, Handoff, TransportErrorKind};
+use super::{RequestBody, SendFuture, Transport};
 use crate::error::BuildError;
 
 /// Default idle timeout of pooled connections: 4 s.
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// hyper 1.x with hyper-util's pooled client and rustls (ring): HTTP/1.1,
+/// hyper 1.x connections in a pool of our own, and rustls (ring): HTTP/1.1,
 /// HTTP/2 over TLS by ALPN, and h2c for requests whose version is HTTP/2
 /// (see [`Link::http2_prior_knowledge`](crate::Link::http2_prior_knowledge)).
 ///
@@ -56,22 +54,14 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// ```
 #[derive(Clone)]
 pub struct HyperTransport {
-    pooled: Client<Connector, RequestBody>,
-    /// Keeps no idle connections, so every request gets a new one.
-    fresh: Client<Connector, RequestBody>,
-    /// HTTP/2 with prior knowledge, for `http://` requests of version 2.
-    h2c: Client<Connector, RequestBody>,
-    /// h2c on a new connection, for a request re-sent after its stream was
-    /// refused.
-    h2c_fresh: Client<Connector, RequestBody>,
-    proxies: Option<Arc<Proxies>>,
+    client: Arc<Client>,
     insecure: bool,
 }
 
 impl fmt::Debug for HyperTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HyperTransport")
-            .field("proxies", &self.proxies)
+            .field("proxies", &self.client.proxies())
             .field("danger_accept_invalid_certs", &self.insecure)
             .finish_non_exhaustive()
     }
@@ -346,217 +336,32 @@ impl HyperTransportBuilder {
             http,
             #[cfg(feature = "rustls")]
             tls,
-            proxies: proxies.clone(),
-        };
-        let client = |max_idle: usize, h2c: bool| {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
-                .pool_max_idle_per_host(max_idle)
-                .http2_only(h2c);
-            if let Some(n) = self.read_buf_exact {
-                b.http1_read_buf_exact_size(n);
-            }
-            if let Some(n) = self.max_buf {
-                b.http1_max_buf_size(n);
-            }
-            b.build(connector.clone())
-        };
-        Ok(HyperTransport {
-            pooled: client(self.pool_max_idle_per_host, false),
-            fresh: client(0, false),
-            h2c: client(self.pool_max_idle_per_host, true),
-            h2c_fresh: client(0, true),
             proxies,
+        };
+        let mut h1 = hyper::client::conn::http1::Builder::new();
+        if self.read_buf_exact.is_some() {
+            h1.read_buf_exact_size(self.read_buf_exact);
+        }
+        if let Some(n) = self.max_buf {
+            h1.max_buf_size(n);
+        }
+        Ok(HyperTransport {
+            client: Arc::new(Client::new(
+                connector,
+                Pool::new(self.pool_idle_timeout, self.pool_max_idle_per_host),
+                h1,
+            )),
             insecure: self.insecure,
         })
     }
 }
 
 impl Transport for HyperTransport {
-    fn send(&self, mut request: http::Request<RequestBody>) -> SendFuture {
-        let cleartext = request.uri().scheme() == Some(&http::uri::Scheme::HTTP);
-        let fresh = request.extensions().get::<FreshConnection>().is_some();
-        let client = match (cleartext && request.version() == Version::HTTP_2, fresh) {
-            (true, false) => &self.h2c,
-            (true, true) => &self.h2c_fresh,
-            (false, true) => &self.fresh,
-            (false, false) => &self.pooled,
-        };
-        if !cleartext && request.version() == Version::HTTP_2 {
-            // Over TLS, ALPN picks the version; left at 2, hyper would
-            // refuse a server that chose HTTP/1.1.
-            *request.version_mut() = Version::HTTP_11;
-        }
-        // A plain request to a proxy carries the proxy's credentials; a
-        // tunnel carries them in its CONNECT.
-        if let Some(p) = self.proxies.as_ref().filter(|_| cleartext) {
-            if let Some(auth) = p.intercept(request.uri()).as_ref().and_then(proxy::auth) {
-                request
-                    .headers_mut()
-                    .entry(PROXY_AUTHORIZATION)
-                    .or_insert(auth);
-            }
-        }
-        // hyper first looks at the body (which marks the handoff) when it
-        // takes the request onto a connection, before writing a byte of it.
-        if let Some(h) = Handoff::of(&request) {
-            h.connecting();
-        }
-        let h2 = request.version() == http::Version::HTTP_2;
-        let fut = client.request(request);
-        Box::pin(async move {
-            match fut.await {
-                Ok(resp) => Ok(resp.map(ResponseBody::hyper)),
-                Err(e) => {
-                    let kind = if refused_unprocessed(&e) {
-                        TransportErrorKind::RefusedStream
-                    } else if e.is_connect() || never_left(&e) {
-                        if timed_out(&e) {
-                            TransportErrorKind::ConnectTimeout
-                        } else {
-                            TransportErrorKind::Connect
-                        }
-                    } else if is_stale(&e, h2) {
-                        TransportErrorKind::StaleConnection
-                    } else {
-                        TransportErrorKind::Other
-                    };
-                    Err(TransportError::new(kind, e))
-                }
-            }
-        })
+    fn send(&self, request: http::Request<RequestBody>) -> SendFuture {
+        Box::pin(self.client.clone().send(request))
     }
 
     fn danger_accepts_invalid_certs(&self) -> bool {
         self.insecure
     }
-}
-
-/// An HTTP/2 stream the server refused without processing it: reset with
-/// `REFUSED_STREAM`, or failed by the server's `GOAWAY` (h2 gives that
-/// error only to streams above its last stream id and to streams started
-/// after it; streams the server took go on, and fail otherwise if the
-/// connection then breaks).
-fn refused_unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// Errors that prove the request never left, though hyper-util does not
-/// call them connect errors:
-/// - its `Canceled` kind: the connection closed before the request was
-///   written, and hyper handed the request back (hyper-util has no
-///   accessor for the kind, only its `Display`);
-/// - a TLS alert about certificates: the server refused the session (for
-///   TLS 1.3 client certificates, after the client's side of the
-///   handshake was done), so it never took application data.
-fn never_left(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.to_string().starts_with("client error (Canceled)") {
-        return true;
-    }
-    #[cfg(feature = "rustls")]
-    return tls_refused(e);
-    #[cfg(not(feature = "rustls"))]
-    false
-}
-
-/// A TLS alert that refused the session: in the error itself, or seen by
-/// the connection (a write can fail first, on the socket the server closed
-/// after its alert).
-#[cfg(feature = "rustls")]
-fn tls_refused(e: &hyper_util::client::legacy::Error) -> bool {
-    if usage(e).is_some_and(|u| u.0.refused()) {
-        return true;
-    }
-    first_io(e).is_some_and(super::connector::refusal_alert)
-}
-
-/// The first I/O error in `e`'s chain of sources.
-fn first_io<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// The usage record of the connection an error happened on.
-fn usage(e: &hyper_util::client::legacy::Error) -> Option<Usage> {
-    let mut extras = http::Extensions::new();
-    e.connect_info()?.get_extras(&mut extras);
-    extras.get::<Usage>().cloned()
-}
-
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
-/// An HTTP/2 connection that closed under the request, as when a server
-/// closes it after a `GOAWAY` (tonic's and nginx's connection age) while
-/// the request was going out: h2 reports the end of the socket as a
-/// broken pipe of the stream. The stream's fate is unknown, as for a
-/// stale HTTP/1 connection, so the same rule applies: an idempotent
-/// request goes once more, on a new connection.
-fn h2_connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
-    use std::io::ErrorKind::*;
-    first_io(e)
-        .is_some_and(|io| matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted))
-}
-
-/// Whether a failed send went out on a pooled HTTP/1 connection that had
-/// already served a request, and failed the way a connection closed by the
-/// server fails, before any byte of the answer arrived.
-fn is_stale(e: &hyper_util::client::legacy::Error, h2: bool) -> bool {
-    let connected = e.connect_info();
-    let negotiated = connected.is_some_and(|c| c.is_negotiated_h2());
-    if (h2 || negotiated) && h2_connection_lost(e) {
-        return true;
-    }
-    if connected.is_none() || negotiated {
-        return false;
-    }
-    let Some(usage) = usage(e) else {
-        return false;
-    };
-    if !usage.0.reused_without_answer() {
-        return false;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return true;
-            }
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            );
-        }
-        cur = err.source();
-    }
-    false
 }

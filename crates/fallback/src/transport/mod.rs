@@ -5,14 +5,16 @@
 //! limits, classification, failover) on top of it, so any HTTP client can
 //! be plugged in by implementing a single method.
 //!
-//! - [`HyperTransport`] is the default: hyper 1.x with hyper-util's pooled
-//!   client and rustls, the system's trust store, proxies from the
+//! - [`HyperTransport`] is the default: hyper 1.x connections in a pool of
+//!   our own, rustls, the system's trust store, proxies from the
 //!   environment, HTTP/2 by ALPN and h2c.
 //! - `ReqwestTransport` (feature `reqwest-0_13`) wraps a caller-configured
 //!   `reqwest::Client`, with its proxies, cookies and whatever else.
 
+mod client;
 mod connector;
 mod hyper;
+mod pool;
 mod proxy;
 #[cfg(feature = "reqwest-0_13")]
 mod reqwest;
@@ -49,6 +51,9 @@ pub struct ResponseBody {
 enum RespInner {
     /// hyper's own body, polled as it is: no box, no error mapping.
     Hyper(::hyper::body::Incoming),
+    /// hyper's body on a pooled HTTP/1 connection, which goes back to the
+    /// pool when the body has been read to the end.
+    Pooled(::hyper::body::Incoming, Option<Box<pool::Checkin>>),
     /// Bytes already read, polled without a box.
     Full(Option<Bytes>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
@@ -71,6 +76,13 @@ impl ResponseBody {
     pub(crate) fn hyper(body: ::hyper::body::Incoming) -> ResponseBody {
         ResponseBody {
             inner: RespInner::Hyper(body),
+        }
+    }
+
+    /// hyper's body, handing its connection back to the pool at its end.
+    pub(crate) fn pooled(body: ::hyper::body::Incoming, back: pool::Checkin) -> ResponseBody {
+        ResponseBody {
+            inner: RespInner::Pooled(body, Some(Box::new(back))),
         }
     }
 
@@ -106,6 +118,19 @@ impl HttpBody for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.inner {
             RespInner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RespInner::Pooled(b, back) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => back.take().map_or((), |c| c.done()),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => {
+                        back.take().map_or((), |c| c.done())
+                    }
+                    // The connection is not reused after a broken body.
+                    Poll::Ready(Some(Err(_))) => drop(back.take()),
+                    _ => {}
+                }
+                polled.map_err(Into::into)
+            }
             RespInner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespInner::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -113,7 +138,7 @@ impl HttpBody for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            RespInner::Hyper(b) => b.is_end_stream(),
+            RespInner::Hyper(b) | RespInner::Pooled(b, _) => b.is_end_stream(),
             RespInner::Full(b) => b.is_none(),
             RespInner::Boxed(b) => b.is_end_stream(),
         }
@@ -121,7 +146,7 @@ impl HttpBody for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            RespInner::Hyper(b) => b.size_hint(),
+            RespInner::Hyper(b) | RespInner::Pooled(b, _) => b.size_hint(),
             RespInner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespInner::Boxed(b) => b.size_hint(),
         }

@@ -1,0 +1,397 @@
+//! The default transport's request path: a connection from the pool or a
+//! new one, the request in the form its connection needs, and what a
+//! failure means for the chain (sent or not, stale, refused).
+
+use std::sync::Arc;
+
+use http::header::{HOST, PROXY_AUTHORIZATION};
+use http::uri::{Parts, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::connector::{Connected, Connector};
+use super::pool::{Checkin, Key, Pool, H1, H2};
+use super::proxy::{self, Proxies};
+use super::{
+    BoxError, FreshConnection, Handoff, RequestBody, ResponseBody, TransportError,
+    TransportErrorKind,
+};
+
+type Answer = Result<Response<ResponseBody>, TransportError>;
+
+/// Connections, the pool they go back to, and hyper's settings for each
+/// protocol.
+pub(crate) struct Client {
+    connector: Connector,
+    pool: Pool,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// How a request fared on one connection.
+enum Sent {
+    Answered(Response<ResponseBody>),
+    Failed(TransportError),
+    /// The connection closed before it took the request, which comes back
+    /// untouched.
+    Unsent(Request<RequestBody>, hyper::Error),
+}
+
+impl Client {
+    pub(crate) fn new(connector: Connector, pool: Pool, h1: http1::Builder) -> Client {
+        Client {
+            connector,
+            pool,
+            h1,
+            h2: http2::Builder::new(TokioExecutor::new()),
+        }
+    }
+
+    pub(crate) fn proxies(&self) -> Option<&Proxies> {
+        self.connector.proxies.as_deref()
+    }
+
+    /// Sends `req` (absolute URI) on a pooled connection if the origin has
+    /// one that is open, else on a new one.
+    pub(crate) async fn send(self: Arc<Self>, mut req: Request<RequestBody>) -> Answer {
+        let uri = req.uri();
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(TransportError::new(
+                TransportErrorKind::Connect,
+                "the request's URI has no host",
+            ));
+        };
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let key = Key {
+            authority,
+            https,
+            h2c: !https && req.version() == Version::HTTP_2,
+        };
+        let proxied = !https && self.proxy_auth(&mut req);
+        // The body marks the handover when hyper first looks at it, which
+        // it does when it takes the request onto a connection.
+        if let Some(h) = Handoff::of(&req) {
+            h.connecting();
+        }
+        let fresh = req.extensions().get::<FreshConnection>().is_some();
+        if !fresh && self.pool.enabled() {
+            if let Some(tx) = self.pool.h2(&key) {
+                return match self.on_h2(tx, req).await {
+                    Sent::Answered(r) => Ok(r),
+                    Sent::Failed(e) => Err(e),
+                    // The connection went away (a GOAWAY): a new one.
+                    Sent::Unsent(req, _) => self.connect_and_send(req, key, proxied, true).await,
+                };
+            }
+            while let Some(mut tx) = self.pool.h1(&key) {
+                // Its last answer has just been read: the connection's task
+                // is about to take the next request.
+                if !tx.is_ready() && tx.ready().await.is_err() {
+                    continue;
+                }
+                match self.on_h1(tx, req, Some(&key), proxied, true).await {
+                    Sent::Answered(r) => return Ok(r),
+                    Sent::Failed(e) => return Err(e),
+                    Sent::Unsent(r, _) => req = r,
+                }
+            }
+        }
+        self.connect_and_send(req, key, proxied, fresh).await
+    }
+
+    /// Adds the proxy's credentials to a plain request a proxy will carry;
+    /// whether one will (the request then goes in absolute form).
+    fn proxy_auth(&self, req: &mut Request<RequestBody>) -> bool {
+        let Some(p) = self.proxies().and_then(|p| p.intercept(req.uri())) else {
+            return false;
+        };
+        if let Some(auth) = proxy::auth(&p) {
+            req.headers_mut().entry(PROXY_AUTHORIZATION).or_insert(auth);
+        }
+        true
+    }
+
+    async fn connect_and_send(
+        &self,
+        req: Request<RequestBody>,
+        key: Key,
+        proxied: bool,
+        fresh: bool,
+    ) -> Answer {
+        let Connected { io, h2, .. } = match self.connector.connect(req.uri()).await {
+            Ok(c) => c,
+            Err(e) => return Err(connect_error(e)),
+        };
+        let io = TokioIo::new(io);
+        let sent = if h2 || key.h2c {
+            let (tx, conn) = match self.h2.handshake(io).await {
+                Ok(parts) => parts,
+                Err(e) => return Err(TransportError::new(TransportErrorKind::Connect, e)),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP/2 connection closed");
+                }
+            });
+            // A new connection replaces one that failed (a re-send asks
+            // for it after a GOAWAY or a lost connection).
+            self.pool.put_h2(key, tx.clone());
+            self.on_h2(tx, req).await
+        } else {
+            let (tx, conn) = match self.h1.handshake(io).await {
+                Ok(parts) => parts,
+                Err(e) => return Err(TransportError::new(TransportErrorKind::Connect, e)),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "HTTP/1 connection closed");
+                }
+            });
+            // A re-send's connection is not kept: the pool's others may be
+            // as stale as the one it replaces.
+            let keep = (!fresh).then_some(&key);
+            self.on_h1(tx, req, keep, proxied, false).await
+        };
+        match sent {
+            Sent::Answered(r) => Ok(r),
+            Sent::Failed(e) => Err(e),
+            // A new connection that closed before taking the request: it
+            // never left.
+            Sent::Unsent(_, e) => Err(TransportError::new(TransportErrorKind::Connect, e)),
+        }
+    }
+
+    async fn on_h2(&self, mut tx: H2, mut req: Request<RequestBody>) -> Sent {
+        *req.version_mut() = Version::HTTP_2;
+        match tx.try_send_request(req).await {
+            Ok(resp) => Sent::Answered(resp.map(ResponseBody::hyper)),
+            Err(mut e) => match e.take_message() {
+                Some(req) => Sent::Unsent(req, e.into_error()),
+                None => Sent::Failed(send_error(e.into_error(), true, true)),
+            },
+        }
+    }
+
+    /// Sends on an HTTP/1 connection; `reused` says whether it served an
+    /// earlier request, and `keep` where it goes afterwards (`None`: not
+    /// kept).
+    async fn on_h1(
+        &self,
+        mut tx: H1,
+        mut req: Request<RequestBody>,
+        keep: Option<&Key>,
+        proxied: bool,
+        reused: bool,
+    ) -> Sent {
+        let absolute = to_h1(&mut req, proxied);
+        match tx.try_send_request(req).await {
+            Ok(resp) => Sent::Answered(self.answered_h1(resp, tx, keep)),
+            Err(mut e) => match e.take_message() {
+                Some(mut req) => {
+                    if let Some(uri) = absolute {
+                        *req.uri_mut() = uri;
+                    }
+                    Sent::Unsent(req, e.into_error())
+                }
+                None => Sent::Failed(send_error(e.into_error(), reused, false)),
+            },
+        }
+    }
+
+    /// The answer, whose body gives the connection back at its end.
+    fn answered_h1(
+        &self,
+        resp: Response<Incoming>,
+        tx: H1,
+        keep: Option<&Key>,
+    ) -> Response<ResponseBody> {
+        // An upgraded connection belongs to whoever took the upgrade.
+        let Some(key) = keep.filter(|_| resp.status() != StatusCode::SWITCHING_PROTOCOLS) else {
+            return resp.map(ResponseBody::hyper);
+        };
+        if resp.body().is_end_stream() {
+            self.pool.put_h1(key.clone(), tx);
+            return resp.map(ResponseBody::hyper);
+        }
+        let back = Checkin::new(self.pool.clone(), key.clone(), tx);
+        resp.map(|b| ResponseBody::pooled(b, back))
+    }
+}
+
+/// The request in HTTP/1's form: a `Host` header, and the path alone
+/// unless it goes to a proxy. Gives back the absolute URI it replaced, for
+/// a re-send on another connection.
+fn to_h1(req: &mut Request<RequestBody>, proxied: bool) -> Option<Uri> {
+    if req.version() == Version::HTTP_2 {
+        // Over TLS, ALPN chose HTTP/1.1.
+        *req.version_mut() = Version::HTTP_11;
+    }
+    if !req.headers().contains_key(HOST) {
+        if let Some(host) = host_header(req.uri()) {
+            req.headers_mut().insert(HOST, host);
+        }
+    }
+    if proxied || req.method() == Method::CONNECT {
+        return None;
+    }
+    let origin = match req.uri().path_and_query() {
+        Some(pq) if pq.as_str() != "/" => {
+            let mut parts = Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            Uri::from_parts(parts).unwrap_or_default()
+        }
+        _ => Uri::default(),
+    };
+    Some(std::mem::replace(req.uri_mut(), origin))
+}
+
+/// `host[:port]` of `uri`, without user information or a default port.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?;
+    let default_port = matches!(
+        (uri.scheme_str(), authority.port_u16()),
+        (Some("http"), Some(80)) | (Some("https"), Some(443))
+    );
+    let host = if default_port {
+        authority.host()
+    } else {
+        let a = authority.as_str();
+        a.rsplit_once('@').map_or(a, |(_, host)| host)
+    };
+    HeaderValue::from_str(host).ok()
+}
+
+fn connect_error(e: BoxError) -> TransportError {
+    let kind = if timed_out(&*e) {
+        TransportErrorKind::ConnectTimeout
+    } else {
+        TransportErrorKind::Connect
+    };
+    TransportError::new(kind, e)
+}
+
+/// What a failure after the request was handed to a connection means.
+fn send_error(e: hyper::Error, reused: bool, h2: bool) -> TransportError {
+    let kind = if refused_unprocessed(&e) {
+        TransportErrorKind::RefusedStream
+    } else if tls_refused(&e) {
+        TransportErrorKind::Connect
+    } else if (h2 && connection_lost(&e)) || (!h2 && reused && closed_under(&e)) {
+        TransportErrorKind::StaleConnection
+    } else {
+        TransportErrorKind::Other
+    };
+    TransportError::new(kind, e)
+}
+
+/// An HTTP/2 stream the server refused without processing it: reset with
+/// `REFUSED_STREAM`, or failed by the server's `GOAWAY` (h2 gives that
+/// error only to streams above its last stream id and to streams started
+/// after it; streams the server took go on, and fail otherwise if the
+/// connection then breaks).
+fn refused_unprocessed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A TLS alert by which the server refused the session (for TLS 1.3
+/// client certificates, after the client's side of the handshake was
+/// done): it never took application data.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    first_io(e).is_some_and(super::connector::refusal_alert)
+}
+
+/// The first I/O error in `e`'s chain of sources.
+fn first_io<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    first_io(e).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// An HTTP/2 connection that closed under the request, as when a server
+/// closes it after a `GOAWAY` (tonic's and nginx's connection age) while
+/// the request was going out: h2 reports the end of the socket as a
+/// broken pipe of the stream. The stream's fate is unknown, as for a
+/// stale HTTP/1 connection, so the same rule applies: an idempotent
+/// request goes once more, on a new connection.
+fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    first_io(e)
+        .is_some_and(|io| matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted))
+}
+
+/// A reused HTTP/1 connection that failed the way one the server closed
+/// while it sat idle fails, before the answer's head arrived.
+fn closed_under(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    use std::io::ErrorKind::*;
+    first_io(e).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(uri: &str) -> Option<HeaderValue> {
+        host_header(&uri.parse().unwrap())
+    }
+
+    #[test]
+    fn the_host_header_leaves_out_credentials_and_default_ports() {
+        assert_eq!(host("http://a.test/x").unwrap(), "a.test");
+        assert_eq!(host("http://a.test:80/x").unwrap(), "a.test");
+        assert_eq!(host("https://a.test:443/").unwrap(), "a.test");
+        assert_eq!(host("http://a.test:8080/").unwrap(), "a.test:8080");
+        assert_eq!(host("https://a.test:80/").unwrap(), "a.test:80");
+        assert_eq!(host("http://u:p@a.test:81/").unwrap(), "a.test:81");
+        assert_eq!(host("http://u:p@a.test/").unwrap(), "a.test");
+        assert_eq!(host("http://[::1]:9/").unwrap(), "[::1]:9");
+        assert!(host("/relative").is_none());
+    }
+
+    #[test]
+    fn an_http1_request_goes_in_origin_form_unless_to_a_proxy() {
+        let mut req = Request::new(RequestBody::empty());
+        *req.uri_mut() = "http://a.test:8080/p?q=1".parse().unwrap();
+        *req.version_mut() = Version::HTTP_2;
+        let absolute = to_h1(&mut req, false).unwrap();
+        assert_eq!(req.uri(), "/p?q=1");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()[HOST], "a.test:8080");
+        assert_eq!(absolute, "http://a.test:8080/p?q=1");
+
+        let mut req = Request::new(RequestBody::empty());
+        *req.uri_mut() = "http://a.test/".parse().unwrap();
+        req.headers_mut()
+            .insert(HOST, HeaderValue::from_static("kept"));
+        assert!(to_h1(&mut req, true).is_none());
+        assert_eq!(req.uri(), "http://a.test/", "absolute form to a proxy");
+        assert_eq!(req.headers()[HOST], "kept");
+    }
+}
