@@ -4,6 +4,7 @@
 //! (A B A B …), and reports medians and their ratio. Servers run on
 //! 127.0.0.1 on threads (or processes) of their own.
 
+mod fair;
 mod grpc;
 mod icount;
 mod serve;
@@ -142,6 +143,9 @@ fn main() {
         }
         if want("serve") {
             rows.extend(serve::serve_group(cfg).await);
+        }
+        if want("fair") {
+            rows.extend(fair::fair_group(cfg, quick));
         }
         if want("grpc") {
             rows.extend(grpc::grpc_group(cfg).await);

@@ -57,6 +57,30 @@ impl Via {
     }
 }
 
+/// The CPU core proxies are started on (`taskset -c N`), if any: the fair
+/// group pins each proxy alone on one core.
+static PIN: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Starts proxies on `core` from now on (`None`: anywhere).
+pub(super) fn pin_proxies(core: Option<u32>) {
+    PIN.store(
+        core.map_or(-1, |c| c as i32),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// `exe`, under `taskset` when proxies are pinned.
+fn command(exe: impl AsRef<std::ffi::OsStr>) -> Command {
+    match PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        -1 => Command::new(exe),
+        core => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(core.to_string()).arg(exe);
+            c
+        }
+    }
+}
+
 /// One running proxy process, stopped by its PID when dropped.
 pub(super) struct Running {
     child: Option<Child>,
@@ -67,6 +91,27 @@ pub(super) struct Running {
 impl Running {
     pub(super) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The upstream itself, no proxy between.
+    pub(super) fn direct(port: u16) -> Running {
+        Running {
+            child: None,
+            port,
+            _dir: None,
+        }
+    }
+
+    /// The process's CPU time so far (user and system), in microseconds.
+    pub(super) fn cpu_us(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // Linux's USER_HZ is 100 on every architecture it runs on.
+        Some(ticks * 10_000.0)
     }
 
     /// The process's resident memory now, in KiB.
@@ -92,7 +137,7 @@ impl Drop for Running {
     }
 }
 
-mod tempdir {
+pub(super) mod tempdir {
     use std::path::{Path, PathBuf};
 
     /// A scratch directory, removed when dropped.
@@ -124,7 +169,7 @@ mod tempdir {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -143,7 +188,7 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
-fn installed(cmd: &str) -> Option<PathBuf> {
+pub(super) fn installed(cmd: &str) -> Option<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(cmd))
@@ -167,7 +212,7 @@ pub(super) fn fallback_exe() -> Option<PathBuf> {
     Some(exe)
 }
 
-fn start_ours(primary: &str, backup: &str) -> Option<Running> {
+pub(super) fn start_ours(primary: &str, backup: &str) -> Option<Running> {
     start_ours_with(&[
         "--timeout",
         "1s",
@@ -181,7 +226,7 @@ fn start_ours(primary: &str, backup: &str) -> Option<Running> {
 /// `fallback serve --workers 1 --listen 127.0.0.1:0 ARGS...`, once it is
 /// listening.
 pub(super) fn start_ours_with(args: &[&str]) -> Option<Running> {
-    let mut cmd = Command::new(fallback_exe()?);
+    let mut cmd = command(fallback_exe()?);
     cmd.args(["serve", "--workers", "1", "--listen", "127.0.0.1:0"])
         .args(args);
     // "listening on http://127.0.0.1:PORT"
@@ -263,7 +308,7 @@ pub(super) fn raw_proxy(upstream: &str) {
     });
 }
 
-fn start_nginx(primary: &str, backup: &str) -> Option<Running> {
+pub(super) fn start_nginx(primary: &str, backup: &str) -> Option<Running> {
     start_nginx_with(
         primary,
         backup,
@@ -336,14 +381,14 @@ http {{
 }
 
 /// Starts a peer proxy (`exe FLAG ARGS...`) and waits until it listens.
-fn spawn_peer(
+pub(super) fn spawn_peer(
     exe: PathBuf,
     args: &[&std::ffi::OsStr],
     flag: &str,
     dir: tempdir::Dir,
     port: u16,
 ) -> Option<Running> {
-    let child = Command::new(exe)
+    let child = command(exe)
         .arg(flag)
         .args(args)
         .stdin(Stdio::null())
@@ -359,7 +404,7 @@ fn spawn_peer(
     wait_listening(port).then_some(running)
 }
 
-fn start_haproxy(primary: &str, backup: &str) -> Option<Running> {
+pub(super) fn start_haproxy(primary: &str, backup: &str) -> Option<Running> {
     let exe = installed("haproxy")?;
     let dir = tempdir::Dir::new("haproxy").ok()?;
     let port = free_port();

@@ -68,10 +68,12 @@ impl HyperServer {
                         let _ = stream.set_nodelay(true);
                         let count = count.clone();
                         tokio::spawn(async move {
-                            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                                 let n = count.fetch_add(1, Ordering::Relaxed);
+                                let big = req.uri().path() == "/big";
                                 async move {
                                     let resp = match kind {
+                                        Kind::Healthy if big => ok_big(),
                                         Kind::Healthy => ok(),
                                         Kind::Unavailable => {
                                             let mut r = Response::new(Full::new(
@@ -114,6 +116,25 @@ impl HyperServer {
     pub fn count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+}
+
+/// 16 KiB of JSON: a larger answer than [`ITEM`]'s 77 bytes.
+pub const BIG_LEN: usize = 16 * 1024;
+
+fn ok_big() -> Response<Full<Bytes>> {
+    static BIG: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let body = BIG.get_or_init(|| {
+        let mut v = vec![b' '; BIG_LEN];
+        v[0] = b'"';
+        v[BIG_LEN - 1] = b'"';
+        Bytes::from(v)
+    });
+    let mut r = Response::new(Full::new(body.clone()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn ok() -> Response<Full<Bytes>> {
