@@ -182,7 +182,6 @@ fn start_caddy(primary: &str, backup: &str) -> Option<Running> {
         r#"{{
   admin off
   auto_https off
-  persist_config off
   storage file_system {dir}
 }}
 http://127.0.0.1:{port} {{
@@ -270,7 +269,11 @@ pub(super) fn fair_group(cfg: Cfg, quick: bool) -> Vec<Row> {
     let (rounds, run, warm) = if quick {
         (1, Duration::from_secs(1), Duration::from_secs(1))
     } else {
-        (cfg.rounds.max(5), Duration::from_secs(10), Duration::from_secs(3))
+        (
+            cfg.rounds.max(5),
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+        )
     };
     let mut rows = Vec::new();
     let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15);
@@ -317,14 +320,38 @@ pub(super) fn fair_group(cfg: Cfg, quick: bool) -> Vec<Row> {
             .collect();
         let loads: Vec<Load> = if primary == Primary::Healthy && !quick {
             vec![
-                Load { h2load: false, conns: 32, big: false },
-                Load { h2load: false, conns: 256, big: false },
-                Load { h2load: true, conns: 32, big: false },
-                Load { h2load: true, conns: 256, big: false },
-                Load { h2load: false, conns: 32, big: true },
+                Load {
+                    h2load: false,
+                    conns: 32,
+                    big: false,
+                },
+                Load {
+                    h2load: false,
+                    conns: 256,
+                    big: false,
+                },
+                Load {
+                    h2load: true,
+                    conns: 32,
+                    big: false,
+                },
+                Load {
+                    h2load: true,
+                    conns: 256,
+                    big: false,
+                },
+                Load {
+                    h2load: false,
+                    conns: 32,
+                    big: true,
+                },
             ]
         } else {
-            vec![Load { h2load: false, conns: 32, big: false }]
+            vec![Load {
+                h2load: false,
+                conns: 32,
+                big: false,
+            }]
         };
         // Warm-up: pools fill, breakers learn the primary is dead.
         for (_, r) in &targets {

@@ -49,6 +49,9 @@ const SECRET_HEADERS: [&str; 4] = [
     "cookie",
     "set-cookie",
 ];
+/// The stated rule; `is_secret_header` spells it out letter by letter and
+/// is tested against it.
+#[cfg(test)]
 const SECRET_HEADER_WORDS: [&str; 9] = [
     "key",
     "token",
@@ -89,10 +92,26 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 /// Whether a header of this name carries a secret, by the built-in rule.
 pub fn is_secret_header(name: &str) -> bool {
     let name = name.trim();
-    SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s))
-        || SECRET_HEADER_WORDS
-            .iter()
-            .any(|w| contains_ignore_case(name, w))
+    if SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+        return true;
+    }
+    // Asked of every header of every request and answer: one pass, and a
+    // word compared only where its first letter is.
+    let b = name.as_bytes();
+    (0..b.len()).any(|i| {
+        let at = |w: &str| {
+            b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w.as_bytes())
+        };
+        match b[i].to_ascii_lowercase() {
+            b'k' => at("key"),
+            b't' => at("token"),
+            b's' => at("secret") || at("session") || at("signature"),
+            b'p' => at("passwd") || at("password"),
+            b'a' => at("auth"),
+            b'c' => at("credential"),
+            _ => false,
+        }
+    })
 }
 
 /// Whether a query parameter of this name carries a secret.
@@ -163,7 +182,12 @@ impl fmt::Debug for Headers<'_> {
 
 /// The URL without userinfo or secret query values, for reports and errors.
 pub(crate) fn uri(uri: &Uri) -> String {
-    raw_url(&uri.to_string())
+    let shown = uri.to_string();
+    // Nothing to hide without user information or a query.
+    if uri.query().is_none() && !uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return shown;
+    }
+    raw_url(&shown)
 }
 
 /// Drops `user:password@` from a URL string, valid or not, and hides the
@@ -206,6 +230,46 @@ fn query(url: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule as the module's documentation states it.
+    fn reference_rule(name: &str) -> bool {
+        let name = name.trim();
+        SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s))
+            || SECRET_HEADER_WORDS
+                .iter()
+                .any(|w| contains_ignore_case(name, w))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_header_rule_is_the_stated_one(
+            name in "[ -~]{0,24}",
+            word in proptest::sample::select(&SECRET_HEADER_WORDS[..]),
+            at in 0usize..24,
+            upper: bool,
+        ) {
+            proptest::prop_assert_eq!(is_secret_header(&name), reference_rule(&name));
+            let mut with = name.clone();
+            let word = if upper { word.to_uppercase() } else { word.to_owned() };
+            with.insert_str(at.min(with.len()), &word);
+            proptest::prop_assert!(is_secret_header(&with), "{with}");
+        }
+    }
+
+    #[test]
+    fn a_uri_without_credentials_or_query_is_shown_as_it_is() {
+        for u in ["http://a.test:8/x/y", "https://a.test/", "http://[::1]:9/p"] {
+            assert_eq!(uri(&u.parse().unwrap()), raw_url(u), "{u}");
+        }
+        assert_eq!(
+            uri(&"http://u:p@a.test/x".parse().unwrap()),
+            "http://***@a.test/x"
+        );
+        assert_eq!(
+            uri(&"http://a.test/x?token=1".parse().unwrap()),
+            "http://a.test/x?token=***"
+        );
+    }
 
     #[test]
     fn redacts_userinfo() {
