@@ -275,6 +275,10 @@ pub(super) fn fair_group(cfg: Cfg, quick: bool) -> Vec<Row> {
             Duration::from_secs(3),
         )
     };
+    // A shorter lab run than the full one: FAIR_ROUNDS and FAIR_SECS.
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let rounds = env("FAIR_ROUNDS").map_or(rounds, |r| r.max(1) as usize);
+    let run = env("FAIR_SECS").map_or(run, |s| Duration::from_secs(s.max(1)));
     let mut rows = Vec::new();
     let mut rng = Shuffle(0x9e37_79b9_7f4a_7c15);
     let mut table = Vec::new();
