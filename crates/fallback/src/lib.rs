@@ -180,8 +180,8 @@
 //!
 //! ## Transports and production networks
 //!
-//! The default [`transport::HyperTransport`] is hyper 1.x with hyper-util's
-//! pooled client and rustls. Its options go through
+//! The default [`transport::HyperTransport`] is hyper 1.x's connections in
+//! a pool of this crate's own, and rustls. Its options go through
 //! [`ChainBuilder::transport_options`]:
 //!
 //! - **Trust**: the operating system's trust store (`SSL_CERT_FILE` and
