@@ -13,6 +13,7 @@ use crate::response::Response;
 use crate::timeout::later;
 
 use super::attempt::{line, stop_detail, Hop, Lost, Won};
+use super::links::Links;
 use super::Chain;
 
 pub(super) struct Call {
@@ -27,7 +28,7 @@ pub(super) struct Call {
 }
 
 impl Call {
-    pub(super) fn start(chain: &Chain, started: Instant, eps: &[Endpoint]) -> Call {
+    pub(super) fn start(chain: &Chain, started: Instant, eps: &Links<'_>) -> Call {
         let (forced, all_open) = match chain.all_open_link(started) {
             Ok(forced) => (forced, false),
             Err(()) => (None, true),

@@ -10,7 +10,6 @@ use tracing::Instrument;
 use crate::breaker::ProbeGuard;
 use crate::error::{Error, ErrorKind};
 use crate::hedge::Hedge;
-use crate::link::Endpoint;
 use crate::report::{ErrorText, Outcome};
 use crate::response::Response;
 use crate::timeout::{attempt_deadline, later};
@@ -18,6 +17,7 @@ use crate::timeout::{attempt_deadline, later};
 use super::attempt::{line, mark_insecure, stop_kind, Ended, Hop, Lost, Won};
 use super::call::Call;
 use super::consume::Consume;
+use super::links::Links;
 use super::{attempt_span, Chain};
 impl Chain {
     /// Hedged: the next link starts when the current one is slow, and the
@@ -26,7 +26,7 @@ impl Chain {
         &self,
         proto: C,
         hedge: &Hedge,
-        eps: &[Endpoint],
+        eps: &Links<'_>,
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let mut call = Call::start(self, Instant::now(), eps);
@@ -114,7 +114,7 @@ enum Finished<O> {
 /// one starts.
 struct Race<'a, C: Consume> {
     chain: &'a Chain,
-    eps: &'a [Endpoint],
+    eps: &'a Links<'a>,
     /// Forks a consumer for each attempt.
     proto: C,
     next: usize,

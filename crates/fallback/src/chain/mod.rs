@@ -25,6 +25,7 @@ use crate::timeout::{Alarms, DEFAULT_ATTEMPT_TIMEOUT};
 use crate::transport::{ResponseBody, Transport};
 use attempt::RESENT;
 use consume::{Buffered, Commit, Consume, ToSink, Typed};
+use links::Links;
 
 /// Default limit on a response body: 16 MiB.
 pub(crate) const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -131,6 +132,7 @@ mod consume;
 mod deferred;
 mod external;
 mod hedged;
+mod links;
 mod policy;
 mod probe;
 mod sequential;
@@ -222,23 +224,12 @@ impl Chain {
         result
     }
 
-    /// The links, each carrying `request`.
-    fn for_request<B: Into<crate::Body>>(&self, request: http::Request<B>) -> Vec<Endpoint> {
+    /// The links, each carrying `request`, built when tried.
+    fn for_request<B: Into<crate::Body>>(&self, request: http::Request<B>) -> Links<'_> {
         let (parts, body) = request.into_parts();
-        let body = body.into();
-        let mut eps: Vec<Endpoint> = self
-            .inner
-            .endpoints
-            .iter()
-            .map(|e| e.with_request(&parts, &body))
-            .collect();
-        if eps.first().is_some_and(|e| e.grpc) {
-            let deadline = self.grpc_deadline(&parts.headers);
-            for ep in &mut eps {
-                ep.deadline = deadline;
-            }
-        }
-        eps
+        Links::over(&self.inner.endpoints, parts, body.into(), |h| {
+            self.grpc_deadline(h)
+        })
     }
 
     /// A gRPC call's deadline: its `grpc-timeout`, or the chain's
@@ -298,7 +289,8 @@ impl Chain {
     /// The links' own requests, committing at the head: see
     /// [`send_streaming`](Self::send_streaming).
     pub async fn call_streaming(&self) -> Result<Response<ResponseBody>, Error> {
-        self.run(&mut Commit, &self.inner.endpoints).await
+        self.run(&mut Commit, &Links::own(&self.inner.endpoints))
+            .await
     }
 
     /// The largest response body accepted, in bytes.
@@ -334,7 +326,8 @@ impl Chain {
     /// Sends along the chain and returns the first success, its body as
     /// bytes.
     pub async fn call(&self) -> Result<Response<Bytes>, Error> {
-        self.run(&mut Buffered, &self.inner.endpoints).await
+        self.run(&mut Buffered, &Links::own(&self.inner.endpoints))
+            .await
     }
 
     /// Sends along the chain and decodes the first success as `T`. A 2xx
@@ -359,7 +352,7 @@ impl Chain {
     where
         T: DeserializeOwned + Send,
     {
-        self.run(&mut Typed::<T>::new(), &self.inner.endpoints)
+        self.run(&mut Typed::<T>::new(), &Links::own(&self.inner.endpoints))
             .await
     }
 
@@ -372,13 +365,14 @@ impl Chain {
     /// body (up to [`max_body`](ChainBuilder::max_body)), and the winner's
     /// bytes go to the sink once it has won. A loser's bytes never reach it.
     pub async fn call_into<S: BodySink>(&self, sink: &mut S) -> Result<Response<()>, Error> {
-        self.run(&mut ToSink(sink), &self.inner.endpoints).await
+        self.run(&mut ToSink(sink), &Links::own(&self.inner.endpoints))
+            .await
     }
 
     async fn run<C: Consume>(
         &self,
         consumer: &mut C,
-        eps: &[Endpoint],
+        eps: &Links<'_>,
     ) -> Result<Response<C::Output>, Error> {
         let span = tracing::debug_span!("fallback.call", links = eps.len());
         // A one-shot body can go to one attempt at a time: no hedging.
@@ -489,7 +483,7 @@ impl Chain {
 
 /// A call's attempts are over: its request body need not be kept for
 /// another (the winner may still be streaming it).
-fn settle(eps: &[Endpoint]) {
+fn settle(eps: &Links<'_>) {
     if let Some(ep) = eps.first() {
         ep.body.settle();
     }

@@ -19,6 +19,7 @@ use crate::timeout::attempt_deadline;
 use super::attempt::{line, mark_insecure, stop_kind, Ended, Lost};
 use super::call::Call;
 use super::consume::Consume;
+use super::links::Links;
 use super::{attempt_span, Chain};
 
 impl Chain {
@@ -27,7 +28,7 @@ impl Chain {
     pub(super) async fn run_sequential<C: Consume>(
         &self,
         consumer: &mut C,
-        eps: &[Endpoint],
+        eps: &Links<'_>,
     ) -> Result<Response<C::Output>, Error> {
         let inner = &*self.inner;
         let mut call = Call::start(self, Instant::now(), eps);
