@@ -353,6 +353,32 @@ fn raw_hyper_op(url: &str) -> Op {
     })
 }
 
+/// A raw loop on the chain's own transport: one `HyperTransport::send`
+/// per call, its body read and decoded, no chain. Chain ÷ this is the
+/// chain's own cost, whatever the transport's.
+fn own_transport_op(url: &str) -> Op {
+    use fallback_chain::transport::{HyperTransport, RequestBody, Transport};
+    let transport = std::sync::Arc::new(HyperTransport::new());
+    let uri: http::Uri = url.parse().expect("uri");
+    op(move || {
+        let transport = transport.clone();
+        let mut req = http::Request::new(RequestBody::empty());
+        *req.uri_mut() = uri.clone();
+        async move {
+            let Ok(resp) = transport.send(req).await else {
+                return false;
+            };
+            if !resp.status().is_success() {
+                return false;
+            }
+            let Ok(body) = resp.into_body().collect().await else {
+                return false;
+            };
+            serde_json::from_slice::<Item>(&body.to_bytes()).is_ok()
+        }
+    })
+}
+
 fn chain_op(chain: Chain) -> Op {
     op(move || {
         let chain = chain.clone();
@@ -421,6 +447,13 @@ async fn healthy(cfg: Cfg, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
         rows.push(throughput_row(
             &format!("healthy_c{c}_3links"),
             interleaved(cfg, c, &chain_op(three.clone()), &base).await,
+            0.97,
+        ));
+    }
+    if want("healthy_c64_own_transport") {
+        rows.push(throughput_row(
+            "healthy_c64_own_transport",
+            interleaved(cfg, 64, &chain_op(one.clone()), &own_transport_op(&s.url())).await,
             0.97,
         ));
     }

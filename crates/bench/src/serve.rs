@@ -351,10 +351,12 @@ http {{
   fastcgi_temp_path {dir}/fastcgi;
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
+  # keepalive above any benchmark's connection count: with fewer, nginx
+  # opens and closes upstream connections past the cache under load.
   upstream chain {{
     server {primary};
     server {backup} backup;
-    keepalive 64;
+    keepalive 1024;
   }}
   server {{
     listen 127.0.0.1:{port}{listen};

@@ -324,3 +324,59 @@ async fn the_grpc_health_check_readmits_only_a_serving_link() {
         "a SERVING health check re-admits the primary"
     );
 }
+
+/// A TCP relay in front of `to` that counts the connections it accepts.
+async fn counting_relay(
+    to: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_h2c_calls_share_one_connection_from_the_start() {
+    let server = GrpcServer::start("one", Mode::Serve);
+    let (url, connections) = counting_relay(server.addr()).await;
+    let chain = Chain::builder()
+        .link(Link::post(url).http2_prior_knowledge(true))
+        .build()
+        .unwrap();
+    // 32 calls at once on a cold pool: one opens the connection, the
+    // others wait for it instead of opening their own.
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let chain = chain.clone();
+            tokio::spawn(async move {
+                let resp = chain
+                    .send_streaming(call("/test.Echo/Say", &format!("hi {i}")))
+                    .await
+                    .unwrap();
+                read(resp.into_body()).await
+            })
+        })
+        .collect();
+    for c in calls {
+        let (texts, trailers) = c.await.unwrap();
+        assert_eq!(texts.len(), 1);
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one HTTP/2 connection for every call"
+    );
+}

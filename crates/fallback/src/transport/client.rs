@@ -13,7 +13,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::connector::{Connected, Connector};
-use super::pool::{Checkin, Key, Pool, H1, H2};
+use super::pool::{Checkin, Gate, H2Checkout, Key, Pool, H1, H2};
 use super::proxy::{self, Proxies};
 use super::{
     BoxError, FreshConnection, Handoff, RequestBody, ResponseBody, TransportError,
@@ -77,14 +77,12 @@ impl Client {
             h.connecting();
         }
         let fresh = req.extensions().get::<FreshConnection>().is_some();
+        if !fresh && self.pool.enabled() && key.h2c {
+            return self.send_h2c(req, key).await;
+        }
         if !fresh && self.pool.enabled() {
             if let Some(tx) = self.pool.h2(&key) {
-                return match self.on_h2(tx, req).await {
-                    Sent::Answered(r) => Ok(r),
-                    Sent::Failed(e) => Err(e),
-                    // The connection went away (a GOAWAY): a new one.
-                    Sent::Unsent(req, _) => self.connect_and_send(req, key, proxied, true).await,
-                };
+                return self.pooled_h2(tx, req, key).await;
             }
             while let Some(mut tx) = self.pool.h1(&key) {
                 // Its last answer has just been read: the connection's task
@@ -99,7 +97,34 @@ impl Client {
                 }
             }
         }
-        self.connect_and_send(req, key, proxied, fresh).await
+        self.connect_and_send(req, key, proxied, fresh, None).await
+    }
+
+    /// An h2c request: on the origin's one connection, opened by one call
+    /// while the others wait for it.
+    async fn send_h2c(&self, req: Request<RequestBody>, key: Key) -> Answer {
+        let gate = match self.pool.h2_checkout(&key) {
+            H2Checkout::Ready(tx) => return self.pooled_h2(tx, req, key).await,
+            H2Checkout::Wait(mut opened) => {
+                let _ = opened.changed().await;
+                match self.pool.h2(&key) {
+                    Some(tx) => return self.pooled_h2(tx, req, key).await,
+                    // The opening call failed: try on our own.
+                    None => None,
+                }
+            }
+            H2Checkout::Open(gate) => Some(gate),
+        };
+        self.connect_and_send(req, key, false, false, gate).await
+    }
+
+    async fn pooled_h2(&self, tx: H2, req: Request<RequestBody>, key: Key) -> Answer {
+        match self.on_h2(tx, req).await {
+            Sent::Answered(r) => Ok(r),
+            Sent::Failed(e) => Err(e),
+            // The connection went away (a GOAWAY): a new one.
+            Sent::Unsent(req, _) => self.connect_and_send(req, key, false, true, None).await,
+        }
     }
 
     /// Adds the proxy's credentials to a plain request a proxy will carry;
@@ -120,6 +145,7 @@ impl Client {
         key: Key,
         proxied: bool,
         fresh: bool,
+        gate: Option<Gate>,
     ) -> Answer {
         let Connected { io, h2, .. } = match self.connector.connect(req.uri()).await {
             Ok(c) => c,
@@ -139,6 +165,7 @@ impl Client {
             // A new connection replaces one that failed (a re-send asks
             // for it after a GOAWAY or a lost connection).
             self.pool.put_h2(key, tx.clone());
+            drop(gate);
             self.on_h2(tx, req).await
         } else {
             let (tx, conn) = match self.h1.handshake(io).await {

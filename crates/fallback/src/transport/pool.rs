@@ -49,11 +49,42 @@ struct Slot {
     /// Oldest first; taken from the end.
     idle: Vec<Idle>,
     h2: Option<(H2, Instant)>,
+    /// A call is opening the origin's HTTP/2 connection; the others wait
+    /// for it rather than each open one.
+    h2_opening: Option<tokio::sync::watch::Receiver<()>>,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.h2.is_none()
+        self.idle.is_empty() && self.h2.is_none() && self.h2_opening.is_none()
+    }
+}
+
+/// What a call does for an origin that speaks HTTP/2 only (h2c).
+pub(crate) enum H2Checkout {
+    /// Its open connection.
+    Ready(H2),
+    /// Another call is opening one: wait for it (the wait ends when that
+    /// call has put it in the pool, or failed).
+    Wait(tokio::sync::watch::Receiver<()>),
+    /// Open one; the others wait until the gate is dropped.
+    Open(Gate),
+}
+
+/// Held by the call opening an origin's HTTP/2 connection.
+pub(crate) struct Gate {
+    pool: Pool,
+    key: Key,
+    _open: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut slots = self.pool.shared.lock();
+        if let Some(slot) = slots.map.get_mut(&self.key) {
+            slot.h2_opening = None;
+        }
+        // The sender goes with the gate: every waiter wakes.
     }
 }
 
@@ -127,6 +158,30 @@ impl Pool {
         }
         *used = Instant::now();
         Some(tx.clone())
+    }
+
+    /// The origin's HTTP/2 connection, a wait for the one another call is
+    /// opening, or the gate to open it.
+    pub(crate) fn h2_checkout(&self, key: &Key) -> H2Checkout {
+        let mut slots = self.shared.lock();
+        let slot = slots.map.entry(key.clone()).or_default();
+        if let Some((tx, used)) = slot.h2.as_mut() {
+            if !tx.is_closed() {
+                *used = Instant::now();
+                return H2Checkout::Ready(tx.clone());
+            }
+            slot.h2 = None;
+        }
+        if let Some(rx) = &slot.h2_opening {
+            return H2Checkout::Wait(rx.clone());
+        }
+        let (open, rx) = tokio::sync::watch::channel(());
+        slot.h2_opening = Some(rx);
+        H2Checkout::Open(Gate {
+            pool: self.clone(),
+            key: key.clone(),
+            _open: open,
+        })
     }
 
     /// The newest idle HTTP/1 connection of the origin that is neither
