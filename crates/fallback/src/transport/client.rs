@@ -77,12 +77,15 @@ impl Client {
             h.connecting();
         }
         let fresh = req.extensions().get::<FreshConnection>().is_some();
-        if !fresh && self.pool.enabled() && key.h2c {
-            return self.send_h2c(req, key).await;
-        }
+        // Opening a connection is the cold path: its futures (the connect,
+        // TLS, the handshakes) are boxed apart, so the common path, a
+        // pooled connection, carries a small future.
         if !fresh && self.pool.enabled() {
             if let Some(tx) = self.pool.h2(&key) {
                 return self.pooled_h2(tx, req, key).await;
+            }
+            if key.h2c {
+                return Box::pin(self.send_h2c(req, key)).await;
             }
             while let Some(mut tx) = self.pool.h1(&key) {
                 // Its last answer has just been read: the connection's task
@@ -97,7 +100,7 @@ impl Client {
                 }
             }
         }
-        self.connect_and_send(req, key, proxied, fresh, None).await
+        Box::pin(self.connect_and_send(req, key, proxied, fresh, None)).await
     }
 
     /// An h2c request: on the origin's one connection, opened by one call
@@ -123,7 +126,9 @@ impl Client {
             Sent::Answered(r) => Ok(r),
             Sent::Failed(e) => Err(e),
             // The connection went away (a GOAWAY): a new one.
-            Sent::Unsent(req, _) => self.connect_and_send(req, key, false, true, None).await,
+            Sent::Unsent(req, _) => {
+                Box::pin(self.connect_and_send(req, key, false, true, None)).await
+            }
         }
     }
 
