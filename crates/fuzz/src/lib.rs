@@ -7,6 +7,9 @@
 
 use fallback_chain::{Chain, Classifier, Link};
 
+mod upstream;
+pub use upstream::UpstreamHarness;
+
 pub use fallback_chain::fuzz::{grpc_status, grpc_timeout, retry_after};
 pub use fallback_chain_cli::fuzz::{
     duration, header, json_body, send_config, serve_config, size, ServeHarness,
@@ -15,7 +18,8 @@ pub use fallback_chain_cli::fuzz::{
 /// A target: any bytes in, a panic on a broken promise.
 pub type Target = fn(&[u8]);
 
-/// Every target but `serve_request`, which needs a harness: its name (the
+/// Every target but `serve_request` and `upstream_answer`, which need a
+/// harness: its name (the
 /// corpus folder) and its function.
 pub const TARGETS: &[(&str, Target)] = &[
     ("retry_after", retry_after),

@@ -111,3 +111,46 @@ fn the_serve_harness_proxies() {
         "{got}"
     );
 }
+
+#[test]
+fn the_upstream_corpus_replays_cleanly() {
+    let h = fallback_chain_fuzz::UpstreamHarness::new();
+    for f in inputs("upstream_answer") {
+        let data = std::fs::read(&f).expect("a corpus file");
+        h.exchange(&data);
+    }
+}
+
+/// The harness is the real transport: answers come back whole, and the
+/// second request gets its own answer whatever the first did.
+#[test]
+fn the_upstream_harness_sends_and_reuses() {
+    let h = fallback_chain_fuzz::UpstreamHarness::new();
+    let seed = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("corpus/upstream_answer")
+                .join(name),
+        )
+        .expect("a seed")
+    };
+    let own = Some((200, b"second".to_vec()));
+    for name in ["get-length", "get-length-kept", "get-close-delimited"] {
+        let [first, second] = h.exchange(&seed(name));
+        assert_eq!(first.as_ref().map(|(s, _)| *s), Some(200), "{name}");
+        assert_eq!(second, own, "{name}");
+    }
+    let [first, _] = h.exchange(&seed("get-chunked-trailers"));
+    assert_eq!(first, Some((200, b"hello".to_vec())));
+    let [first, second] = h.exchange(&seed("post-continue"));
+    assert_eq!(first, Some((201, b"ok".to_vec())));
+    assert_eq!(second, own);
+    // Two answers to one request: the second is never taken for the next
+    // request's.
+    let [first, second] = h.exchange(&seed("get-extra-answer"));
+    assert_eq!(first, Some((200, b"ok".to_vec())));
+    assert_ne!(second, Some((200, b"junk".to_vec())));
+    let [first, second] = h.exchange(&seed("garbage"));
+    assert_eq!(first, None);
+    assert_eq!(second, own);
+}
