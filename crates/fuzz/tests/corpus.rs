@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use fallback_chain_fuzz::{ServeHarness, TARGETS};
 
@@ -114,7 +115,7 @@ fn the_serve_harness_proxies() {
 
 #[test]
 fn the_upstream_corpus_replays_cleanly() {
-    let h = fallback_chain_fuzz::UpstreamHarness::new();
+    let h = fallback_chain_fuzz::UpstreamHarness::with_patience(Duration::from_secs(1));
     for f in inputs("upstream_answer") {
         let data = std::fs::read(&f).expect("a corpus file");
         h.exchange(&data);
@@ -125,7 +126,7 @@ fn the_upstream_corpus_replays_cleanly() {
 /// second request gets its own answer whatever the first did.
 #[test]
 fn the_upstream_harness_sends_and_reuses() {
-    let h = fallback_chain_fuzz::UpstreamHarness::new();
+    let h = fallback_chain_fuzz::UpstreamHarness::with_patience(Duration::from_secs(1));
     let seed = |name: &str| {
         std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
