@@ -17,30 +17,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fallback_chain_testserver::{Behavior, Server};
-
-use super::serve::{self, installed, Running};
+use super::serve::{self, installed, Primaries, Primary, Running};
 use super::server::{HyperServer, Kind};
 use super::{median, Cfg, Row};
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Primary {
-    Healthy,
-    Refused,
-    Unavailable,
-    BlackHole,
-}
-
-impl Primary {
-    fn name(self) -> &'static str {
-        match self {
-            Primary::Healthy => "healthy",
-            Primary::Refused => "refused",
-            Primary::Unavailable => "503",
-            Primary::BlackHole => "blackhole",
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Via {
@@ -287,25 +266,12 @@ pub(super) fn fair_group(cfg: Cfg, quick: bool) -> Vec<Row> {
     let primaries: &[Primary] = if quick {
         &[Primary::Healthy]
     } else {
-        &[
-            Primary::Healthy,
-            Primary::Refused,
-            Primary::Unavailable,
-            Primary::BlackHole,
-        ]
+        &Primary::ALL
     };
     let mut cpu_rows = Vec::new();
     for &primary in primaries {
-        let healthy = HyperServer::start(Kind::Healthy);
-        let unavailable = HyperServer::start(Kind::Unavailable);
-        let refused = Server::refused();
-        let hole = Server::start(Behavior::BlackHole);
-        let primary_url = match primary {
-            Primary::Healthy => format!("http://{}", healthy.addr),
-            Primary::Unavailable => format!("http://{}", unavailable.addr),
-            Primary::Refused => format!("http://{}", refused.addr()),
-            Primary::BlackHole => format!("http://{}", hole.addr()),
-        };
+        let upstreams = Primaries::start();
+        let primary_url = upstreams.url(primary);
         let targets: Vec<(Via, Option<Running>)> = Via::ALL
             .iter()
             .map(|&via| {

@@ -331,9 +331,14 @@ async fn hyper_get_json(client: &Client<HttpConnector, Empty<Bytes>>, uri: &http
     let req = http::Request::get(uri.clone())
         .body(Empty::new())
         .expect("request");
-    let Ok(resp) = client.request(req).await else {
-        return false;
-    };
+    match client.request(req).await {
+        Ok(resp) => decodes(resp).await,
+        Err(_) => false,
+    }
+}
+
+/// Whether an answer is a 2xx whose body decodes as an [`Item`].
+async fn decodes<B: hyper::body::Body>(resp: http::Response<B>) -> bool {
     if !resp.status().is_success() {
         return false;
     }
@@ -365,16 +370,10 @@ fn own_transport_op(url: &str) -> Op {
         let mut req = http::Request::new(RequestBody::empty());
         *req.uri_mut() = uri.clone();
         async move {
-            let Ok(resp) = transport.send(req).await else {
-                return false;
-            };
-            if !resp.status().is_success() {
-                return false;
+            match transport.send(req).await {
+                Ok(resp) => decodes(resp).await,
+                Err(_) => false,
             }
-            let Ok(body) = resp.into_body().collect().await else {
-                return false;
-            };
-            serde_json::from_slice::<Item>(&body.to_bytes()).is_ok()
         }
     })
 }

@@ -14,8 +14,8 @@ use super::server::{HyperServer, Kind};
 use super::{closed_loop, median, raw_hyper, Cfg, Row};
 
 /// The primary's failure, the backup being healthy.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Primary {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Primary {
     Healthy,
     Refused,
     Unavailable,
@@ -23,12 +23,57 @@ enum Primary {
 }
 
 impl Primary {
-    fn name(self) -> &'static str {
+    pub(super) const ALL: [Primary; 4] = [
+        Primary::Healthy,
+        Primary::Refused,
+        Primary::Unavailable,
+        Primary::BlackHole,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
         match self {
             Primary::Healthy => "healthy",
             Primary::Refused => "refused",
             Primary::Unavailable => "503",
             Primary::BlackHole => "blackhole",
+        }
+    }
+}
+
+/// One primary of each kind, fresh for each variant of a group.
+pub(super) struct Primaries {
+    healthy: HyperServer,
+    unavailable: HyperServer,
+    refused: Server,
+    hole: Server,
+}
+
+impl Primaries {
+    pub(super) fn start() -> Primaries {
+        Primaries {
+            healthy: HyperServer::start(Kind::Healthy),
+            unavailable: HyperServer::start(Kind::Unavailable),
+            refused: Server::refused(),
+            hole: Server::start(Behavior::BlackHole),
+        }
+    }
+
+    pub(super) fn url(&self, primary: Primary) -> String {
+        match primary {
+            Primary::Healthy => format!("http://{}", self.healthy.addr),
+            Primary::Unavailable => format!("http://{}", self.unavailable.addr),
+            Primary::Refused => format!("http://{}", self.refused.addr()),
+            Primary::BlackHole => format!("http://{}", self.hole.addr()),
+        }
+    }
+
+    /// Requests the primary of this kind has received.
+    fn count(&self, primary: Primary) -> u64 {
+        match primary {
+            Primary::Healthy => self.healthy.count(),
+            Primary::Unavailable => self.unavailable.count(),
+            Primary::BlackHole => self.hole.request_count() as u64,
+            Primary::Refused => 0,
         }
     }
 }
@@ -489,29 +534,11 @@ pub(super) async fn serve_group(cfg: Cfg) -> Vec<Row> {
     let mut table = Vec::new();
     let backup = HyperServer::start(Kind::Healthy);
     let backup_url = format!("http://{}", backup.addr);
-    for primary in [
-        Primary::Healthy,
-        Primary::Refused,
-        Primary::Unavailable,
-        Primary::BlackHole,
-    ] {
+    for primary in Primary::ALL {
         // Each variant gets fresh upstream processes' state and proxies.
-        let healthy = HyperServer::start(Kind::Healthy);
-        let unavailable = HyperServer::start(Kind::Unavailable);
-        let refused = Server::refused();
-        let hole = Server::start(Behavior::BlackHole);
-        let primary_url = match primary {
-            Primary::Healthy => format!("http://{}", healthy.addr),
-            Primary::Unavailable => format!("http://{}", unavailable.addr),
-            Primary::Refused => format!("http://{}", refused.addr()),
-            Primary::BlackHole => format!("http://{}", hole.addr()),
-        };
-        let primary_count = || match primary {
-            Primary::Healthy => healthy.count(),
-            Primary::Unavailable => unavailable.count(),
-            Primary::BlackHole => hole.request_count() as u64,
-            Primary::Refused => 0,
-        };
+        let primaries = Primaries::start();
+        let primary_url = primaries.url(primary);
+        let primary_count = || primaries.count(primary);
         let mut targets: Vec<(Via, Option<Running>)> = vec![
             (Via::Ours, start_ours(&primary_url, &backup_url)),
             (Via::Nginx, start_nginx(&primary_url, &backup_url)),
