@@ -117,3 +117,72 @@ async fn the_idle_timeout_closes_kept_connections() {
     chain.call().await.unwrap();
     assert_eq!(server.connection_count(), 2);
 }
+
+/// A server that answers a request's head at once, without reading its
+/// body, and keeps the connection: 413 to a `POST`, 200 to anything else.
+async fn early_answering_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let Ok(n) = conn.read(&mut buf).await else {
+                    return;
+                };
+                let answer: &[u8] = if buf[..n].starts_with(b"POST") {
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                let _ = conn.write_all(answer).await;
+                // Keep reading (and ignoring) whatever comes.
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An upload whose next bytes never come.
+struct Stalled;
+
+impl http_body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_connection_still_sending_an_upload_is_not_waited_for() {
+    use fallback_chain::transport::{RequestBody, Transport};
+    use http_body_util::BodyExt;
+    let addr = early_answering_server().await;
+    let transport = HyperTransport::new();
+    // An upload that never ends, answered 413 before it is read.
+    let mut post = http::Request::new(RequestBody::stream(Stalled));
+    *post.method_mut() = http::Method::POST;
+    *post.uri_mut() = format!("http://{addr}/upload").parse().unwrap();
+    let resp = transport.send(post).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let _ = resp.into_body().collect().await;
+    // The next request does not wait for that connection to be free.
+    let mut get = http::Request::new(RequestBody::empty());
+    *get.uri_mut() = format!("http://{addr}/x").parse().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), transport.send(get))
+        .await
+        .expect("not stuck behind the upload")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

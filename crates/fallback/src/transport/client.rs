@@ -87,18 +87,10 @@ impl Client {
             if key.h2c {
                 return Box::pin(self.send_h2c(req, key)).await;
             }
-            while let Some(mut tx) = self.pool.h1(&key) {
-                // Its last answer has just been read: the connection's task
-                // is about to take the next request.
-                if !tx.is_ready() && tx.ready().await.is_err() {
-                    continue;
-                }
-                match self.on_h1(tx, req, Some(&key), proxied, true).await {
-                    Sent::Answered(r) => return Ok(r),
-                    Sent::Failed(e) => return Err(e),
-                    Sent::Unsent(r, _) => req = r,
-                }
-            }
+            req = match self.pooled_h1(req, &key, proxied).await {
+                Ok(answer) => return answer,
+                Err(req) => req,
+            };
         }
         Box::pin(self.connect_and_send(req, key, proxied, fresh, None)).await
     }
@@ -130,6 +122,39 @@ impl Client {
                 Box::pin(self.connect_and_send(req, key, false, true, None)).await
             }
         }
+    }
+
+    /// `req` on an idle HTTP/1 connection of the origin, or back if there
+    /// is none ready. One still busy (sending an earlier request's body
+    /// the server answered before reading) is not waited for: it goes back
+    /// to the pool, with its idle time, for a later call.
+    async fn pooled_h1(
+        &self,
+        mut req: Request<RequestBody>,
+        key: &Key,
+        proxied: bool,
+    ) -> Result<Answer, Request<RequestBody>> {
+        let mut busy = Vec::new();
+        let taken = loop {
+            let Some(mut idle) = self.pool.h1(key) else {
+                break Err(req);
+            };
+            match ready_soon(&mut idle.tx).await {
+                Readiness::Ready => {}
+                Readiness::Busy => {
+                    busy.push(idle);
+                    continue;
+                }
+                Readiness::Closed => continue,
+            }
+            match self.on_h1(idle.tx, req, Some(key), proxied, true).await {
+                Sent::Answered(r) => break Ok(Ok(r)),
+                Sent::Failed(e) => break Ok(Err(e)),
+                Sent::Unsent(r, _) => req = r,
+            }
+        };
+        self.pool.put_back(key, busy);
+        taken
     }
 
     /// Adds the proxy's credentials to a plain request a proxy will carry;
@@ -251,6 +276,26 @@ impl Client {
         let back = Checkin::new(self.pool.clone(), key.clone(), tx);
         resp.map(|b| ResponseBody::pooled(b, back))
     }
+}
+
+enum Readiness {
+    Ready,
+    Busy,
+    Closed,
+}
+
+/// Whether a pooled connection is ready, or becomes so within a few turns
+/// of the runtime: one whose last answer has just been read is, once its
+/// task has run.
+async fn ready_soon(tx: &mut H1) -> Readiness {
+    for _ in 0..3 {
+        match std::future::poll_fn(|cx| std::task::Poll::Ready(tx.poll_ready(cx))).await {
+            std::task::Poll::Ready(Ok(())) => return Readiness::Ready,
+            std::task::Poll::Ready(Err(_)) => return Readiness::Closed,
+            std::task::Poll::Pending => tokio::task::yield_now().await,
+        }
+    }
+    Readiness::Busy
 }
 
 /// The request in HTTP/1's form: a `Host` header, and the path alone

@@ -39,8 +39,9 @@ pub(crate) struct Key {
 pub(crate) type H1 = http1::SendRequest<RequestBody>;
 pub(crate) type H2 = http2::SendRequest<RequestBody>;
 
-struct Idle {
-    tx: H1,
+/// An idle HTTP/1 connection, and since when it has been idle.
+pub(crate) struct Idle {
+    pub(crate) tx: H1,
     since: Instant,
 }
 
@@ -187,7 +188,7 @@ impl Pool {
     /// The newest idle HTTP/1 connection of the origin that is neither
     /// closed nor past the idle timeout. It may not be ready yet (its last
     /// answer has just been read); the caller waits for that.
-    pub(crate) fn h1(&self, key: &Key) -> Option<H1> {
+    pub(crate) fn h1(&self, key: &Key) -> Option<Idle> {
         let mut slots = self.shared.lock();
         let slot = slots.map.get_mut(key)?;
         while let Some(idle) = slot.idle.pop() {
@@ -197,10 +198,22 @@ impl Pool {
                 return None;
             }
             if !idle.tx.is_closed() {
-                return Some(idle.tx);
+                return Some(idle);
             }
         }
         None
+    }
+
+    /// Puts back connections taken but found busy, as the oldest, keeping
+    /// their idle time (so they expire as if never taken).
+    pub(crate) fn put_back(&self, key: &Key, busy: Vec<Idle>) {
+        if busy.is_empty() {
+            return;
+        }
+        let mut slots = self.shared.lock();
+        let slot = slots.map.entry(key.clone()).or_default();
+        slot.idle.splice(0..0, busy.into_iter().rev());
+        self.sweep_later(&mut slots);
     }
 
     /// Keeps `tx` as the origin's HTTP/2 connection, in place of any other.
@@ -366,8 +379,8 @@ mod tests {
         pool.put_h1(key("a:1"), tx);
         assert!(pool.h1(&key("b:1")).is_none(), "another origin's");
         pass(Duration::from_millis(3_999)).await;
-        let tx = pool.h1(&key("a:1")).expect("idle for 3.999 s");
-        pool.put_h1(key("a:1"), tx);
+        let idle = pool.h1(&key("a:1")).expect("idle for 3.999 s");
+        pool.put_h1(key("a:1"), idle.tx);
         pass(FOUR_S).await;
         assert!(pool.h1(&key("a:1")).is_none(), "idle for 4 s");
         assert_eq!(pool.len(), 0, "taking an expired one drops it");
@@ -412,6 +425,29 @@ mod tests {
         pool.put_h1(key("a:1"), tx);
         pass(Duration::from_secs(9)).await;
         assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_put_back_keeps_its_idle_time_and_goes_last() {
+        let ten_s = Duration::from_secs(10);
+        let pool = Pool::new(Some(ten_s), usize::MAX);
+        let (a, mut a_server) = conn().await;
+        pool.put_h1(key("a:1"), a);
+        pass(Duration::from_secs(1)).await;
+        let (b, _b_server) = conn().await;
+        pool.put_h1(key("a:1"), b);
+        pass(Duration::from_secs(1)).await;
+        // At 2 s: the newest (b) is busy and goes back, as the oldest.
+        let b = pool.h1(&key("a:1")).unwrap();
+        pool.put_back(&key("a:1"), vec![b]);
+        // So a is handed out now: dropped, its server end sees it close.
+        drop(pool.h1(&key("a:1")).unwrap());
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), a_server.read(&mut byte)).await;
+        assert_eq!(read.ok().and_then(Result::ok), Some(0), "a was handed out");
+        // b has been idle since 1 s, not since it was put back at 2 s.
+        pass(Duration::from_millis(9_200)).await;
+        assert!(pool.h1(&key("a:1")).is_none(), "idle 10.2 s");
     }
 
     #[tokio::test]
