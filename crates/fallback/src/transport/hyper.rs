@@ -28,6 +28,18 @@ const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// One pool serves every link of a chain and every clone of it, so
 /// keep-alive connections are reused across calls. Cloning a
 /// `HyperTransport` shares its pool, so several chains can share one too.
+/// Connections are kept per origin (scheme, host and port):
+/// - HTTP/1: a connection goes back to the pool when its answer's body has
+///   been read to the end (an answer dropped half-read takes its
+///   connection with it), and the newest idle one is taken first. One the
+///   server closed, or idle for longer than
+///   [`pool_idle_timeout`](HyperTransportBuilder::pool_idle_timeout), is
+///   never handed out, and one still sending an earlier request's body is
+///   not waited for.
+/// - HTTP/2: one connection per origin carries every request; concurrent
+///   calls to an h2c origin wait for the one being opened rather than each
+///   open their own, and a connection the server sent away (`GOAWAY`) is
+///   replaced by a new one.
 ///
 /// It tells the chain what it needs to fail over safely:
 /// - whether a request was handed to a connection (a [`Handoff`]), so a
