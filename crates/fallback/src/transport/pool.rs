@@ -56,6 +56,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// The HTTP/2 connection if it is open (marked used now); a closed
+    /// one is dropped.
+    fn open_h2(&mut self) -> Option<H2> {
+        let (tx, used) = self.h2.as_mut()?;
+        if tx.is_closed() {
+            self.h2 = None;
+            return None;
+        }
+        *used = Instant::now();
+        Some(tx.clone())
+    }
+
     fn is_empty(&self) -> bool {
         self.idle.is_empty() && self.h2.is_none() && self.h2_opening.is_none()
     }
@@ -151,14 +163,7 @@ impl Pool {
     /// The origin's HTTP/2 connection, if it has one that is open.
     pub(crate) fn h2(&self, key: &Key) -> Option<H2> {
         let mut slots = self.shared.lock();
-        let slot = slots.map.get_mut(key)?;
-        let (tx, used) = slot.h2.as_mut()?;
-        if tx.is_closed() {
-            slot.h2 = None;
-            return None;
-        }
-        *used = Instant::now();
-        Some(tx.clone())
+        slots.map.get_mut(key)?.open_h2()
     }
 
     /// The origin's HTTP/2 connection, a wait for the one another call is
@@ -166,12 +171,8 @@ impl Pool {
     pub(crate) fn h2_checkout(&self, key: &Key) -> H2Checkout {
         let mut slots = self.shared.lock();
         let slot = slots.map.entry(key.clone()).or_default();
-        if let Some((tx, used)) = slot.h2.as_mut() {
-            if !tx.is_closed() {
-                *used = Instant::now();
-                return H2Checkout::Ready(tx.clone());
-            }
-            slot.h2 = None;
+        if let Some(tx) = slot.open_h2() {
+            return H2Checkout::Ready(tx);
         }
         if let Some(rx) = &slot.h2_opening {
             return H2Checkout::Wait(rx.clone());
