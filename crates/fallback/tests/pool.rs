@@ -186,3 +186,100 @@ async fn a_connection_still_sending_an_upload_is_not_waited_for() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// An h2c server whose answers wait until `release` says go. Returns its
+/// address, the connections it accepted and the streams it has been sent.
+async fn holding_h2_server(
+    release: tokio::sync::watch::Receiver<bool>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, s) = (conns.clone(), streams.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (s, release) = (s.clone(), release.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    let mut release = release.clone();
+                    tokio::spawn(async move {
+                        let _ = release.wait_for(|go| *go).await;
+                        let Ok(mut send) = respond.send_response(http::Response::new(()), false)
+                        else {
+                            return;
+                        };
+                        let _ = send.send_data(bytes::Bytes::from_static(b"held"), true);
+                    });
+                }
+            });
+        }
+    });
+    (addr, conns, streams)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_carrying_its_most_streams_is_joined_by_another() {
+    use std::sync::atomic::Ordering;
+    let (go, release) = tokio::sync::watch::channel(false);
+    let (addr, conns, streams) = holding_h2_server(release).await;
+    let transport = HyperTransport::builder()
+        .http2_max_streams_per_connection(2)
+        .build()
+        .unwrap();
+    let chain = Chain::builder()
+        .transport(transport)
+        .link(Link::get(format!("http://{addr}/")).http2_prior_knowledge(true))
+        .build()
+        .unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let chain = chain.clone();
+            tokio::spawn(async move { chain.call().await })
+        })
+        .collect();
+    // Five streams held open at once, two a connection: three connections
+    // (one alone, the server allowing far more, would carry all five).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while streams.load(Ordering::SeqCst) < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server saw {streams:?} streams"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    go.send(true).unwrap();
+    for c in calls {
+        let resp = c.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&resp.body()[..], b"held");
+    }
+    // Their streams ended: later calls reuse the connections.
+    for _ in 0..6 {
+        chain.call().await.unwrap();
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    assert_eq!(streams.load(Ordering::SeqCst), 11);
+}
+
+#[test]
+fn no_streams_per_http2_connection_is_refused_by_name() {
+    let err = HyperTransport::builder()
+        .http2_max_streams_per_connection(0)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("http2_max_streams_per_connection"),
+        "{err}"
+    );
+}

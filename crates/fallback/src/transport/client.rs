@@ -13,7 +13,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::connector::{Connected, Connector};
-use super::pool::{Checkin, Gate, H2Checkout, Key, Pool, H1, H2};
+use super::pool::{Checkin, Gate, H2Checkout, Key, Pool, Stream, H1, H2};
 use super::proxy::{self, Proxies};
 use super::{
     BoxError, FreshConnection, Handoff, RequestBody, ResponseBody, TransportError,
@@ -81,8 +81,8 @@ impl Client {
         // TLS, the handshakes) are boxed apart, so the common path, a
         // pooled connection, carries a small future.
         if !fresh && self.pool.enabled() {
-            if let Some(tx) = self.pool.h2(&key) {
-                return self.pooled_h2(tx, req, key).await;
+            if let Some((tx, stream)) = self.pool.h2(&key) {
+                return self.pooled_h2(tx, stream, req, key).await;
             }
             if key.h2c {
                 return Box::pin(self.send_h2c(req, key)).await;
@@ -95,26 +95,39 @@ impl Client {
         Box::pin(self.connect_and_send(req, key, proxied, fresh, None)).await
     }
 
-    /// An h2c request: on the origin's one connection, opened by one call
-    /// while the others wait for it.
+    /// An h2c request: on a connection of the origin with room for its
+    /// stream; a new one is opened by one call while the others wait for
+    /// it.
     async fn send_h2c(&self, req: Request<RequestBody>, key: Key) -> Answer {
-        let gate = match self.pool.h2_checkout(&key) {
-            H2Checkout::Ready(tx) => return self.pooled_h2(tx, req, key).await,
-            H2Checkout::Wait(mut opened) => {
-                let _ = opened.changed().await;
-                match self.pool.h2(&key) {
-                    Some(tx) => return self.pooled_h2(tx, req, key).await,
-                    // The opening call failed: try on our own.
-                    None => None,
+        let gate = loop {
+            match self.pool.h2_checkout(&key) {
+                H2Checkout::Ready(tx, stream) => {
+                    return self.pooled_h2(tx, stream, req, key).await;
                 }
+                H2Checkout::Wait(mut opened) => {
+                    let _ = opened.changed().await;
+                    if !*opened.borrow() {
+                        // The opening call failed: each waiter tries on
+                        // its own rather than one after another.
+                        break None;
+                    }
+                    // Opened: there may be room on it, or it may be full
+                    // already and another is needed.
+                }
+                H2Checkout::Open(gate) => break Some(gate),
             }
-            H2Checkout::Open(gate) => Some(gate),
         };
         self.connect_and_send(req, key, false, false, gate).await
     }
 
-    async fn pooled_h2(&self, tx: H2, req: Request<RequestBody>, key: Key) -> Answer {
-        match self.on_h2(tx, req).await {
+    async fn pooled_h2(
+        &self,
+        tx: H2,
+        stream: Stream,
+        req: Request<RequestBody>,
+        key: Key,
+    ) -> Answer {
+        match self.on_h2(tx, stream, req, Some(&key)).await {
             Sent::Answered(r) => Ok(r),
             Sent::Failed(e) => Err(e),
             // The connection went away (a GOAWAY): a new one.
@@ -192,11 +205,14 @@ impl Client {
                     tracing::debug!(error = %e, "HTTP/2 connection closed");
                 }
             });
-            // A new connection replaces one that failed (a re-send asks
-            // for it after a GOAWAY or a lost connection).
-            self.pool.put_h2(key, tx.clone());
-            drop(gate);
-            self.on_h2(tx, req).await
+            // It joins the origin's others; one that failed (a re-send
+            // asks for a new one after a GOAWAY or a lost connection) has
+            // left the pool already.
+            let stream = self.pool.put_h2(key, tx.clone());
+            if let Some(gate) = gate {
+                gate.opened();
+            }
+            self.on_h2(tx, stream, req, None).await
         } else {
             let (tx, conn) = match self.h1.handshake(io).await {
                 Ok(parts) => parts,
@@ -221,12 +237,29 @@ impl Client {
         }
     }
 
-    async fn on_h2(&self, mut tx: H2, mut req: Request<RequestBody>) -> Sent {
+    /// Sends on an HTTP/2 connection, as the stream `stream` holds a place
+    /// for; a pooled connection (`pooled`: its origin) that hands the
+    /// request back unsent leaves the pool.
+    async fn on_h2(
+        &self,
+        mut tx: H2,
+        stream: Stream,
+        mut req: Request<RequestBody>,
+        pooled: Option<&Key>,
+    ) -> Sent {
         *req.version_mut() = Version::HTTP_2;
         match tx.try_send_request(req).await {
-            Ok(resp) => Sent::Answered(resp.map(ResponseBody::hyper)),
+            Ok(resp) if resp.body().is_end_stream() => {
+                Sent::Answered(resp.map(ResponseBody::hyper))
+            }
+            Ok(resp) => Sent::Answered(resp.map(|b| ResponseBody::pooled(b, Checkin::H2(stream)))),
             Err(mut e) => match e.take_message() {
-                Some(req) => Sent::Unsent(req, e.into_error()),
+                Some(req) => {
+                    if let Some(key) = pooled {
+                        self.pool.forget_h2(key, &stream);
+                    }
+                    Sent::Unsent(req, e.into_error())
+                }
                 None => Sent::Failed(send_error(e.into_error(), true, true)),
             },
         }
@@ -273,7 +306,11 @@ impl Client {
             self.pool.put_h1(key.clone(), tx);
             return resp.map(ResponseBody::hyper);
         }
-        let back = Checkin::new(self.pool.clone(), key.clone(), tx);
+        let back = Checkin::H1 {
+            pool: self.pool.clone(),
+            key: key.clone(),
+            tx,
+        };
         resp.map(|b| ResponseBody::pooled(b, back))
     }
 }

@@ -51,8 +51,9 @@ pub struct ResponseBody {
 enum RespInner {
     /// hyper's own body, polled as it is: no box, no error mapping.
     Hyper(::hyper::body::Incoming),
-    /// hyper's body on a pooled HTTP/1 connection, which goes back to the
-    /// pool when the body has been read to the end.
+    /// hyper's body on a pooled connection: an HTTP/1 connection goes
+    /// back to the pool when the body has been read to the end, an HTTP/2
+    /// stream frees its place.
     Pooled(::hyper::body::Incoming, Option<Box<pool::Checkin>>),
     /// Bytes already read, polled without a box.
     Full(Option<Bytes>),
@@ -79,7 +80,8 @@ impl ResponseBody {
         }
     }
 
-    /// hyper's body, handing its connection back to the pool at its end.
+    /// hyper's body, handing its connection (or stream's place) back to
+    /// the pool at its end.
     pub(crate) fn pooled(body: ::hyper::body::Incoming, back: pool::Checkin) -> ResponseBody {
         ResponseBody {
             inner: RespInner::Pooled(body, Some(Box::new(back))),

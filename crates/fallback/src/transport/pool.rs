@@ -8,9 +8,10 @@
 //!   nothing runs per connection while it sits idle. hyper's connection
 //!   task reads an idle connection, so a server's `FIN` closes it and the
 //!   check at checkout sees that without a system call of its own.
-//! - HTTP/2: one connection per origin, shared by every stream; a new one
-//!   replaces it when it closes or a request was refused on it (a
-//!   `GOAWAY`).
+//! - HTTP/2: connections shared by streams, up to a number of streams
+//!   each; a call opens another connection only when every open one
+//!   carries that many. One that closes or refused a request (a `GOAWAY`)
+//!   leaves the pool.
 //! - One sweeper task per pool, and only while something is idle, closes
 //!   connections idle past the idle timeout that no request came to take.
 //!
@@ -19,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -45,41 +47,71 @@ pub(crate) struct Idle {
     since: Instant,
 }
 
+/// An HTTP/2 connection of the pool.
+struct H2Conn {
+    tx: H2,
+    /// When a stream last started on it.
+    used: Instant,
+    /// Its streams in flight, counted by their [`Stream`]s.
+    streams: Arc<AtomicUsize>,
+}
+
+/// A stream's place on an HTTP/2 connection, held until its answer has
+/// been read (or dropped), so that the pool knows how busy the connection
+/// is.
+pub(crate) struct Stream(Arc<AtomicUsize>);
+
+impl Stream {
+    fn on(streams: &Arc<AtomicUsize>) -> Stream {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Stream(streams.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     /// Oldest first; taken from the end.
     idle: Vec<Idle>,
-    h2: Option<(H2, Instant)>,
+    h2: Vec<H2Conn>,
     /// A call is opening the origin's HTTP/2 connection; the others wait
     /// for it rather than each open one.
-    h2_opening: Option<tokio::sync::watch::Receiver<()>>,
+    h2_opening: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Slot {
-    /// The HTTP/2 connection if it is open (marked used now); a closed
-    /// one is dropped.
-    fn open_h2(&mut self) -> Option<H2> {
-        let (tx, used) = self.h2.as_mut()?;
-        if tx.is_closed() {
-            self.h2 = None;
+    /// An open HTTP/2 connection with room for another stream (marked used
+    /// now), and the stream's place on it; closed ones are dropped.
+    fn open_h2(&mut self, max_streams: usize) -> Option<(H2, Stream)> {
+        if self.h2.is_empty() {
             return None;
         }
-        *used = Instant::now();
-        Some(tx.clone())
+        self.h2.retain(|c| !c.tx.is_closed());
+        let conn = self
+            .h2
+            .iter_mut()
+            .find(|c| c.streams.load(Ordering::Relaxed) < max_streams)?;
+        conn.used = Instant::now();
+        Some((conn.tx.clone(), Stream::on(&conn.streams)))
     }
 
     fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.h2.is_none() && self.h2_opening.is_none()
+        self.idle.is_empty() && self.h2.is_empty() && self.h2_opening.is_none()
     }
 }
 
 /// What a call does for an origin that speaks HTTP/2 only (h2c).
 pub(crate) enum H2Checkout {
-    /// Its open connection.
-    Ready(H2),
-    /// Another call is opening one: wait for it (the wait ends when that
-    /// call has put it in the pool, or failed).
-    Wait(tokio::sync::watch::Receiver<()>),
+    /// An open connection with room, and the stream's place on it.
+    Ready(H2, Stream),
+    /// Another call is opening one: wait for it. The wait ends when that
+    /// call has put it in the pool (`true`: check out again) or failed.
+    Wait(tokio::sync::watch::Receiver<bool>),
     /// Open one; the others wait until the gate is dropped.
     Open(Gate),
 }
@@ -88,15 +120,35 @@ pub(crate) enum H2Checkout {
 pub(crate) struct Gate {
     pool: Pool,
     key: Key,
-    _open: tokio::sync::watch::Sender<()>,
+    open: tokio::sync::watch::Sender<bool>,
+    /// The slot no longer waits on this gate: another may have taken its
+    /// place, so it must not be cleared again.
+    closed: bool,
 }
 
-impl Drop for Gate {
-    fn drop(&mut self) {
+impl Gate {
+    /// The connection is in the pool: the waiters check out again.
+    pub(crate) fn opened(mut self) {
+        // Closed first, so that a waiter who finds the new connection full
+        // already opens the next rather than waits here again.
+        self.close();
+        let _ = self.open.send(true);
+    }
+
+    fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
         let mut slots = self.pool.shared.lock();
         if let Some(slot) = slots.map.get_mut(&self.key) {
             slot.h2_opening = None;
         }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.close();
         // The sender goes with the gate: every waiter wakes.
     }
 }
@@ -111,6 +163,7 @@ struct Shared {
     slots: Mutex<Slots>,
     idle_timeout: Option<Duration>,
     max_idle: usize,
+    max_streams: usize,
 }
 
 #[derive(Default)]
@@ -144,13 +197,15 @@ impl Hasher for Fnv {
 
 impl Pool {
     /// A pool that keeps at most `max_idle` idle HTTP/1 connections per
-    /// origin (0: none) for at most `idle_timeout` each.
-    pub(crate) fn new(idle_timeout: Option<Duration>, max_idle: usize) -> Pool {
+    /// origin (0: none) for at most `idle_timeout` each, and puts at most
+    /// `max_streams` streams at once on an HTTP/2 connection.
+    pub(crate) fn new(idle_timeout: Option<Duration>, max_idle: usize, max_streams: usize) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 slots: Mutex::new(Slots::default()),
                 idle_timeout,
                 max_idle,
+                max_streams: max_streams.max(1),
             }),
         }
     }
@@ -160,10 +215,11 @@ impl Pool {
         self.shared.max_idle > 0
     }
 
-    /// The origin's HTTP/2 connection, if it has one that is open.
-    pub(crate) fn h2(&self, key: &Key) -> Option<H2> {
+    /// An open HTTP/2 connection of the origin with room for a stream, if
+    /// it has one.
+    pub(crate) fn h2(&self, key: &Key) -> Option<(H2, Stream)> {
         let mut slots = self.shared.lock();
-        slots.map.get_mut(key)?.open_h2()
+        slots.map.get_mut(key)?.open_h2(self.shared.max_streams)
     }
 
     /// The origin's HTTP/2 connection, a wait for the one another call is
@@ -171,18 +227,19 @@ impl Pool {
     pub(crate) fn h2_checkout(&self, key: &Key) -> H2Checkout {
         let mut slots = self.shared.lock();
         let slot = slots.map.entry(key.clone()).or_default();
-        if let Some(tx) = slot.open_h2() {
-            return H2Checkout::Ready(tx);
+        if let Some((tx, stream)) = slot.open_h2(self.shared.max_streams) {
+            return H2Checkout::Ready(tx, stream);
         }
         if let Some(rx) = &slot.h2_opening {
             return H2Checkout::Wait(rx.clone());
         }
-        let (open, rx) = tokio::sync::watch::channel(());
+        let (open, rx) = tokio::sync::watch::channel(false);
         slot.h2_opening = Some(rx);
         H2Checkout::Open(Gate {
             pool: self.clone(),
             key: key.clone(),
-            _open: open,
+            open,
+            closed: false,
         })
     }
 
@@ -217,14 +274,31 @@ impl Pool {
         self.sweep_later(&mut slots);
     }
 
-    /// Keeps `tx` as the origin's HTTP/2 connection, in place of any other.
-    pub(crate) fn put_h2(&self, key: Key, tx: H2) {
+    /// Adds `tx`, a new HTTP/2 connection, to the origin's; gives back the
+    /// place of the stream its opener sends on it.
+    pub(crate) fn put_h2(&self, key: Key, tx: H2) -> Stream {
+        let streams = Arc::new(AtomicUsize::new(0));
+        let stream = Stream::on(&streams);
         if !self.enabled() {
-            return;
+            return stream;
         }
         let mut slots = self.shared.lock();
-        slots.map.entry(key).or_default().h2 = Some((tx, Instant::now()));
+        slots.map.entry(key).or_default().h2.push(H2Conn {
+            tx,
+            used: Instant::now(),
+            streams,
+        });
         self.sweep_later(&mut slots);
+        stream
+    }
+
+    /// Takes the connection `stream` is on out of the pool: it refused a
+    /// request (a `GOAWAY`), so no other should be sent on it.
+    pub(crate) fn forget_h2(&self, key: &Key, stream: &Stream) {
+        let mut slots = self.shared.lock();
+        if let Some(slot) = slots.map.get_mut(key) {
+            slot.h2.retain(|c| !Arc::ptr_eq(&c.streams, &stream.0));
+        }
     }
 
     /// Gives an HTTP/1 connection back once its answer has been read.
@@ -266,11 +340,7 @@ impl Pool {
     #[allow(dead_code)]
     pub(crate) fn len(&self) -> usize {
         let slots = self.shared.lock();
-        slots
-            .map
-            .values()
-            .map(|s| s.idle.len() + usize::from(s.h2.is_some()))
-            .sum()
+        slots.map.values().map(|s| s.idle.len() + s.h2.len()).sum()
     }
 }
 
@@ -288,13 +358,12 @@ async fn sweeper(pool: Weak<Shared>, start: Instant, period: Duration) {
         slots.map.retain(|_, slot| {
             slot.idle
                 .retain(|i| !shared.expired(i.since) && !i.tx.is_closed());
-            if slot
-                .h2
-                .as_ref()
-                .is_some_and(|(tx, used)| shared.expired(*used) || tx.is_closed())
-            {
-                slot.h2 = None;
-            }
+            // A connection with streams in flight is in use, however long
+            // ago they started.
+            slot.h2.retain(|c| {
+                let busy = c.streams.load(Ordering::Relaxed) > 0;
+                !c.tx.is_closed() && (busy || !shared.expired(c.used))
+            });
             !slot.is_empty()
         });
         if slots.map.is_empty() {
@@ -316,24 +385,24 @@ impl Shared {
     }
 }
 
-/// An HTTP/1 connection on its way back to the pool: held by the answer's
-/// body until it has been read to the end. Dropped before that, the
-/// connection goes with it (hyper closes a connection whose answer was
-/// not read).
-pub(crate) struct Checkin {
-    pool: Pool,
-    key: Key,
-    tx: H1,
+/// What an answer's body gives back at its end: held until the body has
+/// been read to the end.
+pub(crate) enum Checkin {
+    /// An HTTP/1 connection on its way back to the pool. Dropped before
+    /// the end, the connection goes with it (hyper closes a connection
+    /// whose answer was not read).
+    H1 { pool: Pool, key: Key, tx: H1 },
+    /// A stream's place on an HTTP/2 connection, freed either way.
+    H2(Stream),
 }
 
 impl Checkin {
-    pub(crate) fn new(pool: Pool, key: Key, tx: H1) -> Checkin {
-        Checkin { pool, key, tx }
-    }
-
     /// The answer was read to the end: the connection can serve another.
     pub(crate) fn done(self) {
-        self.pool.put_h1(self.key, self.tx);
+        match self {
+            Checkin::H1 { pool, key, tx } => pool.put_h1(key, tx),
+            Checkin::H2(stream) => drop(stream),
+        }
     }
 }
 
@@ -375,7 +444,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_handed_out_until_its_idle_timeout() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
         let (tx, _server) = conn().await;
         pool.put_h1(key("a:1"), tx);
         assert!(pool.h1(&key("b:1")).is_none(), "another origin's");
@@ -389,7 +458,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_newest_is_handed_out_first_and_the_oldest_dropped_past_the_bound() {
-        let pool = Pool::new(Some(FOUR_S), 2);
+        let pool = Pool::new(Some(FOUR_S), 2, 100);
         let mut servers = Vec::new();
         for _ in 0..3 {
             let (tx, server) = conn().await;
@@ -409,7 +478,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_closes_connections_nobody_came_for() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
         let (tx, mut server) = conn().await;
         pool.put_h1(key("a:1"), tx);
         pass(Duration::from_secs(3)).await;
@@ -431,7 +500,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_put_back_keeps_its_idle_time_and_goes_last() {
         let ten_s = Duration::from_secs(10);
-        let pool = Pool::new(Some(ten_s), usize::MAX);
+        let pool = Pool::new(Some(ten_s), usize::MAX, 100);
         let (a, mut a_server) = conn().await;
         pool.put_h1(key("a:1"), a);
         pass(Duration::from_secs(1)).await;
@@ -453,7 +522,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_handed_out() {
-        let pool = Pool::new(None, usize::MAX);
+        let pool = Pool::new(None, usize::MAX, 100);
         let (tx, server) = conn().await;
         pool.put_h1(key("a:1"), tx);
         drop(server);
@@ -464,9 +533,67 @@ mod tests {
         assert!(pool.h1(&key("a:1")).is_none());
     }
 
+    /// An HTTP/2 connection whose server end is never read: enough for
+    /// the pool's bookkeeping, which never sends on it.
+    async fn h2_conn() -> (H2, DuplexStream) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (tx, conn) =
+            http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        (tx, server)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_takes_streams_up_to_its_bound_then_another_is_opened() {
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 2);
+        let (tx, _server) = h2_conn().await;
+        let first = pool.put_h2(key("a:1"), tx);
+        let second = pool
+            .h2(&key("a:1"))
+            .map(|(_, s)| s)
+            .expect("room for a second stream");
+        assert!(pool.h2(&key("a:1")).is_none(), "two streams: full");
+        // A second connection takes the next streams.
+        let (tx, _server2) = h2_conn().await;
+        let third = pool.put_h2(key("a:1"), tx);
+        let fourth = pool
+            .h2(&key("a:1"))
+            .map(|(_, s)| s)
+            .expect("room on the second");
+        assert!(pool.h2(&key("a:1")).is_none());
+        assert_eq!(pool.len(), 2);
+        // A stream that ends frees its place.
+        drop(second);
+        let again = pool.h2(&key("a:1")).map(|(_, s)| s).expect("a freed place");
+        assert!(pool.h2(&key("a:1")).is_none());
+        // A connection forgotten after a GOAWAY takes no more streams,
+        // even once its streams end.
+        pool.forget_h2(&key("a:1"), &third);
+        drop((third, fourth));
+        assert_eq!(pool.len(), 1);
+        assert!(pool.h2(&key("a:1")).is_none(), "the first is still full");
+        drop(first);
+        assert!(pool.h2(&key("a:1")).is_some());
+        drop(again);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_with_a_stream_in_flight_outlives_the_idle_timeout() {
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
+        let (tx, _server) = h2_conn().await;
+        let stream = pool.put_h2(key("a:1"), tx);
+        pass(Duration::from_secs(9)).await;
+        assert_eq!(pool.len(), 1, "a long stream keeps its connection pooled");
+        drop(stream);
+        pass(Duration::from_secs(4)).await;
+        assert_eq!(pool.len(), 0, "idle past the timeout once the stream ended");
+    }
+
     #[tokio::test]
     async fn a_pool_without_idle_connections_keeps_none() {
-        let pool = Pool::new(None, 0);
+        let pool = Pool::new(None, 0, 100);
         assert!(!pool.enabled());
         let (tx, _server) = conn().await;
         pool.put_h1(key("a:1"), tx);
