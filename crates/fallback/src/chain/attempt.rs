@@ -275,48 +275,68 @@ impl Chain {
         // One (shared) alarm for every phase and hop.
         let alarm = inner.alarms.alarm(begun, until);
         let time = Time::new(&alarm, begun, until);
-        let mut route = Route::default();
         let transport = ep.transport.as_ref().unwrap_or(&inner.transport);
-        let resp = loop {
-            // The hop's request, with the re-sends that are the same try.
-            let mut fresh = false;
+        // Each phase's locals live in a block of their own, which ends
+        // before the next phase's await: the future then holds one phase's
+        // state at a time, not every phase's side by side.
+        let (parts, body, len) = {
+            let mut route = Route::default();
             let resp = loop {
-                let mut request = match hop_request(ep, route.follow.as_ref()).await {
-                    Ok(r) => r,
-                    Err(e) => return Ended::Lost(Box::new(body_lost(e))),
+                // The hop's request, with the re-sends that are the same try.
+                let mut fresh = false;
+                let resp = loop {
+                    let handoff = Handoff::new();
+                    let sent = {
+                        let ready = match route.follow {
+                            None => ep.request_now(),
+                            Some(_) => None,
+                        };
+                        let mut request = match ready {
+                            Some(r) => r,
+                            // A file's body, or a redirect's hop: out of line.
+                            None => {
+                                match Box::pin(hop_request(ep, route.follow.as_deref())).await {
+                                    Ok(r) => r,
+                                    Err(e) => return Ended::Lost(Box::new(body_lost(e))),
+                                }
+                            }
+                        };
+                        request.body_mut().set_handoff(handoff.clone());
+                        if fresh {
+                            request.extensions_mut().insert(FreshConnection);
+                        }
+                        self.show_request(ep, &request);
+                        transport.send(request)
+                    };
+                    let e = match within(sent, time.alarm).await {
+                        Some(Ok(resp)) => break resp,
+                        Some(Err(e)) => e,
+                        None => return Ended::Lost(Box::new(timer_lost(&handoff, begun, until))),
+                    };
+                    match resend(e, ep, &mut route, begun) {
+                        Ok(hop) => hops.push(hop),
+                        Err(l) => return Ended::Lost(l),
+                    }
+                    fresh = true;
                 };
-                let handoff = Handoff::new();
-                request.body_mut().set_handoff(handoff.clone());
-                if fresh {
-                    request.extensions_mut().insert(FreshConnection);
+                self.show_response(ep, &resp);
+                if inner.settings.follow_redirects == 0 {
+                    break resp;
                 }
-                self.show_request(ep, &request);
-                let e = match within(transport.send(request), time.alarm).await {
-                    Some(Ok(resp)) => break resp,
-                    Some(Err(e)) => e,
-                    None => return Ended::Lost(Box::new(timer_lost(&handoff, begun, until))),
-                };
-                match resend(e, ep, &mut route, begun) {
-                    Ok(hop) => hops.push(hop),
-                    Err(l) => return Ended::Lost(l),
+                match Box::pin(self.redirect_step(ep, resp, &mut route, &time, hops, converted))
+                    .await
+                {
+                    Step::Final(resp) => break resp,
+                    Step::Followed => {}
+                    Step::Lost(l) => return Ended::Lost(l),
                 }
-                fresh = true;
             };
-            self.show_response(ep, &resp);
-            if inner.settings.follow_redirects == 0 {
-                break resp;
+            let judged = self.judge(ep, resp, route.follow.as_deref());
+            if judged.verdict != Verdict::Success {
+                return Box::pin(self.read_failure(ep, judged, &time)).await;
             }
-            match Box::pin(self.redirect_step(ep, resp, &mut route, &time, hops, converted)).await {
-                Step::Final(resp) => break resp,
-                Step::Followed => {}
-                Step::Lost(l) => return Ended::Lost(l),
-            }
+            (judged.parts, judged.body, judged.len)
         };
-        let judged = self.judge(ep, resp, route.follow.as_ref());
-        if judged.verdict != Verdict::Success {
-            return Box::pin(self.read_failure(ep, judged, &time)).await;
-        }
-        let (parts, body, len) = (judged.parts, judged.body, judged.len);
         let body = match ep.idle_timeout.filter(|_| consumer.streams()) {
             Some(idle) => ResponseBody::new(crate::timeout::Idle::new(body, idle)),
             None => body,
@@ -367,8 +387,8 @@ impl Chain {
     ) -> Step {
         let inner = &*self.inner;
         let limit = inner.settings.max_body;
-        let current = route.follow.as_ref().map_or(&ep.uri, |f| &f.uri);
-        let method = hop_method(ep, route.follow.as_ref());
+        let current = route.follow.as_deref().map_or(&ep.uri, |f| &f.uri);
+        let method = hop_method(ep, route.follow.as_deref());
         let next = match redirect::follow(resp.status(), resp.headers(), current, method) {
             None => return Step::Final(resp),
             Some(Ok(next)) => next,
@@ -389,15 +409,15 @@ impl Chain {
         hops.push(Hop {
             outcome: Outcome::Redirect,
             status: Some(resp.status()),
-            url: hop_url(ep, route.follow.as_ref()),
+            url: hop_url(ep, route.follow.as_deref()),
             elapsed: time.begun.elapsed(),
             error: format!("redirected to {}", redirect::shown(&next.uri)).into(),
         });
         let _ = within(collect(resp.into_body(), limit, None), time.alarm).await;
         *converted |= next.to_get && !ep.idempotent;
         route.visited.push(next.uri.clone());
-        let to_get = next.to_get || route.follow.as_ref().is_some_and(|f| f.to_get);
-        route.follow = Some(redirect::Follow { to_get, ..next });
+        let to_get = next.to_get || route.follow.as_deref().is_some_and(|f| f.to_get);
+        route.follow = Some(Box::new(redirect::Follow { to_get, ..next }));
         Step::Followed
     }
 
@@ -566,7 +586,9 @@ impl<'a> Time<'a> {
 /// URLs visited, and the re-sends already spent.
 #[derive(Default)]
 pub(super) struct Route {
-    follow: Option<redirect::Follow>,
+    /// Boxed: redirects are rare, and the route lives in every attempt's
+    /// future.
+    follow: Option<Box<redirect::Follow>>,
     visited: Vec<Uri>,
     stale_resent: bool,
     refused: u32,
@@ -626,7 +648,7 @@ fn resend(
     Ok(Hop {
         outcome,
         status: None,
-        url: hop_url(ep, route.follow.as_ref()),
+        url: hop_url(ep, route.follow.as_deref()),
         elapsed: begun.elapsed(),
         error: format!("{e}: {why}; {RESENT}").into(),
     })

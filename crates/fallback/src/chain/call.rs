@@ -24,7 +24,9 @@ pub(super) struct Call {
     /// Every link was open and this call is no link's probe: it fails fast.
     all_open: bool,
     report: Report,
-    last: Option<LastResponse>,
+    /// Boxed: only a failed attempt leaves one, and the call's state
+    /// lives in its future.
+    last: Option<Box<LastResponse>>,
 }
 
 impl Call {
@@ -105,7 +107,7 @@ impl Call {
         };
         self.note(chain, attempt);
         if let Some(r) = lost.response.take() {
-            self.last = Some(r);
+            self.last = Some(Box::new(r));
         }
     }
 
@@ -155,11 +157,11 @@ impl Call {
         };
         if self.all_open && kind == ErrorKind::Exhausted && skipped_all() {
             let every = chain.inner.settings.all_open.probe_interval;
-            return Error::new(ErrorKind::AllOpen, self.report, self.last).with_detail(format!(
-                "each link is probed at most once every {every:?} until one answers"
-            ));
+            return Error::new(ErrorKind::AllOpen, self.report, self.last.map(|l| *l)).with_detail(
+                format!("each link is probed at most once every {every:?} until one answers"),
+            );
         }
-        let e = Error::new(kind, self.report, self.last);
+        let e = Error::new(kind, self.report, self.last.map(|l| *l));
         match chain.inner.settings.deadline {
             Some(d) if kind == ErrorKind::Deadline => e.with_deadline(d),
             _ => e,

@@ -85,13 +85,13 @@ impl Consume for Buffered {
         Some(Buffered)
     }
 
-    async fn consume(
+    fn consume(
         &mut self,
         body: ResponseBody,
         limit: u64,
         len: Option<u64>,
-    ) -> Result<Bytes, ConsumeError> {
-        collect(body, limit, len).await
+    ) -> impl Future<Output = Result<Bytes, ConsumeError>> + Send {
+        collect(body, limit, len)
     }
 
     async fn take(&mut self, bytes: Bytes) -> io::Result<Bytes> {
@@ -217,43 +217,82 @@ fn check_len(limit: u64, len: Option<u64>) -> Result<(), ConsumeError> {
 
 /// Reads a whole body, refusing more than `limit` bytes. A single-frame body
 /// is returned without a copy.
-pub(crate) async fn collect(
-    mut body: ResponseBody,
+pub(crate) fn collect(body: ResponseBody, limit: u64, len: Option<u64>) -> Collect {
+    Collect {
+        body,
+        limit,
+        len,
+        seen: 0,
+        got: Got::Nothing,
+    }
+}
+
+/// The future of [`collect`]: a named type rather than an `async fn`, so
+/// that it holds the body once and nothing else (it sits in every call's
+/// future while the winner's body is read).
+pub(crate) struct Collect {
+    body: ResponseBody,
     limit: u64,
     len: Option<u64>,
-) -> Result<Bytes, ConsumeError> {
-    check_len(limit, len)?;
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
-    let mut seen = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ConsumeError::Body)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if data.is_empty() {
-            continue;
-        }
-        seen += data.len() as u64;
-        if seen > limit {
-            return Err(ConsumeError::TooLarge(limit));
-        }
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(data),
-            (Some(f), None) => {
-                let cap = len.unwrap_or(0).max(seen) as usize;
-                let mut b = BytesMut::with_capacity(cap);
-                b.extend_from_slice(f);
-                b.extend_from_slice(&data);
-                first = None;
-                buf = Some(b);
+    seen: u64,
+    got: Got,
+}
+
+/// What a [`Collect`] has read so far.
+enum Got {
+    Nothing,
+    /// One chunk, kept as it came.
+    One(Bytes),
+    /// Several, copied into one buffer.
+    Many(BytesMut),
+}
+
+impl Future for Collect {
+    type Output = Result<Bytes, ConsumeError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use http_body::Body as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        check_len(this.limit, this.len)?;
+        loop {
+            let frame = match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => break,
+                Poll::Ready(Some(frame)) => frame.map_err(ConsumeError::Body)?,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
             }
-            (_, Some(b)) => b.extend_from_slice(&data),
+            this.seen += data.len() as u64;
+            if this.seen > this.limit {
+                return Poll::Ready(Err(ConsumeError::TooLarge(this.limit)));
+            }
+            this.got = match std::mem::replace(&mut this.got, Got::Nothing) {
+                Got::Nothing => Got::One(data),
+                Got::One(first) => {
+                    let cap = this.len.unwrap_or(0).max(this.seen) as usize;
+                    let mut b = BytesMut::with_capacity(cap);
+                    b.extend_from_slice(&first);
+                    b.extend_from_slice(&data);
+                    Got::Many(b)
+                }
+                Got::Many(mut b) => {
+                    b.extend_from_slice(&data);
+                    Got::Many(b)
+                }
+            };
         }
+        Poll::Ready(Ok(match std::mem::replace(&mut this.got, Got::Nothing) {
+            Got::Nothing => Bytes::new(),
+            Got::One(b) => b,
+            Got::Many(b) => b.freeze(),
+        }))
     }
-    Ok(match (first, buf) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
 }

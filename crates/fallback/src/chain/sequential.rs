@@ -78,8 +78,10 @@ impl Chain {
                     && try_number < tries
                     && worth_retrying(lost.outcome, lost.status))
                 .then(|| {
+                    // Boxed: made only for a retry, it would otherwise sit
+                    // in every call's future.
                     let b = backoff.get_or_insert_with(|| {
-                        inner.settings.backoff.start(call_no << 16 ^ index as u64)
+                        Box::new(inner.settings.backoff.start(call_no << 16 ^ index as u64))
                     });
                     self.next_try(&lost, b, call.deadline)
                 });

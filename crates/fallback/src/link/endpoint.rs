@@ -177,6 +177,16 @@ impl Endpoint {
             Some(b) => b,
             None => self.body.open().await?,
         };
+        Ok(self.request_with(body))
+    }
+
+    /// A fresh request for one attempt, if its body needs no opening (a
+    /// file's does): the common path, which awaits nothing.
+    pub(crate) fn request_now(&self) -> Option<http::Request<RequestBody>> {
+        self.body.ready().map(|body| self.request_with(body))
+    }
+
+    fn request_with(&self, body: RequestBody) -> http::Request<RequestBody> {
         let mut req = http::Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.version_mut() = self.version;
@@ -189,6 +199,6 @@ impl Endpoint {
                 req.headers_mut().insert(&GRPC_TIMEOUT, v);
             }
         }
-        Ok(req)
+        req
     }
 }
