@@ -59,6 +59,9 @@ pub struct Config {
     /// Header names whose values are secrets, beyond the built-in rule.
     #[serde(default)]
     pub secret_headers: Vec<String>,
+    /// What `${NAME}` in the file's strings was replaced by.
+    #[serde(skip)]
+    pub env: fallback_chain_proxy::expand::Expanded,
     #[serde(default, deserialize_with = "opt_redirects")]
     pub follow_redirects: Option<u32>,
     pub compressed: Option<bool>,
@@ -169,7 +172,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
         ("upstream", format!("[[upstream]] {FOR_SERVE}")),
         ("route", format!("[[route]] {FOR_SERVE}")),
     ];
-    let cfg: Config = parse_toml(text, path, &hints).map_err(|e| e.to_string())?;
+    let (mut cfg, env): (Config, _) = parse_toml(text, path, &hints).map_err(|e| e.to_string())?;
+    // A header whose value came from the environment is a secret.
+    let from_env: Vec<String> = cfg
+        .endpoint
+        .iter()
+        .flat_map(|ep| &ep.headers)
+        .filter(|(_, v)| env.holds_value(v))
+        .map(|(name, _)| name.clone())
+        .collect();
+    cfg.secret_headers.extend(from_env);
+    cfg.env = env;
     for (i, ep) in cfg.endpoint.iter().enumerate() {
         if ep.json.is_some() && ep.body.is_some() {
             let name = ep.name.as_deref().unwrap_or(&ep.url);

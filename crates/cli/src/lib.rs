@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use fallback_chain::{Classifier, Policy};
 use fallback_chain_proxy::{units, Net};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -274,12 +274,73 @@ impl NetArgs {
     }
 }
 
+/// Every flag of `send` and `serve` also read from `FALLBACK_<FLAG>`
+/// (`--connect-timeout` from `FALLBACK_CONNECT_TIMEOUT`); the command line
+/// wins. `--help` names each variable but never shows its value: a header
+/// or a proxy's URL may hold a secret.
+fn with_env_vars(cmd: clap::Command) -> clap::Command {
+    let mut cmd = cmd;
+    for sub in ["send", "serve"] {
+        cmd = cmd.mut_subcommand(sub, |sub| {
+            let longs: Vec<(clap::Id, String)> = sub
+                .get_arguments()
+                .filter_map(|a| Some((a.get_id().clone(), a.get_long()?.to_owned())))
+                .filter(|(_, long)| long != "help" && long != "version")
+                .collect();
+            longs.into_iter().fold(sub, |sub, (id, long)| {
+                let var = format!("FALLBACK_{}", long.replace('-', "_").to_ascii_uppercase());
+                sub.mut_arg(id, |a| {
+                    let a = a.env(var).hide_env_values(true);
+                    // A switch set from the environment takes 1/0, yes/no,
+                    // on/off as well as true/false.
+                    match a.get_action() {
+                        clap::ArgAction::SetTrue => {
+                            a.value_parser(clap::builder::BoolishValueParser::new())
+                        }
+                        _ => a,
+                    }
+                })
+            })
+        });
+    }
+    cmd
+}
+
+/// The `FALLBACK_<FLAG>` variable a refused value came from: the flag
+/// clap names is not on the command line, and its variable is set.
+fn env_culprit(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let on_line = std::env::args_os()
+        .filter_map(|a| a.into_string().ok())
+        .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let var = format!("FALLBACK_{}", long.replace('-', "_").to_ascii_uppercase());
+    (!on_line && std::env::var_os(&var).is_some()).then_some(var)
+}
+
 /// Invalid input: exit 2, nothing sent.
 struct Usage(String);
 
 /// The `fallback` command, on this process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match with_env_vars(Cli::command()).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let from_env = env_culprit(&e);
+            let _ = e.print();
+            if let Some(var) = from_env {
+                errln!("fallback: that value came from the environment variable {var}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Send(args) => send(*args),
         Command::Check { config } => check(&config),
@@ -483,23 +544,48 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     }
     let args = SendArgs::parse_from(["send"]);
     let chain = build::chain(&args, &cfg, None)?;
-    outln!("{}: {} link(s), nothing sent", path.display(), chain.len());
+    // Lines gathered, then printed with every value from the environment
+    // written back as its `${NAME}`.
+    let mut lines = Vec::new();
+    macro_rules! out {
+        ($lines:ident, $($t:tt)*) => {
+            $lines.push(format!($($t)*))
+        };
+    }
+    out!(
+        lines,
+        "{}: {} link(s), nothing sent",
+        path.display(),
+        chain.len()
+    );
     for l in chain.links() {
-        outln!("[{}] {}  {} {}", l.index(), l.name(), l.method(), l.url());
+        out!(
+            lines,
+            "[{}] {}  {} {}",
+            l.index(),
+            l.name(),
+            l.method(),
+            l.url()
+        );
         for (n, v) in l.headers() {
-            outln!("      {n}: {v}");
+            out!(lines, "      {n}: {v}");
         }
-        outln!("      body: {}  idempotent: {}", l.body(), l.idempotent());
+        out!(
+            lines,
+            "      body: {}  idempotent: {}",
+            l.body(),
+            l.idempotent()
+        );
         if let Some(t) = l.timeout() {
-            outln!("      timeout: {t:?}");
+            out!(lines, "      timeout: {t:?}");
         }
         if let Some(r) = l.retries() {
-            outln!("      retries: {r}");
+            out!(lines, "      retries: {r}");
         }
     }
-    let show = |k: &str, v: Option<String>| {
+    let mut show = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            outln!("{k}: {v}");
+            out!(lines, "{k}: {v}");
         }
     };
     show("timeout", cfg.timeout.map(|d| format!("{d:?}")));
@@ -512,6 +598,9 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     show("max_body", cfg.max_body.map(|b| format!("{b} bytes")));
     if !cfg.secret_headers.is_empty() {
         show("secret_headers", Some(cfg.secret_headers.join(", ")));
+    }
+    for line in lines {
+        outln!("{}", cfg.env.mask(&line));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -326,8 +326,18 @@ impl Config {
             .iter()
             .map(|(key, shown)| (*key, format!("{shown} {FOR_SEND}")))
             .collect();
-        let file: File = parse_toml(text, path, &hints)?;
-        Ok(file.into_config())
+        let (file, env): (File, _) = parse_toml(text, path, &hints)?;
+        let mut cfg = file.into_config();
+        // A header whose value came from the environment is a secret.
+        let from_env: Vec<String> = cfg
+            .upstreams
+            .iter()
+            .flat_map(|u| &u.headers)
+            .filter(|(_, v)| env.holds_value(v))
+            .map(|(name, _)| name.clone())
+            .collect();
+        cfg.secret_headers.extend(from_env);
+        Ok(cfg)
     }
 
     /// `self` (a config file), with `over` (a command line) laid over it:
@@ -375,16 +385,21 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 /// process that grows until it is killed.
 pub const MAX_CONFIG: u64 = 16 * 1024 * 1024;
 
-/// Parses a TOML config's text into `T`. The error names the file, the
-/// line and column, and the key, without the offending line's text (it
-/// may hold a secret); an unknown key listed in `hints` gets its hint as
-/// the message instead of serde's.
+/// Parses a TOML config's text into `T`, after replacing `${NAME}` in its
+/// strings by the environment (see [`crate::expand`]); gives back what
+/// was replaced too. The error names the file, the line and column, and
+/// the key, without the offending line's text (it may hold a secret), and
+/// without any value from the environment; an unknown key listed in
+/// `hints` gets its hint as the message instead of serde's.
 pub fn parse_toml<T: DeserializeOwned>(
     text: &str,
     path: &Path,
     hints: &[(&str, String)],
-) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| {
+) -> Result<(T, crate::expand::Expanded), ConfigError> {
+    let env = crate::expand::expand(text, |name| std::env::var(name).ok())
+        .map_err(|e| ConfigError::new(format!("config {}: {e}", path.display())))?;
+    let text = env.text.as_str();
+    let parsed = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|span| {
             let before = text.get(..span.start.min(text.len())).unwrap_or(text);
             let line = before.matches('\n').count() + 1;
@@ -397,6 +412,10 @@ pub fn parse_toml<T: DeserializeOwned>(
             .find(|(key, _)| message.starts_with(&format!("unknown field `{key}`")));
         let message = match hint {
             Some((_, hint)) => hint.clone(),
+            // The crate's own checks quote the value they refuse
+            // (`invalid duration "soon"`): not when it may be the
+            // environment's.
+            None if env.is_expanded() => env.mask(&unquoted_all(message)),
             None => unquoted(message),
         };
         ConfigError::new(format!(
@@ -404,7 +423,28 @@ pub fn parse_toml<T: DeserializeOwned>(
             path.display(),
             at.unwrap_or_default(),
         ))
-    })
+    })?;
+    Ok((parsed, env))
+}
+
+/// A message with every double-quoted text in it blanked.
+fn unquoted_all(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quoted = false;
+    for c in msg.chars() {
+        match c {
+            '"' => {
+                out.push('"');
+                if !quoted {
+                    out.push('…');
+                }
+                quoted = !quoted;
+            }
+            _ if quoted => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A TOML or serde message with the string values it quotes blanked:

@@ -49,6 +49,7 @@ mod access_log;
 mod admin;
 mod answer;
 pub mod config;
+pub mod expand;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

@@ -18,10 +18,16 @@ impl Proxy {
     }
 
     pub fn start_with(args: &[&str], stderr: Stdio) -> Proxy {
+        Proxy::start_env(args, &[], stderr)
+    }
+
+    /// With these environment variables set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Proxy {
         // Another build may stand in, to run these tests against it.
         let bin = std::env::var_os("FALLBACK_TEST_BINARY")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_fallback").into());
         let mut child = Command::new(bin)
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
