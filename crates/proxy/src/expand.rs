@@ -312,6 +312,28 @@ mod tests {
         assert!(!e.contains("sk-"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Whatever a variable holds, a "…" string gets exactly it, and the
+        /// document keeps its other keys: a value cannot end the string or
+        /// add a key.
+        #[test]
+        fn any_value_lands_whole_in_a_basic_string(value in "\\PC*|[\"\\\\\n\r\t\x00\x7f'#=\\[\\]{}$]*") {
+            for doc in ["a = \"<${V}>\"\nb = 1\n", "a = \"\"\"<${V}>\"\"\"\nb = 1\n"] {
+                let e = expand(doc, |_| Some(value.clone())).unwrap();
+                let t: toml::Table = toml::from_str(&e.text).unwrap();
+                proptest::prop_assert_eq!(t["a"].as_str().unwrap(), format!("<{value}>"));
+                proptest::prop_assert_eq!(t["b"].as_integer(), Some(1));
+                proptest::prop_assert_eq!(t.len(), 2);
+            }
+        }
+
+        /// Any text at all: an error or a text, never a panic.
+        #[test]
+        fn any_text_expands_or_is_refused(text in "\\PC*") {
+            let _ = expand(&text, |n| (n.len() % 2 == 0).then(|| n.to_owned()));
+        }
+    }
+
     #[test]
     fn values_are_masked_and_never_in_debug() {
         let e = expand("a = \"${TOKEN}\"\nb = \"${HOST}\"", env).unwrap();
