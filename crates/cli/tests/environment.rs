@@ -159,10 +159,7 @@ fn serve_reads_its_flags_and_its_config_from_the_environment() {
         ],
         std::process::Stdio::null(),
     );
-    let (status, _, body) = proxy.request(
-        "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-        b"",
-    );
+    let (status, _, body) = proxy.request("GET /x HTTP/1.1", b"");
     assert_eq!(status, 200);
     assert_eq!(body, b"served");
     assert_eq!(s.requests()[0].header("x-token"), Some("tok-123"));

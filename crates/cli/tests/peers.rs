@@ -245,3 +245,43 @@ fn a_5_mib_upload_an_nginx_primary_refuses_fails_over_whole_from_disk() {
         "no temporary file has a name"
     );
 }
+
+#[test]
+fn an_nginx_upstream_on_a_unix_socket_gets_the_configured_host_and_a_dead_socket_falls_over() {
+    let sockets = tempfile::tempdir().unwrap();
+    let sock = sockets.path().join("orders.sock");
+    // nginx also listens on a Unix socket, and says which Host it got.
+    let nginx = Nginx::start(
+        "",
+        "",
+        &format!(
+            "listen unix:{};\n    location / {{ return 200 \"host=$host uri=$request_uri\"; }}",
+            sock.display()
+        ),
+        &[],
+    );
+    let cfg = sockets.path().join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[upstream]]\nname = \"gone\"\nurl = \"unix:{gone}\"\n\
+             [[upstream]]\nname = \"orders\"\nurl = \"unix:{sock}\"\nhost = \"orders.internal\"\n\
+             [[upstream]]\nname = \"tcp\"\nurl = \"{tcp}\"\n",
+            gone = sockets.path().join("gone.sock").display(),
+            sock = sock.display(),
+            tcp = nginx.url("/"),
+        ),
+    )
+    .unwrap();
+    let p = Proxy::start(&["--config", cfg.to_str().unwrap()]);
+    for _ in 0..3 {
+        // A POST: the dead socket never took it, so it may fall over.
+        let (status, headers, body) = p.request("POST /orders/42?x=1 HTTP/1.1", b"hi");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "host=orders.internal uri=/orders/42?x=1"
+        );
+        assert_eq!(header(&headers, "x-fallback-upstream"), Some("orders"));
+    }
+}

@@ -99,6 +99,15 @@ pub enum LinkProblem {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The link's Unix socket cannot be used.
+    #[error("unix socket {path:?}: {reason}")]
+    #[non_exhaustive]
+    UnixSocket {
+        /// The socket's path.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The body is a one-shot stream, which could not be re-sent to a backup
     /// or a retry.
     #[error("the body is a one-shot stream and could not be re-sent to another link or try: use Body::bytes, Body::file or Body::factory")]

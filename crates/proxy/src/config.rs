@@ -108,8 +108,13 @@ impl fmt::Debug for Config {
 pub struct Upstream {
     /// Default: the URL's host:port, made unique.
     pub name: Option<String>,
-    /// The base URL; the request's path and query are appended.
+    /// The base URL; the request's path and query are appended. Or
+    /// `unix:/path/to.sock`: plain HTTP over that Unix socket, with `host`
+    /// as the `Host` header.
     pub url: String,
+    /// The `Host` of a `unix:` upstream (default `localhost`); refused with
+    /// any other URL.
+    pub host: Option<String>,
     /// Headers sent to this upstream only.
     pub headers: BTreeMap<String, String>,
     /// This upstream's per-attempt timeout, over the route's.
@@ -140,6 +145,7 @@ impl Upstream {
             retries: None,
             probe: None,
             h2c: None,
+            host: None,
         }
     }
 }
@@ -600,6 +606,7 @@ struct UpstreamTable {
     retries: Option<u32>,
     probe: Option<String>,
     h2c: Option<bool>,
+    host: Option<String>,
 }
 
 impl File {
@@ -644,6 +651,7 @@ impl File {
                     retries: u.retries,
                     probe: u.probe,
                     h2c: u.h2c,
+                    host: u.host,
                 })
                 .collect(),
             routes: self

@@ -67,6 +67,11 @@ pub(crate) struct Upstream {
     pub(crate) name: String,
     /// As configured: a reload keeps the breaker of an unchanged URL.
     url: String,
+    /// The link's URL: `url` itself, or for a `unix:` upstream
+    /// `http://HOST`.
+    target: String,
+    /// A `unix:` upstream's socket.
+    unix: Option<std::path::PathBuf>,
     /// Without secrets, for /upstreams.
     pub(crate) shown: String,
     pub(crate) breaker: SharedBreaker,
@@ -237,9 +242,12 @@ fn upstreams(cfg: &Config, previous: Option<&Live>) -> Result<Vec<Upstream>, Con
     let mut out: Vec<Upstream> = Vec::new();
     for (i, given) in cfg.upstreams.iter().enumerate() {
         let url = given.url.trim().to_owned();
-        let name = match &given.name {
-            Some(n) => n.clone(),
-            None => default_name(&url, i, &out)?,
+        let (target, unix) = unix_target(&url, given.host.as_deref())
+            .map_err(|e| ConfigError::new(format!("upstream {}: {e}", i + 1)))?;
+        let name = match (&given.name, &unix) {
+            (Some(n), _) => n.clone(),
+            (None, Some(_)) => unique(url.clone(), &out),
+            (None, None) => default_name(&url, i, &out)?,
         };
         if name.trim().is_empty() || HeaderValue::from_str(&name).is_err() {
             return Err(ConfigError::new(format!(
@@ -264,9 +272,14 @@ fn upstreams(cfg: &Config, previous: Option<&Live>) -> Result<Vec<Upstream>, Con
                 |u| u.breaker.clone(),
             );
         out.push(Upstream {
-            shown: fallback_chain::redact::url(&url),
+            shown: match &unix {
+                Some(_) => url.clone(),
+                None => fallback_chain::redact::url(&url),
+            },
             name,
             url,
+            target,
+            unix,
             breaker,
         });
     }
@@ -276,6 +289,32 @@ fn upstreams(cfg: &Config, previous: Option<&Live>) -> Result<Vec<Upstream>, Con
         ));
     }
     Ok(out)
+}
+
+/// `unix:/path` (with `host`) as the link's `http://HOST` URL and the
+/// socket's path; any other URL as it is (and no `host`).
+fn unix_target(
+    url: &str,
+    host: Option<&str>,
+) -> Result<(String, Option<std::path::PathBuf>), String> {
+    let Some(path) = url.strip_prefix("unix:") else {
+        if host.is_some() {
+            return Err("`host` is for unix: upstreams; an http:// URL names its own".into());
+        }
+        return Ok((url.to_owned(), None));
+    };
+    if path.is_empty() {
+        return Err("unix: needs the socket's path, as unix:/run/app.sock".into());
+    }
+    let host = host.unwrap_or("localhost");
+    // The host is a Host header and an authority: nothing else may ride
+    // along (a path, credentials, a second header).
+    if host.is_empty() || host.parse::<http::uri::Authority>().is_err() || host.contains('@') {
+        return Err(format!(
+            "host {host:?} is not a host name (with an optional port)"
+        ));
+    }
+    Ok((format!("http://{host}"), Some(path.into())))
 }
 
 /// The library's own default name, host:port, made unique: the same URL
@@ -288,13 +327,18 @@ fn default_name(url: &str, i: usize, taken: &[Upstream]) -> Result<String, Confi
         .links()[0]
         .name()
         .to_owned();
+    Ok(unique(base, taken))
+}
+
+/// `base`, or `base#2`, `base#3`… when the name is taken.
+fn unique(base: String, taken: &[Upstream]) -> String {
     let mut name = base.clone();
     let mut n = 1;
     while taken.iter().any(|u| u.name == name) {
         n += 1;
         name = format!("{base}#{n}");
     }
-    Ok(name)
+    name
 }
 
 /// `probe = "grpc"` (the server as a whole) or `"grpc:package.Service"`:
@@ -360,9 +404,12 @@ impl Context<'_> {
     fn link(&self, i: usize) -> Result<Link, ConfigError> {
         let up = &self.upstreams[i];
         let c = &self.cfg.upstreams[i];
-        let mut link = Link::get(up.url.as_str())
+        let mut link = Link::get(up.target.as_str())
             .name(up.name.clone())
             .breaker(up.breaker.clone());
+        if let Some(path) = &up.unix {
+            link = link.unix_socket(path.clone());
+        }
         for (n, v) in &c.headers {
             link = link.header(n.clone(), v.clone());
         }
@@ -381,7 +428,7 @@ impl Context<'_> {
         if let Some(service) = c.probe.as_deref().and_then(grpc_probe) {
             link = link.grpc_health_probe(service);
         } else if let Some(path) = &c.probe {
-            let url = probe_url(&up.url, path).map_err(|e| {
+            let url = probe_url(&up.target, path).map_err(|e| {
                 ConfigError::new(format!("upstream {} ({}): probe: {e}", i + 1, up.name))
             })?;
             link = link.probe(url);
@@ -409,6 +456,26 @@ fn probe_url(base: &str, path: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unix_upstream_is_http_to_its_host_over_its_socket() {
+        let (url, unix) = unix_target("unix:/run/a.sock", Some("orders.internal:8080")).unwrap();
+        assert_eq!(url, "http://orders.internal:8080");
+        assert_eq!(unix.unwrap(), std::path::Path::new("/run/a.sock"));
+        let (url, _) = unix_target("unix:/run/a.sock", None).unwrap();
+        assert_eq!(url, "http://localhost");
+        assert_eq!(unix_target("http://a:1", None).unwrap(), ("http://a:1".into(), None));
+        for (url, host, why) in [
+            ("http://a:1", Some("b"), "`host` is for unix:"),
+            ("unix:", None, "needs the socket's path"),
+            ("unix:/run/a.sock", Some("a/b"), "not a host name"),
+            ("unix:/run/a.sock", Some("u:p@a"), "not a host name"),
+            ("unix:/run/a.sock", Some(""), "not a host name"),
+        ] {
+            let e = unix_target(url, host).unwrap_err();
+            assert!(e.contains(why), "{url} {host:?}: {e}");
+        }
+    }
 
     fn route(prefix: &str, strip: bool) -> Route {
         Route {

@@ -438,7 +438,7 @@ impl ChainBuilder {
             .collect::<Result<Box<[_]>, _>>()?;
         let transport = self.take_transport()?;
         for ep in endpoints.iter_mut() {
-            self.settle_endpoint(ep, &transport);
+            self.settle_endpoint(ep, &transport)?;
         }
         let retries_possible = endpoints
             .iter()
@@ -539,7 +539,11 @@ impl ChainBuilder {
 
     /// What a link takes from the chain once both are built: the idle
     /// timeout, `Accept-Encoding`, and whether its TLS is unverified.
-    fn settle_endpoint(&self, ep: &mut Endpoint, transport: &Arc<dyn Transport>) {
+    fn settle_endpoint(
+        &self,
+        ep: &mut Endpoint,
+        transport: &Arc<dyn Transport>,
+    ) -> Result<(), BuildError> {
         ep.idle_timeout = ep.idle_timeout.or(self.idle_timeout);
         #[cfg(feature = "compression")]
         if self.settings.decompress {
@@ -552,6 +556,17 @@ impl ChainBuilder {
             ep.uri.scheme() == Some(&http::uri::Scheme::HTTPS) && t.danger_accepts_invalid_certs();
         if ep.insecure {
             tracing::warn!(link = %ep.name, "TLS certificate verification is off for this link");
+        }
+        match &ep.unix {
+            Some(path) if !t.supports_unix_sockets() => Err(BuildError::Link {
+                index: ep.index,
+                name: ep.name.to_string(),
+                problem: crate::error::LinkProblem::UnixSocket {
+                    path: path.display().to_string(),
+                    reason: "the link's transport does not connect to Unix sockets".into(),
+                },
+            }),
+            _ => Ok(()),
         }
     }
 }

@@ -49,6 +49,8 @@ pub(crate) struct Endpoint {
     /// A gRPC call's deadline, sent to each attempt as the `grpc-timeout`
     /// left.
     pub(crate) deadline: Option<Instant>,
+    /// The Unix socket connections go to, instead of the URL's host.
+    pub(crate) unix: Option<Arc<std::path::Path>>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -136,6 +138,7 @@ impl Endpoint {
             insecure: self.insecure,
             grpc,
             deadline: None,
+            unix: self.unix.clone(),
         }
     }
 
@@ -188,6 +191,10 @@ impl Endpoint {
 
     fn request_with(&self, body: RequestBody) -> http::Request<RequestBody> {
         let mut req = http::Request::new(body);
+        if let Some(path) = &self.unix {
+            req.extensions_mut()
+                .insert(crate::transport::UnixSocket(path.clone()));
+        }
         *req.method_mut() = self.method.clone();
         *req.version_mut() = self.version;
         *req.uri_mut() = self.uri.clone();

@@ -57,6 +57,8 @@ pub struct Link {
     pub(crate) probe: Option<String>,
     /// The gRPC service whose health the background probe asks.
     pub(crate) grpc_health: Option<String>,
+    /// Where connections go instead of the URL's host and port.
+    pub(crate) unix_socket: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Link {
@@ -99,6 +101,7 @@ impl Link {
             .field("own_transport", &self.transport.is_some())
             .field("shared_breaker", &self.breaker.is_some())
             .field("probe", &self.probe.as_deref().map(redact::raw_url))
+            .field("unix_socket", &self.unix_socket)
             .finish()
     }
 }
@@ -124,6 +127,7 @@ impl Link {
             breaker: None,
             probe: None,
             grpc_health: None,
+            unix_socket: None,
         }
     }
 
@@ -301,6 +305,25 @@ impl Link {
     }
 
     /// The link's probe, checked; `None` when the link has none.
+    /// Connects to the Unix socket at `path` instead of the URL's host
+    /// and port, as curl's `--unix-socket` does: the URL still gives the
+    /// `Host` header, the path and the query. `http://` URLs only (TLS over
+    /// a Unix socket is refused when the chain is built), on a transport
+    /// that supports it ([`Transport::supports_unix_sockets`]; the default
+    /// one does). Default: none.
+    ///
+    /// ```
+    /// use fallback_chain::Link;
+    /// let link = Link::get("http://orders.internal/orders/42")
+    ///     .unix_socket("/run/orders/http.sock");
+    /// ```
+    ///
+    /// [`Transport::supports_unix_sockets`]: crate::transport::Transport::supports_unix_sockets
+    pub fn unix_socket(mut self, path: impl Into<std::path::PathBuf>) -> Link {
+        self.unix_socket = Some(path.into());
+        self
+    }
+
     pub(crate) fn probe_target(&self, index: usize) -> Result<Option<Probe>, BuildError> {
         if let Some(service) = &self.grpc_health {
             return Ok(Some(Probe::GrpcHealth(service.clone())));
@@ -370,6 +393,10 @@ impl Link {
             secrets.push(name);
         }
         self.body.check().map_err(|p| fail(&self.name, p))?;
+        let unix = match &self.unix_socket {
+            Some(path) => Some(unix_socket(path, &uri).map_err(|p| fail(&self.name, p))?),
+            None => None,
+        };
         for (name, value) in defaults {
             if !headers.contains_key(name) {
                 headers.append(name.clone(), value.clone());
@@ -389,6 +416,7 @@ impl Link {
         let idempotent = safety::is_idempotent(&method, &headers, self.idempotent);
         let h2c = self.http2_prior_knowledge.unwrap_or(chain_h2c)
             && uri.scheme() == Some(&http::uri::Scheme::HTTP);
+
         Ok(Endpoint {
             index,
             version: if h2c {
@@ -412,8 +440,35 @@ impl Link {
             retries: self.retries,
             transport: self.transport,
             secrets: secrets.into(),
+            unix,
         })
     }
+}
+
+/// The longest path a Unix socket address holds (Linux's `sun_path`, less
+/// its terminating NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// A link's Unix socket, checked: a plain `http://` URL, a path that fits
+/// a socket address.
+fn unix_socket(path: &std::path::Path, uri: &Uri) -> Result<Arc<std::path::Path>, LinkProblem> {
+    let problem = |reason: &str| LinkProblem::UnixSocket {
+        path: path.display().to_string(),
+        reason: reason.to_owned(),
+    };
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return Err(problem("only http:// URLs go over a Unix socket"));
+    }
+    let len = path.as_os_str().len();
+    if len == 0 {
+        return Err(problem("the path is empty"));
+    }
+    if len > MAX_UNIX_PATH {
+        return Err(problem(&format!(
+            "{len} bytes; a Unix socket's path holds at most {MAX_UNIX_PATH}"
+        )));
+    }
+    Ok(Arc::from(path))
 }
 
 /// What a link's background probe sends.

@@ -65,12 +65,17 @@ impl Client {
             ));
         };
         let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let unix = req
+            .extensions()
+            .get::<super::UnixSocket>()
+            .map(|u| u.0.clone());
+        let proxied = !https && unix.is_none() && self.proxy_auth(&mut req);
         let key = Key {
             authority,
             https,
             h2c: !https && req.version() == Version::HTTP_2,
+            unix,
         };
-        let proxied = !https && self.proxy_auth(&mut req);
         // The body marks the handover when hyper first looks at it, which
         // it does when it takes the request onto a connection.
         if let Some(h) = Handoff::of(&req) {
@@ -190,7 +195,14 @@ impl Client {
         fresh: bool,
         gate: Option<Gate>,
     ) -> Answer {
-        let Connected { io, h2, .. } = match self.connector.connect(req.uri()).await {
+        let connected = match &key.unix {
+            #[cfg(unix)]
+            Some(path) => self.connector.connect_unix(path).await,
+            #[cfg(not(unix))]
+            Some(_) => Err("Unix sockets need a Unix system".into()),
+            None => self.connector.connect(req.uri()).await,
+        };
+        let Connected { io, h2, .. } = match connected {
             Ok(c) => c,
             Err(e) => return Err(connect_error(e)),
         };

@@ -36,6 +36,8 @@ pub(crate) struct Connected {
 /// a sidecar) does not carry rustls's kilobyte of session state.
 pub(crate) enum Io {
     Plain(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
     #[cfg(feature = "rustls")]
     Tls(Box<TlsIo>),
 }
@@ -44,6 +46,8 @@ impl std::fmt::Debug for Io {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Io::Plain(_) => f.write_str("Io::Plain"),
+            #[cfg(unix)]
+            Io::Unix(_) => f.write_str("Io::Unix"),
             #[cfg(feature = "rustls")]
             Io::Tls(_) => f.write_str("Io::Tls"),
         }
@@ -63,9 +67,31 @@ pub(crate) struct Connector {
     #[cfg(feature = "rustls")]
     pub(crate) tls: Arc<Tls>,
     pub(crate) proxies: Option<Arc<Proxies>>,
+    /// The bound on a Unix socket's connect (TCP's is in `http`).
+    pub(crate) connect_timeout: Option<std::time::Duration>,
 }
 
 impl Connector {
+    /// Opens a connection to the Unix socket at `path`, within the
+    /// connect timeout. Proxies do not apply: the socket is local.
+    #[cfg(unix)]
+    pub(crate) async fn connect_unix(&self, path: &std::path::Path) -> Result<Connected, BoxError> {
+        let connect = tokio::net::UnixStream::connect(path);
+        let io = match self.connect_timeout {
+            Some(t) => tokio::time::timeout(t, connect).await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "unix socket connect timed out",
+                )
+            })??,
+            None => connect.await?,
+        };
+        Ok(Connected {
+            io: Io::Unix(io),
+            h2: false,
+        })
+    }
+
     /// Opens a connection for requests to `dst` (absolute).
     pub(crate) async fn connect(&self, dst: &Uri) -> Result<Connected, BoxError> {
         let intercept = self.proxies.as_ref().and_then(|p| p.intercept(dst));
@@ -206,6 +232,8 @@ impl AsyncRead for Io {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            #[cfg(unix)]
+            Io::Unix(u) => Pin::new(u).poll_read(cx, buf),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => Pin::new(&mut tls.io).poll_read(cx, buf),
         }
@@ -220,6 +248,8 @@ impl AsyncWrite for Io {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            #[cfg(unix)]
+            Io::Unix(u) => Pin::new(u).poll_write(cx, buf),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => tls.poll_write_with(cx, |io, cx| io.poll_write(cx, buf)),
         }
@@ -232,6 +262,8 @@ impl AsyncWrite for Io {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            #[cfg(unix)]
+            Io::Unix(u) => Pin::new(u).poll_write_vectored(cx, bufs),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => tls.poll_write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs)),
         }
@@ -240,6 +272,8 @@ impl AsyncWrite for Io {
     fn is_write_vectored(&self) -> bool {
         match self {
             Io::Plain(tcp) => tcp.is_write_vectored(),
+            #[cfg(unix)]
+            Io::Unix(u) => u.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => tls.io.is_write_vectored(),
         }
@@ -248,6 +282,8 @@ impl AsyncWrite for Io {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            #[cfg(unix)]
+            Io::Unix(u) => Pin::new(u).poll_flush(cx),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => tls.poll_write_with(cx, |io, cx| io.poll_flush(cx)),
         }
@@ -256,6 +292,8 @@ impl AsyncWrite for Io {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            #[cfg(unix)]
+            Io::Unix(u) => Pin::new(u).poll_shutdown(cx),
             #[cfg(feature = "rustls")]
             Io::Tls(tls) => Pin::new(&mut tls.io).poll_shutdown(cx),
         }

@@ -374,6 +374,7 @@ impl HyperTransportBuilder {
             #[cfg(feature = "rustls")]
             tls,
             proxies,
+            connect_timeout: self.connect_timeout,
         };
         let mut h1 = hyper::client::conn::http1::Builder::new();
         if self.read_buf_exact.is_some() {
@@ -404,5 +405,9 @@ impl Transport for HyperTransport {
 
     fn danger_accepts_invalid_certs(&self) -> bool {
         self.insecure
+    }
+
+    fn supports_unix_sockets(&self) -> bool {
+        cfg!(unix)
     }
 }

@@ -192,6 +192,32 @@ pub trait Transport: Send + Sync + 'static {
     fn danger_accepts_invalid_certs(&self) -> bool {
         false
     }
+
+    /// Whether this transport connects to a request's [`UnixSocket`]
+    /// (an extension the chain puts on requests of a link with
+    /// [`Link::unix_socket`](crate::Link::unix_socket)). A chain with such
+    /// a link on a transport without it is refused when it is built.
+    /// Default: `false`.
+    fn supports_unix_sockets(&self) -> bool {
+        false
+    }
+}
+
+/// A request extension: connect to this Unix socket instead of the URL's
+/// host and port (the URL still gives `Host`, path and query).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UnixSocket(pub(crate) Arc<std::path::Path>);
+
+impl UnixSocket {
+    /// The socket at `path`.
+    pub fn new(path: impl AsRef<std::path::Path>) -> UnixSocket {
+        UnixSocket(Arc::from(path.as_ref()))
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
@@ -201,6 +227,10 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 
     fn danger_accepts_invalid_certs(&self) -> bool {
         (**self).danger_accepts_invalid_certs()
+    }
+
+    fn supports_unix_sockets(&self) -> bool {
+        (**self).supports_unix_sockets()
     }
 }
 

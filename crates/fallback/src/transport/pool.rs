@@ -1,5 +1,6 @@
 //! The default transport's connection pool: keep-alive connections kept
-//! per origin (scheme, host and port, and h2c apart from HTTP/1).
+//! per origin (scheme, host and port, and h2c apart from HTTP/1; a Unix
+//! socket's apart from the host's).
 //!
 //! - HTTP/1: idle connections, newest first. A connection comes back when
 //!   its answer's body has been read to the end (the body hands it back,
@@ -36,6 +37,8 @@ pub(crate) struct Key {
     pub(crate) authority: Authority,
     pub(crate) https: bool,
     pub(crate) h2c: bool,
+    /// A Unix socket's connections are its own, whatever the authority.
+    pub(crate) unix: Option<Arc<std::path::Path>>,
 }
 
 pub(crate) type H1 = http1::SendRequest<RequestBody>;
@@ -429,6 +432,7 @@ mod tests {
             authority: Authority::from_static(name),
             https: false,
             h2c: false,
+            unix: None,
         }
     }
 
