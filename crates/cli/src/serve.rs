@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fallback_chain_proxy::config::Listen;
 use fallback_chain_proxy::{units, Config, Proxy, Upstream};
 
 use crate::print::{errln, outln};
@@ -33,9 +34,11 @@ pub struct ServeArgs {
     /// Upstreams, routes and settings from a TOML file; re-read on SIGHUP.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where to listen (port 0 picks a free port) [default: 127.0.0.1:8080].
+    /// Where to listen: ADDR:PORT (port 0 picks a free port) or
+    /// unix:/path (a socket made with mode 0660, removed on exit)
+    /// [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<Listen>,
     #[command(flatten)]
     policy: PolicyArgs,
     #[command(flatten)]
@@ -95,7 +98,7 @@ impl ServeArgs {
     /// The flags given, as a layer over the config file.
     fn command_line(&self) -> Config {
         let mut c = Config::default();
-        c.listen = self.listen;
+        c.listen = self.listen.clone();
         c.admin = self.admin;
         c.replay_buffer = self.replay_buffer;
         c.replay_disk = self.replay_disk;
@@ -140,16 +143,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         .build()
         .map_err(|e| Usage(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(proxy.listen_addr()).await {
+        let listener = match bind(proxy.listen()).await {
             Ok(l) => l,
             Err(e) => {
-                errln!("fallback: cannot listen on {}: {e}", proxy.listen_addr());
+                errln!("fallback: cannot listen on {}: {e}", proxy.listen());
                 return Ok(ExitCode::from(1));
             }
         };
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Usage(format!("cannot read the listening address: {e}")))?;
+        let ready = match &listener {
+            Listener::Tcp(l) => {
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| Usage(format!("cannot read the listening address: {e}")))?;
+                format!("http://{addr}")
+            }
+            #[cfg(unix)]
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        };
         let admin = match proxy.admin_addr() {
             Some(a) => match tokio::net::TcpListener::bind(a).await {
                 Ok(l) => Some(l),
@@ -163,7 +173,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
         if admin.is_some() {
             proxy.install_metrics().map_err(|e| Usage(e.to_string()))?;
         }
-        outln!("listening on http://{addr}");
+        outln!("listening on {ready}");
         if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
             outln!("admin on http://{a}");
         }
@@ -172,9 +182,63 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Usage> {
             tokio::spawn(async move { proxy.serve_admin(admin).await });
         }
         tokio::spawn(reload_on_hangup(args, proxy.clone()));
-        proxy.serve(listener, shutdown_signal()).await;
+        match listener {
+            Listener::Tcp(l) => proxy.serve(l, shutdown_signal()).await,
+            #[cfg(unix)]
+            Listener::Unix(l, path) => {
+                proxy.serve_unix(l, shutdown_signal()).await;
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+async fn bind(listen: &Listen) -> Result<Listener, String> {
+    match listen {
+        Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Listener::Tcp)
+            .map_err(|e| e.to_string()),
+        #[cfg(unix)]
+        Listen::Unix(path) => bind_unix(path).map(|l| Listener::Unix(l, path.clone())),
+        #[allow(unreachable_patterns)]
+        _ => Err("this system has no Unix sockets".into()),
+    }
+}
+
+/// A Unix socket at `path`, mode 0660. A socket already there is replaced
+/// only when nothing accepts on it (a stale one, left by a process that
+/// was killed); any other file is refused, never removed.
+#[cfg(unix)]
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err("another process is listening on this socket".into());
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("a stale socket is there and cannot be removed: {e}"))?;
+        }
+        Ok(_) => return Err("the path exists and is not a socket; it is left alone".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
+    // Until this, the socket has the umask's mode: under the usual 022 no
+    // one but the owner may connect, so nothing is open wider meanwhile.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        format!("cannot set its mode to 0660: {e}")
+    })?;
+    Ok(listener)
 }
 
 /// SIGHUP re-reads the config: a valid one serves new requests, an

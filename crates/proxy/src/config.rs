@@ -52,7 +52,7 @@ use crate::ConfigError;
 #[non_exhaustive]
 pub struct Config {
     /// Where to listen. Default: 127.0.0.1:8080.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<Listen>,
     /// Where the admin endpoints listen. Default: nowhere.
     pub admin: Option<SocketAddr>,
     /// A request body's copy kept in memory for a re-send. Default: 1 MiB.
@@ -351,7 +351,7 @@ impl Config {
     /// added, and its upstreams and routes come after `self`'s.
     pub fn overlaid(&self, over: &Config) -> Config {
         Config {
-            listen: over.listen.or(self.listen),
+            listen: over.listen.clone().or_else(|| self.listen.clone()),
             admin: over.admin.or(self.admin),
             replay_buffer: over.replay_buffer.or(self.replay_buffer),
             replay_disk: over.replay_disk.or(self.replay_disk),
@@ -571,7 +571,8 @@ with_policy_keys! {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServeTable {
-    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "opt_listen")]
+    listen: Option<Listen>,
     admin: Option<SocketAddr>,
     #[serde(default, deserialize_with = "opt_size")]
     replay_buffer: Option<u64>,
@@ -736,6 +737,52 @@ pub fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     }
 }
 
+/// Where the proxy listens: a TCP address, or a Unix socket's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Listen {
+    /// `127.0.0.1:8080`; port 0 picks a free port.
+    Tcp(SocketAddr),
+    /// `unix:/run/fallback.sock`: created with mode 0660 and removed on
+    /// exit; a stale socket left by a process that is gone is replaced, any
+    /// other file is refused.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listen, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs the socket's path, as unix:/run/fallback.sock".into());
+            }
+            return Ok(Listen::Unix(path.into()));
+        }
+        s.parse().map(Listen::Tcp).map_err(|_| {
+            format!(
+                "invalid listen address {s:?}: expected ADDR:PORT (127.0.0.1:8080) or unix:/path"
+            )
+        })
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn opt_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Listen>, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 /// `access_log = "json"` or `"none"`.
 fn opt_access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     match String::deserialize(d)?.as_str() {
@@ -750,6 +797,28 @@ fn opt_access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_is_an_address_or_a_unix_socket() {
+        let tcp: Listen = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(tcp.to_string(), "127.0.0.1:0");
+        let unix: Listen = "unix:/run/f.sock".parse().unwrap();
+        assert_eq!(unix, Listen::Unix("/run/f.sock".into()));
+        assert_eq!(unix.to_string(), "unix:/run/f.sock");
+        assert!("unix:".parse::<Listen>().unwrap_err().contains("path"));
+        assert!("localhost"
+            .parse::<Listen>()
+            .unwrap_err()
+            .contains("ADDR:PORT"));
+        let cfg = Config::parse(
+            "[serve]\nlisten = \"unix:/run/f.sock\"\n[[upstream]]\nurl = \"http://127.0.0.1:1\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen, Some(unix));
+        let e = Config::parse("[serve]\nlisten = \"nowhere\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
 
     #[test]
     fn string_values_in_messages_are_blanked() {

@@ -113,7 +113,7 @@ impl Harness {
             let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
             let svc = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(path::handle(&proxy, req, peer).await) }
+                async move { Ok::<_, Infallible>(path::handle(&proxy, req, Some(peer)).await) }
             });
             let mut builder = server::connections(Duration::from_secs(1));
             // The input ends with the client's writing side shut: answer

@@ -109,16 +109,24 @@ pub(crate) fn outbound(headers: &mut HeaderMap, hop: &Hop, via: bool) {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
-pub(crate) fn forwarded(headers: &mut HeaderMap, client: SocketAddr) {
-    let ip = client.ip();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {ip}"),
-        None => ip.to_string(),
+/// A client on a Unix socket has no address: `Forwarded` says
+/// `for=unknown` (RFC 7239, section 6.2) and `X-Forwarded-For`, which has
+/// no such word, is left as it came.
+pub(crate) fn forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>) {
+    let ip = client.map(|c| c.ip());
+    let xff = match (
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        ip,
+    ) {
+        (Some(before), Some(ip)) => Some(format!("{before}, {ip}")),
+        (None, Some(ip)) => Some(ip.to_string()),
+        (_, None) => None,
     };
     // RFC 7239: an IPv6 address is bracketed and quoted.
     let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => format!("\"[{v6}]\""),
+        None => "unknown".to_owned(),
     };
     let element = format!("for={node};proto=http");
     let fwd = match headers
@@ -128,7 +136,7 @@ pub(crate) fn forwarded(headers: &mut HeaderMap, client: SocketAddr) {
         Some(before) => format!("{before}, {element}"),
         None => element,
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(Ok(v)) = xff.map(|x| HeaderValue::from_str(&x)) {
         headers.insert("x-forwarded-for", v);
     }
     if let Ok(v) = HeaderValue::from_str(&fwd) {
@@ -207,11 +215,17 @@ mod tests {
     fn forwarded_appends_the_client() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        forwarded(&mut h, Some("127.0.0.1:5000".parse().unwrap()));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
         assert_eq!(h.get("forwarded").unwrap(), "for=127.0.0.1;proto=http");
         let mut h = HeaderMap::new();
-        forwarded(&mut h, "[::1]:5000".parse().unwrap());
+        forwarded(&mut h, Some("[::1]:5000".parse().unwrap()));
         assert_eq!(h.get("forwarded").unwrap(), "for=\"[::1]\";proto=http");
+        // A client on a Unix socket: no address to add.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        forwarded(&mut h, None);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9");
+        assert_eq!(h.get("forwarded").unwrap(), "for=unknown;proto=http");
     }
 }

@@ -155,8 +155,8 @@ impl Proxy {
     }
 
     /// Where the config asks the proxy to listen (default 127.0.0.1:8080).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.shared.listeners.listen
+    pub fn listen(&self) -> &config::Listen {
+        &self.shared.listeners.listen
     }
 
     /// Where the config asks the admin endpoints to listen, if anywhere.
@@ -214,7 +214,18 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: F,
     ) {
-        server::serve(self, listener, shutdown).await;
+        server::serve(self, server::Listener::Tcp(listener), shutdown).await;
+    }
+
+    /// [`serve`](Self::serve), from a Unix socket's listener: clients have
+    /// no address (`Forwarded: for=unknown`).
+    #[cfg(unix)]
+    pub async fn serve_unix<F: std::future::Future>(
+        &self,
+        listener: tokio::net::UnixListener,
+        shutdown: F,
+    ) {
+        server::serve(self, server::Listener::Unix(listener), shutdown).await;
     }
 
     /// Serves the admin endpoints from `listener`, for good: `/healthz`,

@@ -116,7 +116,7 @@ impl Live {
 
 /// Fixed when the proxy starts: a reload does not move a listener.
 pub(crate) struct Listeners {
-    pub(crate) listen: SocketAddr,
+    pub(crate) listen: crate::config::Listen,
     pub(crate) admin: Option<SocketAddr>,
     pub(crate) drain: Duration,
     pub(crate) header_timeout: Duration,
@@ -133,9 +133,9 @@ impl Listeners {
     /// The listeners `cfg` asks for, with their defaults.
     pub(crate) fn of(cfg: &Config) -> Result<Listeners, ConfigError> {
         let listeners = Listeners {
-            listen: cfg
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: cfg.listen.clone().unwrap_or_else(|| {
+                crate::config::Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))
+            }),
             admin: cfg.admin,
             drain: cfg.drain.unwrap_or(Duration::from_secs(15)),
             header_timeout: cfg.header_timeout.unwrap_or(HEADER_TIMEOUT),
@@ -464,7 +464,10 @@ mod tests {
         assert_eq!(unix.unwrap(), std::path::Path::new("/run/a.sock"));
         let (url, _) = unix_target("unix:/run/a.sock", None).unwrap();
         assert_eq!(url, "http://localhost");
-        assert_eq!(unix_target("http://a:1", None).unwrap(), ("http://a:1".into(), None));
+        assert_eq!(
+            unix_target("http://a:1", None).unwrap(),
+            ("http://a:1".into(), None)
+        );
         for (url, host, why) in [
             ("http://a:1", Some("b"), "`host` is for unix:"),
             ("unix:", None, "needs the socket's path"),

@@ -29,7 +29,7 @@ use crate::{upgrade, Proxy};
 pub(crate) async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: Option<SocketAddr>,
 ) -> Response<ResponseBody> {
     let live = proxy.live();
     // Only a logged request pays for its log line.
@@ -105,7 +105,7 @@ fn body(
     live: &Live,
     route: &Route,
     req: Request<Incoming>,
-    client: SocketAddr,
+    client: Option<SocketAddr>,
     entry: Option<&mut Entry>,
 ) -> Result<Request<Body>, BadPath> {
     let (mut parts, body) = req.into_parts();

@@ -40,34 +40,34 @@ pub(crate) fn connections(header_timeout: Duration) -> auto::Builder<TokioExecut
     builder
 }
 
-pub(crate) async fn serve<F: std::future::Future>(
-    proxy: &Proxy,
-    listener: tokio::net::TcpListener,
-    shutdown: F,
-) {
+/// Where client connections come from.
+pub(crate) enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+pub(crate) async fn serve<F: std::future::Future>(proxy: &Proxy, listener: Listener, shutdown: F) {
     let listeners = &proxy.shared.listeners;
     let graceful = GracefulShutdown::new();
     let builder = connections(listeners.header_timeout);
     let mut stop = std::pin::pin!(shutdown);
     loop {
+        let idle = proxy.live().idle_timeout;
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, client)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                let tcp = SendTimeout::new(tcp, proxy.live().idle_timeout);
-                let proxy = proxy.clone();
-                let svc = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(path::handle(&proxy, req, client).await) }
-                });
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+            accepted = accept(&listener) => match accepted {
+                Some(Accepted::Tcp(tcp, client)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let io = SendTimeout::new(tcp, idle);
+                    serve_connection(proxy, &builder, &graceful, io, Some(client));
+                }
+                #[cfg(unix)]
+                Some(Accepted::Unix(unix)) => {
+                    let io = SendTimeout::new(unix, idle);
+                    serve_connection(proxy, &builder, &graceful, io, None);
+                }
+                None => {}
+            },
             _ = &mut stop => break,
         }
     }
@@ -75,6 +75,46 @@ pub(crate) async fn serve<F: std::future::Future>(
     drop(listener);
     // Idle keep-alive connections could hold this forever: bound it.
     let _ = tokio::time::timeout(listeners.drain, graceful.shutdown()).await;
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+/// The next client connection (`None`: an accept that failed, such as a
+/// client gone before it was taken).
+async fn accept(listener: &Listener) -> Option<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.ok().map(|(s, a)| Accepted::Tcp(s, a)),
+        #[cfg(unix)]
+        Listener::Unix(l) => l.accept().await.ok().map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// Serves one client connection in a task of its own.
+fn serve_connection<T>(
+    proxy: &Proxy,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    io: T,
+    client: Option<std::net::SocketAddr>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = proxy.clone();
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(path::handle(&proxy, req, client).await) }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
 }
 
 /// The exporter keeps every histogram sample until it is folded into the
