@@ -5,7 +5,7 @@
 //! secret_headers = ["X-Tenant"]  # values never printed, beyond the built-in rule (X-Api-Key, ...)
 //! follow_redirects = true # or a bound on hops (true: 10); compressed = true
 //! ca_cert = "ca.pem"      # chain-wide and per link: ca_cert, client_cert, client_key, insecure,
-//!                         # proxy, http2_prior_knowledge, connect_timeout, user_agent
+//!                         # proxy, http2_prior_knowledge, connect_timeout, max_connection_age, user_agent
 //! [[endpoint]]
 //! name = "primary"        # optional
 //! url = "https://primary.example/api/orders"   # required
@@ -30,7 +30,8 @@ use std::time::Duration;
 use fallback_chain::grpc::Code;
 use fallback_chain::{Classifier, Policy};
 use fallback_chain_proxy::config::{
-    opt_duration, opt_fail_on, opt_grpc_codes, opt_size, parse_toml, read_limited,
+    opt_duration, opt_duration_or_zero, opt_fail_on, opt_grpc_codes, opt_size, parse_toml,
+    read_limited,
 };
 use fallback_chain_proxy::config::{Net, MAX_CONFIG};
 use serde::{Deserialize, Deserializer};
@@ -76,6 +77,8 @@ pub struct Config {
     pub http2_prior_knowledge: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration_or_zero")]
+    pub max_connection_age: Option<Duration>,
     pub user_agent: Option<String>,
     #[serde(default)]
     pub endpoint: Vec<Endpoint>,
@@ -122,6 +125,8 @@ pub struct Endpoint {
     pub http2_prior_knowledge: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration_or_zero")]
+    pub max_connection_age: Option<Duration>,
     pub user_agent: Option<String>,
 }
 
@@ -136,6 +141,7 @@ macro_rules! net_of {
         net.no_proxy = $s.no_proxy.clone();
         net.http2_prior_knowledge = $s.http2_prior_knowledge;
         net.connect_timeout = $s.connect_timeout;
+        net.max_connection_age = $s.max_connection_age;
         net.user_agent = $s.user_agent.clone();
         net
     }};

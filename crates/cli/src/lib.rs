@@ -237,6 +237,10 @@ pub(crate) struct NetArgs {
     /// Bound on establishing a connection [default: 2s].
     #[arg(long, value_name = "DUR", value_parser = units::duration)]
     pub(crate) connect_timeout: Option<Duration>,
+    /// A pooled connection this old takes no new request and closes when
+    /// idle, so connections follow DNS changes (0: any age) [default: 5m].
+    #[arg(long, value_name = "DUR", value_parser = units::duration_or_zero)]
+    pub(crate) max_connection_age: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -270,6 +274,7 @@ impl NetArgs {
         net.no_proxy = self.noproxy.clone();
         net.http2_prior_knowledge = self.http2_prior_knowledge.then_some(true);
         net.connect_timeout = self.connect_timeout;
+        net.max_connection_age = self.max_connection_age;
         net
     }
 }

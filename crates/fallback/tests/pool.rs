@@ -283,3 +283,23 @@ fn no_streams_per_http2_connection_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_past_its_age_takes_no_new_request() {
+    let server = Server::start(Behavior::ok("x"));
+    let transport = HyperTransport::builder()
+        .pool_max_connection_age(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let chain = Chain::builder()
+        .transport(transport)
+        .link(Link::get(server.url("/")))
+        .build()
+        .unwrap();
+    chain.call().await.unwrap();
+    chain.call().await.unwrap();
+    assert_eq!(server.connection_count(), 1, "reused while young");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    chain.call().await.unwrap();
+    assert_eq!(server.connection_count(), 2, "a new one past the age");
+}

@@ -7,7 +7,7 @@
 //!                           # grpc_fail_on, idempotent
 //! secret_headers = ["X-Tenant"]
 //! ca_cert = "ca.pem"        # network: ca_cert, client_cert, client_key, insecure, proxy, no_proxy,
-//!                           # http2_prior_knowledge, connect_timeout, user_agent
+//!                           # http2_prior_knowledge, connect_timeout, max_connection_age, user_agent
 //! [serve]
 //! listen = "127.0.0.1:8080" # and admin, replay_buffer, replay_disk, replay_disk_total, temp_dir,
 //!                           # drain, access_log, report_headers, forwarded, via, header_timeout
@@ -211,6 +211,9 @@ pub struct Net {
     pub http2_prior_knowledge: Option<bool>,
     /// Bound on establishing a connection. Default: 2 s.
     pub connect_timeout: Option<Duration>,
+    /// How old a pooled connection may be and still take a new request
+    /// (zero: any age). Default: 5 min.
+    pub max_connection_age: Option<Duration>,
     /// The `User-Agent`.
     pub user_agent: Option<String>,
 }
@@ -229,6 +232,7 @@ impl fmt::Debug for Net {
             .field("no_proxy", &self.no_proxy)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .field("connect_timeout", &self.connect_timeout)
+            .field("max_connection_age", &self.max_connection_age)
             .field("user_agent", &self.user_agent)
             .finish()
     }
@@ -244,6 +248,7 @@ impl Net {
             || self.proxy.is_some()
             || self.no_proxy.is_some()
             || self.connect_timeout.is_some()
+            || self.max_connection_age.is_some()
     }
 
     /// `self`, with `over`'s keys where it sets them.
@@ -260,6 +265,7 @@ impl Net {
             no_proxy: over.no_proxy.clone().or_else(|| self.no_proxy.clone()),
             http2_prior_knowledge: over.http2_prior_knowledge.or(self.http2_prior_knowledge),
             connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            max_connection_age: over.max_connection_age.or(self.max_connection_age),
             user_agent: over.user_agent.clone().or_else(|| self.user_agent.clone()),
         }
     }
@@ -294,6 +300,9 @@ impl Net {
         }
         if let Some(c) = self.connect_timeout {
             t = t.connect_timeout(Some(c));
+        }
+        if let Some(a) = self.max_connection_age {
+            t = t.pool_max_connection_age(a);
         }
         Ok(t)
     }
@@ -547,6 +556,8 @@ with_policy_keys! {
         http2_prior_knowledge: Option<bool>,
         #[serde(default, deserialize_with = "opt_duration")]
         connect_timeout: Option<Duration>,
+        #[serde(default, deserialize_with = "opt_duration_or_zero")]
+        max_connection_age: Option<Duration>,
         user_agent: Option<String>,
         #[serde(default)]
         serve: ServeTable,
@@ -637,6 +648,7 @@ impl File {
                 no_proxy: self.no_proxy,
                 http2_prior_knowledge: self.http2_prior_knowledge,
                 connect_timeout: self.connect_timeout,
+                max_connection_age: self.max_connection_age,
                 user_agent: self.user_agent,
             },
             secret_headers: self.secret_headers,
@@ -673,6 +685,14 @@ impl File {
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = String::deserialize(d)?;
     units::duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A duration key where `0` means no bound.
+pub fn opt_duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    units::duration_or_zero(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -797,6 +817,19 @@ fn opt_access_log<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_connection_age_takes_zero_for_any_age() {
+        let cfg = Config::parse(
+            "max_connection_age = \"0\"\n[[upstream]]\nurl = \"http://127.0.0.1:1\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.net.max_connection_age, Some(Duration::ZERO));
+        assert!(cfg.net.transport("chain").is_ok());
+        let e = Config::parse("max_connection_age = \"later\"\n", Path::new("p.toml")).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
 
     #[test]
     fn listen_is_an_address_or_a_unix_socket() {

@@ -30,6 +30,15 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// As [`duration`], and `0` (with or without a unit) for "no bound".
+pub fn duration_or_zero(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if matches!(t, "0" | "0s" | "0ms" | "0m" | "0h") {
+        return Ok(Duration::ZERO);
+    }
+    duration(s)
+}
+
 /// Parses `1000`, `64KiB`, `10MiB`, `1GiB` (also `KB`, `MB`, `GB` as
 /// powers of 1000, and `k`, `m`, `g` as powers of 1024).
 pub fn size(s: &str) -> Result<u64, String> {
@@ -60,6 +69,17 @@ pub fn size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_a_duration_only_where_it_means_no_bound() {
+        for z in ["0", "0s", " 0ms ", "0m", "0h"] {
+            assert_eq!(duration_or_zero(z).unwrap(), Duration::ZERO, "{z}");
+            assert!(duration(z).is_err(), "{z}");
+        }
+        assert_eq!(duration_or_zero("5m").unwrap(), Duration::from_secs(300));
+        assert!(duration_or_zero("soon").is_err());
+        assert!(duration_or_zero("-1s").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -165,7 +165,10 @@ impl Client {
                 }
                 Readiness::Closed => continue,
             }
-            match self.on_h1(idle.tx, req, Some(key), proxied, true).await {
+            match self
+                .on_h1(idle.tx, idle.born, req, Some(key), proxied, true)
+                .await
+            {
                 Sent::Answered(r) => break Ok(Ok(r)),
                 Sent::Failed(e) => break Ok(Err(e)),
                 Sent::Unsent(r, _) => req = r,
@@ -238,7 +241,8 @@ impl Client {
             // A re-send's connection is not kept: the pool's others may be
             // as stale as the one it replaces.
             let keep = (!fresh).then_some(&key);
-            self.on_h1(tx, req, keep, proxied, false).await
+            self.on_h1(tx, tokio::time::Instant::now(), req, keep, proxied, false)
+                .await
         };
         match sent {
             Sent::Answered(r) => Ok(r),
@@ -283,6 +287,7 @@ impl Client {
     async fn on_h1(
         &self,
         mut tx: H1,
+        born: tokio::time::Instant,
         mut req: Request<RequestBody>,
         keep: Option<&Key>,
         proxied: bool,
@@ -290,7 +295,7 @@ impl Client {
     ) -> Sent {
         let absolute = to_h1(&mut req, proxied);
         match tx.try_send_request(req).await {
-            Ok(resp) => Sent::Answered(self.answered_h1(resp, tx, keep)),
+            Ok(resp) => Sent::Answered(self.answered_h1(resp, tx, born, keep)),
             Err(mut e) => match e.take_message() {
                 Some(mut req) => {
                     if let Some(uri) = absolute {
@@ -308,6 +313,7 @@ impl Client {
         &self,
         resp: Response<Incoming>,
         tx: H1,
+        born: tokio::time::Instant,
         keep: Option<&Key>,
     ) -> Response<ResponseBody> {
         // An upgraded connection belongs to whoever took the upgrade.
@@ -315,13 +321,14 @@ impl Client {
             return resp.map(ResponseBody::hyper);
         };
         if resp.body().is_end_stream() {
-            self.pool.put_h1(key.clone(), tx);
+            self.pool.put_h1(key.clone(), tx, born);
             return resp.map(ResponseBody::hyper);
         }
         let back = Checkin::H1 {
             pool: self.pool.clone(),
             key: key.clone(),
             tx,
+            born,
         };
         resp.map(|b| ResponseBody::pooled(b, back))
     }

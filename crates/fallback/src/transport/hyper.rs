@@ -20,6 +20,10 @@ use crate::error::BuildError;
 
 /// Default idle timeout of pooled connections: 4 s.
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Past it a connection takes no new request: 5 minutes follows DNS
+/// changes and new replicas while a busy connection is still reused
+/// thousands of times.
+const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 
 /// hyper 1.x connections in a pool of our own, and rustls (ring): HTTP/1.1,
 /// HTTP/2 over TLS by ALPN, and h2c for requests whose version is HTTP/2
@@ -118,6 +122,7 @@ impl HyperTransport {
 /// | [`pool_idle_timeout`](Self::pool_idle_timeout) | 4 s |
 /// | [`pool_max_idle_per_host`](Self::pool_max_idle_per_host) | unbounded |
 /// | [`http2_max_streams_per_connection`](Self::http2_max_streams_per_connection) | 100 |
+/// | [`pool_max_connection_age`](Self::pool_max_connection_age) | 5 min |
 /// | [`http1_read_buf_exact_size`](Self::http1_read_buf_exact_size) | none: hyper's adaptive buffer, 8 KiB at first, growing for large reads |
 /// | [`http1_max_buf_size`](Self::http1_max_buf_size) | about 400 KiB (hyper's) |
 /// | [`add_root_certificate_pem`](Self::add_root_certificate_pem) | none |
@@ -152,6 +157,7 @@ pub struct HyperTransportBuilder {
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
     h2_streams: usize,
+    max_age: Option<Duration>,
     read_buf_exact: Option<usize>,
     max_buf: Option<usize>,
     roots: Vec<Vec<u8>>,
@@ -170,6 +176,7 @@ impl fmt::Debug for HyperTransportBuilder {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("http2_max_streams_per_connection", &self.h2_streams)
+            .field("pool_max_connection_age", &self.max_age)
             .field("http1_read_buf_exact_size", &self.read_buf_exact)
             .field("http1_max_buf_size", &self.max_buf)
             .field("roots", &self.roots.len())
@@ -190,6 +197,7 @@ impl Default for HyperTransportBuilder {
             pool_idle_timeout: Some(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle_per_host: usize::MAX,
             h2_streams: 100,
+            max_age: Some(DEFAULT_MAX_CONNECTION_AGE),
             read_buf_exact: None,
             max_buf: None,
             roots: Vec::new(),
@@ -221,6 +229,16 @@ impl HyperTransportBuilder {
     /// The most idle connections kept per host (0 turns pooling off).
     pub fn pool_max_idle_per_host(mut self, max: usize) -> Self {
         self.pool_max_idle_per_host = max;
+        self
+    }
+
+    /// How old a connection may be and still take a new request (`None`
+    /// or zero: any age). Past it, a connection finishes what it carries
+    /// and closes when idle, so connections follow a host name that moved
+    /// to other addresses and spread over replicas added since (as .NET's
+    /// `PooledConnectionLifetime`).
+    pub fn pool_max_connection_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.max_age = age.into().filter(|a| !a.is_zero());
         self
     }
 
@@ -390,7 +408,8 @@ impl HyperTransportBuilder {
                     self.pool_idle_timeout,
                     self.pool_max_idle_per_host,
                     self.h2_streams,
-                ),
+                )
+                .with_max_age(self.max_age),
                 h1,
             )),
             insecure: self.insecure,

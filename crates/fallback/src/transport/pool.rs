@@ -44,15 +44,19 @@ pub(crate) struct Key {
 pub(crate) type H1 = http1::SendRequest<RequestBody>;
 pub(crate) type H2 = http2::SendRequest<RequestBody>;
 
-/// An idle HTTP/1 connection, and since when it has been idle.
+/// An idle HTTP/1 connection, since when it has been idle, and when it
+/// was opened.
 pub(crate) struct Idle {
     pub(crate) tx: H1,
     since: Instant,
+    pub(crate) born: Instant,
 }
 
 /// An HTTP/2 connection of the pool.
 struct H2Conn {
     tx: H2,
+    /// When it was opened.
+    born: Instant,
     /// When a stream last started on it.
     used: Instant,
     /// Its streams in flight, counted by their [`Stream`]s.
@@ -90,11 +94,15 @@ struct Slot {
 impl Slot {
     /// An open HTTP/2 connection with room for another stream (marked used
     /// now), and the stream's place on it; closed ones are dropped.
-    fn open_h2(&mut self, max_streams: usize) -> Option<(H2, Stream)> {
+    fn open_h2(&mut self, shared: &Shared) -> Option<(H2, Stream)> {
         if self.h2.is_empty() {
             return None;
         }
-        self.h2.retain(|c| !c.tx.is_closed());
+        // One past the age bound leaves the pool; its streams in flight
+        // hold it open until they end.
+        self.h2
+            .retain(|c| !c.tx.is_closed() && !shared.aged(c.born));
+        let max_streams = shared.max_streams;
         let conn = self
             .h2
             .iter_mut()
@@ -167,6 +175,7 @@ struct Shared {
     idle_timeout: Option<Duration>,
     max_idle: usize,
     max_streams: usize,
+    max_age: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -209,8 +218,18 @@ impl Pool {
                 idle_timeout,
                 max_idle,
                 max_streams: max_streams.max(1),
+                max_age: None,
             }),
         }
+    }
+
+    /// The pool, whose connections take no new request once they are
+    /// `max_age` old (`None`: at any age). Set before it is shared.
+    pub(crate) fn with_max_age(mut self, max_age: Option<Duration>) -> Pool {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.max_age = max_age;
+        }
+        self
     }
 
     /// Whether connections are kept at all.
@@ -222,7 +241,7 @@ impl Pool {
     /// it has one.
     pub(crate) fn h2(&self, key: &Key) -> Option<(H2, Stream)> {
         let mut slots = self.shared.lock();
-        slots.map.get_mut(key)?.open_h2(self.shared.max_streams)
+        slots.map.get_mut(key)?.open_h2(&self.shared)
     }
 
     /// The origin's HTTP/2 connection, a wait for the one another call is
@@ -230,7 +249,7 @@ impl Pool {
     pub(crate) fn h2_checkout(&self, key: &Key) -> H2Checkout {
         let mut slots = self.shared.lock();
         let slot = slots.map.entry(key.clone()).or_default();
-        if let Some((tx, stream)) = slot.open_h2(self.shared.max_streams) {
+        if let Some((tx, stream)) = slot.open_h2(&self.shared) {
             return H2Checkout::Ready(tx, stream);
         }
         if let Some(rx) = &slot.h2_opening {
@@ -258,7 +277,7 @@ impl Pool {
                 slot.idle.clear();
                 return None;
             }
-            if !idle.tx.is_closed() {
+            if !idle.tx.is_closed() && !self.shared.aged(idle.born) {
                 return Some(idle);
             }
         }
@@ -288,6 +307,7 @@ impl Pool {
         let mut slots = self.shared.lock();
         slots.map.entry(key).or_default().h2.push(H2Conn {
             tx,
+            born: Instant::now(),
             used: Instant::now(),
             streams,
         });
@@ -304,9 +324,10 @@ impl Pool {
         }
     }
 
-    /// Gives an HTTP/1 connection back once its answer has been read.
-    pub(crate) fn put_h1(&self, key: Key, tx: H1) {
-        if !self.enabled() || tx.is_closed() {
+    /// Gives an HTTP/1 connection (opened at `born`) back once its answer
+    /// has been read; one past the age bound closes instead.
+    pub(crate) fn put_h1(&self, key: Key, tx: H1, born: Instant) {
+        if !self.enabled() || tx.is_closed() || self.shared.aged(born) {
             return;
         }
         let mut slots = self.shared.lock();
@@ -317,6 +338,7 @@ impl Pool {
         slot.idle.push(Idle {
             tx,
             since: Instant::now(),
+            born,
         });
         self.sweep_later(&mut slots);
     }
@@ -360,12 +382,12 @@ async fn sweeper(pool: Weak<Shared>, start: Instant, period: Duration) {
         let mut slots = shared.lock();
         slots.map.retain(|_, slot| {
             slot.idle
-                .retain(|i| !shared.expired(i.since) && !i.tx.is_closed());
+                .retain(|i| !shared.expired(i.since) && !shared.aged(i.born) && !i.tx.is_closed());
             // A connection with streams in flight is in use, however long
             // ago they started.
             slot.h2.retain(|c| {
                 let busy = c.streams.load(Ordering::Relaxed) > 0;
-                !c.tx.is_closed() && (busy || !shared.expired(c.used))
+                !c.tx.is_closed() && !shared.aged(c.born) && (busy || !shared.expired(c.used))
             });
             !slot.is_empty()
         });
@@ -386,6 +408,11 @@ impl Shared {
     fn expired(&self, since: Instant) -> bool {
         self.idle_timeout.is_some_and(|t| since.elapsed() >= t)
     }
+
+    /// Past the age bound: it takes no new request.
+    fn aged(&self, born: Instant) -> bool {
+        self.max_age.is_some_and(|t| born.elapsed() >= t)
+    }
 }
 
 /// What an answer's body gives back at its end: held until the body has
@@ -394,7 +421,12 @@ pub(crate) enum Checkin {
     /// An HTTP/1 connection on its way back to the pool. Dropped before
     /// the end, the connection goes with it (hyper closes a connection
     /// whose answer was not read).
-    H1 { pool: Pool, key: Key, tx: H1 },
+    H1 {
+        pool: Pool,
+        key: Key,
+        tx: H1,
+        born: Instant,
+    },
     /// A stream's place on an HTTP/2 connection, freed either way.
     H2(Stream),
 }
@@ -403,7 +435,12 @@ impl Checkin {
     /// The answer was read to the end: the connection can serve another.
     pub(crate) fn done(self) {
         match self {
-            Checkin::H1 { pool, key, tx } => pool.put_h1(key, tx),
+            Checkin::H1 {
+                pool,
+                key,
+                tx,
+                born,
+            } => pool.put_h1(key, tx, born),
             Checkin::H2(stream) => drop(stream),
         }
     }
@@ -450,11 +487,11 @@ mod tests {
     async fn an_idle_connection_is_handed_out_until_its_idle_timeout() {
         let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
         let (tx, _server) = conn().await;
-        pool.put_h1(key("a:1"), tx);
+        pool.put_h1(key("a:1"), tx, Instant::now());
         assert!(pool.h1(&key("b:1")).is_none(), "another origin's");
         pass(Duration::from_millis(3_999)).await;
         let idle = pool.h1(&key("a:1")).expect("idle for 3.999 s");
-        pool.put_h1(key("a:1"), idle.tx);
+        pool.put_h1(key("a:1"), idle.tx, idle.born);
         pass(FOUR_S).await;
         assert!(pool.h1(&key("a:1")).is_none(), "idle for 4 s");
         assert_eq!(pool.len(), 0, "taking an expired one drops it");
@@ -466,7 +503,7 @@ mod tests {
         let mut servers = Vec::new();
         for _ in 0..3 {
             let (tx, server) = conn().await;
-            pool.put_h1(key("a:1"), tx);
+            pool.put_h1(key("a:1"), tx, Instant::now());
             servers.push(server);
             pass(Duration::from_secs(1)).await;
         }
@@ -484,7 +521,7 @@ mod tests {
     async fn the_sweeper_closes_connections_nobody_came_for() {
         let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
         let (tx, mut server) = conn().await;
-        pool.put_h1(key("a:1"), tx);
+        pool.put_h1(key("a:1"), tx, Instant::now());
         pass(Duration::from_secs(3)).await;
         assert_eq!(pool.len(), 1);
         // The sweeper runs every 4 s; by 8 s it has seen the connection
@@ -496,7 +533,7 @@ mod tests {
         // With nothing left, the sweeper has stopped; a new idle
         // connection starts another.
         let (tx, _server) = conn().await;
-        pool.put_h1(key("a:1"), tx);
+        pool.put_h1(key("a:1"), tx, Instant::now());
         pass(Duration::from_secs(9)).await;
         assert_eq!(pool.len(), 0);
     }
@@ -506,10 +543,10 @@ mod tests {
         let ten_s = Duration::from_secs(10);
         let pool = Pool::new(Some(ten_s), usize::MAX, 100);
         let (a, mut a_server) = conn().await;
-        pool.put_h1(key("a:1"), a);
+        pool.put_h1(key("a:1"), a, Instant::now());
         pass(Duration::from_secs(1)).await;
         let (b, _b_server) = conn().await;
-        pool.put_h1(key("a:1"), b);
+        pool.put_h1(key("a:1"), b, Instant::now());
         pass(Duration::from_secs(1)).await;
         // At 2 s: the newest (b) is busy and goes back, as the oldest.
         let b = pool.h1(&key("a:1")).unwrap();
@@ -528,7 +565,7 @@ mod tests {
     async fn a_connection_the_server_closed_is_not_handed_out() {
         let pool = Pool::new(None, usize::MAX, 100);
         let (tx, server) = conn().await;
-        pool.put_h1(key("a:1"), tx);
+        pool.put_h1(key("a:1"), tx, Instant::now());
         drop(server);
         // hyper's task reads the end of the stream and closes.
         for _ in 0..1_000 {
@@ -595,12 +632,43 @@ mod tests {
         assert_eq!(pool.len(), 0, "idle past the timeout once the stream ended");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_past_its_age_takes_no_new_request() {
+        let age = Duration::from_secs(300);
+        let pool = Pool::new(None, usize::MAX, 100).with_max_age(Some(age));
+        let (tx, mut server) = conn().await;
+        let born = Instant::now();
+        pool.put_h1(key("a:1"), tx, born);
+        pass(Duration::from_secs(299)).await;
+        let idle = pool.h1(&key("a:1")).expect("299 s old");
+        pool.put_h1(key("a:1"), idle.tx, idle.born);
+        pass(Duration::from_secs(1)).await;
+        assert!(pool.h1(&key("a:1")).is_none(), "300 s old");
+        let mut byte = [0u8; 1];
+        assert_eq!(server.read(&mut byte).await.unwrap(), 0, "closed");
+        // Given back past its age (its answer was long), it is closed.
+        let (tx, mut server) = conn().await;
+        pool.put_h1(key("a:1"), tx, Instant::now() - age);
+        assert_eq!(pool.len(), 0);
+        assert_eq!(server.read(&mut byte).await.unwrap(), 0, "closed");
+        // HTTP/2: no new stream on an aged connection; its own stream goes
+        // on (it holds the connection).
+        let (tx, _server) = h2_conn().await;
+        let stream = pool.put_h2(key("a:1"), tx);
+        pass(Duration::from_secs(299)).await;
+        let second = pool.h2(&key("a:1")).expect("299 s old");
+        pass(Duration::from_secs(1)).await;
+        assert!(pool.h2(&key("a:1")).is_none(), "300 s old");
+        assert_eq!(pool.len(), 0);
+        drop((stream, second));
+    }
+
     #[tokio::test]
     async fn a_pool_without_idle_connections_keeps_none() {
         let pool = Pool::new(None, 0, 100);
         assert!(!pool.enabled());
         let (tx, _server) = conn().await;
-        pool.put_h1(key("a:1"), tx);
+        pool.put_h1(key("a:1"), tx, Instant::now());
         assert_eq!(pool.len(), 0);
     }
 }
