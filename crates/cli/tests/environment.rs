@@ -164,3 +164,50 @@ fn serve_reads_its_flags_and_its_config_from_the_environment() {
     assert_eq!(body, b"served");
     assert_eq!(s.requests()[0].header("x-token"), Some("tok-123"));
 }
+
+/// The ```toml block of docs/kubernetes.md.
+fn kubernetes_config() -> String {
+    let doc = include_str!("../../../docs/kubernetes.md");
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("its end");
+    doc[start..start + len].to_owned()
+}
+
+#[test]
+fn the_kubernetes_guide_s_config_serves_with_its_variables_and_flags_from_the_environment() {
+    let primary = Server::start(Behavior::status(503));
+    let backup = Server::start(Behavior::ok("from the backup"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "fallback.toml", kubernetes_config().as_bytes());
+    let (p, b) = (primary.addr().to_string(), backup.addr().to_string());
+    let proxy = Proxy::start_env(
+        &[],
+        &[
+            ("FALLBACK_CONFIG", cfg.as_str()),
+            ("FALLBACK_DRAIN", "20s"),
+            ("PRIMARY_HOST", p.as_str()),
+            ("BACKUP_HOST", b.as_str()),
+            ("ORDERS_TOKEN", "k8s-secret-token"),
+        ],
+        std::process::Stdio::null(),
+    );
+    let (status, _, body) = proxy.request("GET /orders/42 HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(body, b"from the backup");
+    let seen = &backup.requests()[0];
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer k8s-secret-token")
+    );
+    assert_eq!(seen.path, "/orders/42");
+
+    // Without the secret's variable, the proxy does not start, and says
+    // which variable and where.
+    let o = run_env(&["serve", "--config", &cfg], &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ORDERS_TOKEN") && err.contains("line 10"),
+        "{err}"
+    );
+}
