@@ -179,14 +179,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, String> {
         ("route", format!("[[route]] {FOR_SERVE}")),
     ];
     let (mut cfg, env): (Config, _) = parse_toml(text, path, &hints).map_err(|e| e.to_string())?;
-    // A header whose value came from the environment is a secret.
-    let from_env: Vec<String> = cfg
-        .endpoint
-        .iter()
-        .flat_map(|ep| &ep.headers)
-        .filter(|(_, v)| env.holds_value(v))
-        .map(|(name, _)| name.clone())
-        .collect();
+    let from_env = env.secret_headers(cfg.endpoint.iter().flat_map(|ep| &ep.headers));
     cfg.secret_headers.extend(from_env);
     cfg.env = env;
     for (i, ep) in cfg.endpoint.iter().enumerate() {

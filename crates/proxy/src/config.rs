@@ -343,14 +343,7 @@ impl Config {
             .collect();
         let (file, env): (File, _) = parse_toml(text, path, &hints)?;
         let mut cfg = file.into_config();
-        // A header whose value came from the environment is a secret.
-        let from_env: Vec<String> = cfg
-            .upstreams
-            .iter()
-            .flat_map(|u| &u.headers)
-            .filter(|(_, v)| env.holds_value(v))
-            .map(|(name, _)| name.clone())
-            .collect();
+        let from_env = env.secret_headers(cfg.upstreams.iter().flat_map(|u| &u.headers));
         cfg.secret_headers.extend(from_env);
         Ok(cfg)
     }

@@ -61,6 +61,19 @@ impl Expanded {
         out
     }
 
+    /// The names of `headers` whose values came from the environment: they
+    /// are secrets.
+    pub fn secret_headers<'a>(
+        &self,
+        headers: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Vec<String> {
+        headers
+            .into_iter()
+            .filter(|(_, v)| self.holds_value(v))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Whether `value` holds any replaced value (of any length but 0).
     pub fn holds_value(&self, value: &str) -> bool {
         self.values
