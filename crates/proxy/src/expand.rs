@@ -208,10 +208,10 @@ fn variable(
         .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
         && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
     if !valid {
-        // The text between the braces is the file's own, not a value.
+        // The text between the braces is not shown: it may be a secret
+        // typed where a name goes.
         return Err(format!(
-            "line {line}: `${{{}}}` is not a variable name (letters, digits and `_`; `$${{` for a literal `${{`)",
-            crate::config::unquoted(name)
+            "line {line}: what follows `${{` is not a variable name (letters, digits and `_`; `$${{` for a literal `${{`)"
         ));
     }
     let value = match (lookup(name), default) {
