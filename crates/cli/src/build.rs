@@ -300,6 +300,9 @@ pub fn chain(
         };
         for url in &args.urls {
             let mut link = Link::new(method.clone(), url.clone());
+            if let Some(path) = &args.unix_socket {
+                link = link.unix_socket(path.clone());
+            }
             if let Some(body) = &body {
                 link = link.body(body.clone());
                 // curl's default for -d.

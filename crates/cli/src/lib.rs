@@ -128,6 +128,11 @@ struct SendArgs {
     /// The most redirects followed per link, with -L [default: 10].
     #[arg(long, value_name = "N")]
     max_redirs: Option<u32>,
+    /// Connect the command line's URLs to this Unix socket instead of
+    /// their host, as curl's --unix-socket (http:// URLs only; the URL
+    /// still gives Host, path and query).
+    #[arg(long, value_name = "PATH")]
+    unix_socket: Option<PathBuf>,
     /// Ask for a compressed answer and decode it.
     #[arg(long)]
     compressed: bool,

@@ -285,3 +285,38 @@ fn an_nginx_upstream_on_a_unix_socket_gets_the_configured_host_and_a_dead_socket
         assert_eq!(header(&headers, "x-fallback-upstream"), Some("orders"));
     }
 }
+
+#[test]
+fn send_reaches_an_nginx_on_a_unix_socket_as_curl_s_unix_socket_does() {
+    let sockets = tempfile::tempdir().unwrap();
+    let sock = sockets.path().join("web.sock");
+    let _nginx = Nginx::start(
+        "",
+        "",
+        &format!(
+            "listen unix:{};\n    location / {{ return 200 \"host=$host uri=$request_uri\"; }}",
+            sock.display()
+        ),
+        &[],
+    );
+    let path = sock.to_str().unwrap();
+    let o = common::run(&[
+        "send",
+        "--unix-socket",
+        path,
+        "http://orders.internal/orders/42?x=1",
+    ]);
+    assert_eq!(common::code(&o), 0, "{}", common::stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "host=orders.internal uri=/orders/42?x=1"
+    );
+    // TLS does not go over a socket here: refused before anything is sent.
+    let o = common::run(&["send", "--unix-socket", path, "https://orders.internal/"]);
+    assert_eq!(common::code(&o), 2);
+    assert!(
+        common::stderr(&o).contains("only http://"),
+        "{}",
+        common::stderr(&o)
+    );
+}
