@@ -298,9 +298,8 @@ fn with_env_vars(cmd: clap::Command) -> clap::Command {
                 .filter(|(_, long)| long != "help" && long != "version")
                 .collect();
             longs.into_iter().fold(sub, |sub, (id, long)| {
-                let var = format!("FALLBACK_{}", long.replace('-', "_").to_ascii_uppercase());
                 sub.mut_arg(id, |a| {
-                    let a = a.env(var).hide_env_values(true);
+                    let a = a.env(env_var(&long)).hide_env_values(true);
                     // A switch set from the environment takes 1/0, yes/no,
                     // on/off as well as true/false.
                     match a.get_action() {
@@ -327,8 +326,13 @@ fn env_culprit(e: &clap::Error) -> Option<String> {
     let on_line = std::env::args_os()
         .filter_map(|a| a.into_string().ok())
         .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
-    let var = format!("FALLBACK_{}", long.replace('-', "_").to_ascii_uppercase());
+    let var = env_var(long);
     (!on_line && std::env::var_os(&var).is_some()).then_some(var)
+}
+
+/// The variable of the flag `--LONG`: `FALLBACK_LONG`, `-` as `_`.
+fn env_var(long: &str) -> String {
+    format!("FALLBACK_{}", long.replace('-', "_").to_ascii_uppercase())
 }
 
 /// Invalid input: exit 2, nothing sent.
@@ -554,48 +558,39 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     }
     let args = SendArgs::parse_from(["send"]);
     let chain = build::chain(&args, &cfg, None)?;
-    // Lines gathered, then printed with every value from the environment
-    // written back as its `${NAME}`.
-    let mut lines = Vec::new();
-    macro_rules! out {
-        ($lines:ident, $($t:tt)*) => {
-            $lines.push(format!($($t)*))
-        };
-    }
-    out!(
-        lines,
+    // Every value from the environment is written back as its `${NAME}`.
+    let say = |line: String| outln!("{}", cfg.env.mask(&line));
+    say(format!(
         "{}: {} link(s), nothing sent",
         path.display(),
         chain.len()
-    );
+    ));
     for l in chain.links() {
-        out!(
-            lines,
+        say(format!(
             "[{}] {}  {} {}",
             l.index(),
             l.name(),
             l.method(),
             l.url()
-        );
+        ));
         for (n, v) in l.headers() {
-            out!(lines, "      {n}: {v}");
+            say(format!("      {n}: {v}"));
         }
-        out!(
-            lines,
+        say(format!(
             "      body: {}  idempotent: {}",
             l.body(),
             l.idempotent()
-        );
+        ));
         if let Some(t) = l.timeout() {
-            out!(lines, "      timeout: {t:?}");
+            say(format!("      timeout: {t:?}"));
         }
         if let Some(r) = l.retries() {
-            out!(lines, "      retries: {r}");
+            say(format!("      retries: {r}"));
         }
     }
-    let mut show = |k: &str, v: Option<String>| {
+    let show = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            out!(lines, "{k}: {v}");
+            say(format!("{k}: {v}"));
         }
     };
     show("timeout", cfg.timeout.map(|d| format!("{d:?}")));
@@ -608,9 +603,6 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Usage> {
     show("max_body", cfg.max_body.map(|b| format!("{b} bytes")));
     if !cfg.secret_headers.is_empty() {
         show("secret_headers", Some(cfg.secret_headers.join(", ")));
-    }
-    for line in lines {
-        outln!("{}", cfg.env.mask(&line));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -408,8 +408,8 @@ impl HyperTransportBuilder {
                     self.pool_idle_timeout,
                     self.pool_max_idle_per_host,
                     self.h2_streams,
-                )
-                .with_max_age(self.max_age),
+                    self.max_age,
+                ),
                 h1,
             )),
             insecure: self.insecure,

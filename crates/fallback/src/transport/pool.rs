@@ -209,27 +209,24 @@ impl Hasher for Fnv {
 
 impl Pool {
     /// A pool that keeps at most `max_idle` idle HTTP/1 connections per
-    /// origin (0: none) for at most `idle_timeout` each, and puts at most
-    /// `max_streams` streams at once on an HTTP/2 connection.
-    pub(crate) fn new(idle_timeout: Option<Duration>, max_idle: usize, max_streams: usize) -> Pool {
+    /// origin (0: none) for at most `idle_timeout` each, puts at most
+    /// `max_streams` streams at once on an HTTP/2 connection, and gives
+    /// no new request to a connection `max_age` old (`None`: any age).
+    pub(crate) fn new(
+        idle_timeout: Option<Duration>,
+        max_idle: usize,
+        max_streams: usize,
+        max_age: Option<Duration>,
+    ) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 slots: Mutex::new(Slots::default()),
                 idle_timeout,
                 max_idle,
                 max_streams: max_streams.max(1),
-                max_age: None,
+                max_age,
             }),
         }
-    }
-
-    /// The pool, whose connections take no new request once they are
-    /// `max_age` old (`None`: at any age). Set before it is shared.
-    pub(crate) fn with_max_age(mut self, max_age: Option<Duration>) -> Pool {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.max_age = max_age;
-        }
-        self
     }
 
     /// Whether connections are kept at all.
@@ -485,7 +482,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_handed_out_until_its_idle_timeout() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100, None);
         let (tx, _server) = conn().await;
         pool.put_h1(key("a:1"), tx, Instant::now());
         assert!(pool.h1(&key("b:1")).is_none(), "another origin's");
@@ -499,7 +496,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_newest_is_handed_out_first_and_the_oldest_dropped_past_the_bound() {
-        let pool = Pool::new(Some(FOUR_S), 2, 100);
+        let pool = Pool::new(Some(FOUR_S), 2, 100, None);
         let mut servers = Vec::new();
         for _ in 0..3 {
             let (tx, server) = conn().await;
@@ -519,7 +516,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_closes_connections_nobody_came_for() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100, None);
         let (tx, mut server) = conn().await;
         pool.put_h1(key("a:1"), tx, Instant::now());
         pass(Duration::from_secs(3)).await;
@@ -541,7 +538,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_busy_connection_put_back_keeps_its_idle_time_and_goes_last() {
         let ten_s = Duration::from_secs(10);
-        let pool = Pool::new(Some(ten_s), usize::MAX, 100);
+        let pool = Pool::new(Some(ten_s), usize::MAX, 100, None);
         let (a, mut a_server) = conn().await;
         pool.put_h1(key("a:1"), a, Instant::now());
         pass(Duration::from_secs(1)).await;
@@ -563,7 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_handed_out() {
-        let pool = Pool::new(None, usize::MAX, 100);
+        let pool = Pool::new(None, usize::MAX, 100, None);
         let (tx, server) = conn().await;
         pool.put_h1(key("a:1"), tx, Instant::now());
         drop(server);
@@ -588,7 +585,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_http2_connection_takes_streams_up_to_its_bound_then_another_is_opened() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX, 2);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 2, None);
         let (tx, _server) = h2_conn().await;
         let first = pool.put_h2(key("a:1"), tx);
         let second = pool
@@ -622,7 +619,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_http2_connection_with_a_stream_in_flight_outlives_the_idle_timeout() {
-        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100);
+        let pool = Pool::new(Some(FOUR_S), usize::MAX, 100, None);
         let (tx, _server) = h2_conn().await;
         let stream = pool.put_h2(key("a:1"), tx);
         pass(Duration::from_secs(9)).await;
@@ -635,7 +632,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_past_its_age_takes_no_new_request() {
         let age = Duration::from_secs(300);
-        let pool = Pool::new(None, usize::MAX, 100).with_max_age(Some(age));
+        let pool = Pool::new(None, usize::MAX, 100, Some(age));
         let (tx, mut server) = conn().await;
         let born = Instant::now();
         pool.put_h1(key("a:1"), tx, born);
@@ -665,7 +662,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pool_without_idle_connections_keeps_none() {
-        let pool = Pool::new(None, 0, 100);
+        let pool = Pool::new(None, 0, 100, None);
         assert!(!pool.enabled());
         let (tx, _server) = conn().await;
         pool.put_h1(key("a:1"), tx, Instant::now());
